@@ -1,0 +1,39 @@
+# onechance: two commands do everything on a fresh Debian machine with Python 3.11.
+#   make run   - set up .venv and run the main job (replays a bundled capture when no Asterisk is configured)
+#   make test  - set up .venv with the dev extras and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+
+.PHONY: run test lint bench clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEVSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/onechance replay service/onechance/data/demo.ami
+
+test: $(DEVSTAMP)
+	$(BIN)/python -m pytest
+
+lint: $(DEVSTAMP)
+	$(BIN)/ruff check service tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/replay_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,110 @@
+"""The ``onechance`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from . import __version__
+from .journey import Journey, TrackerSettings
+from .replay import ReplayError, replay_files
+
+
+def _fmt_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def _table(journeys: Sequence[Journey]) -> str:
+    head = ("started (UTC)", "caller", "name", "outcome", "queues", "operators", "wait", "talk", "alerts")
+    rows = [head]
+    for j in journeys:
+        d = j.to_dict()
+        outcome = d["outcome"] + (" (short)" if d["short_abandon"] else "")
+        if d["recovered"]:
+            outcome += " recovered"
+        if d["uncertain"]:
+            outcome += " ?"
+        rows.append(
+            (
+                _fmt_time(j.started_at),
+                d["caller"] or "-",
+                d["caller_name"] or "-",
+                outcome,
+                " > ".join(q["queue"] for q in d["queues"]) or "-",
+                ", ".join(d["operators"]) or "-",
+                f"{d['wait_seconds']:.0f}s",
+                f"{d['talk_seconds']:.0f}s",
+                ",".join(d["alerts"]) or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = TrackerSettings(short_abandon_seconds=args.short_abandon, bounce_transfers=args.bounce)
+    try:
+        result = replay_files(args.files, settings, pbx=args.pbx)
+    except ReplayError as exc:
+        print(f"onechance replay: {exc}", file=sys.stderr)
+        return 1
+    out = sys.stdout
+    if args.json:
+        for j in result.journeys:
+            out.write(json.dumps(j.to_dict(), ensure_ascii=False) + "\n")
+    else:
+        out.write(_table(result.journeys) + "\n")
+        out.write(
+            f"\n{len(result.journeys)} calls, {result.events} AMI messages, "
+            f"{result.bad_messages} malformed, from {len(result.files)} file(s)\n"
+        )
+    if result.tracker_errors:
+        print(f"onechance replay: {result.tracker_errors} event(s) could not be applied; last: "
+              f"{result.last_error}", file=sys.stderr)
+    out.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onechance",
+        description="Follows every Asterisk queue call over AMI and makes lost callers visible at once.",
+    )
+    parser.add_argument("--version", action="version", version=f"onechance {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="replay AMI capture files and print the call journeys")
+    p.add_argument("files", nargs="+", metavar="FILE", help="raw AMI stream(s), as recorded from port 5038")
+    p.add_argument("--json", action="store_true", help="one JSON object per call, one per line")
+    p.add_argument("--short-abandon", type=float, default=5.0, metavar="SECONDS",
+                   help="abandons shorter than this are short abandons (default 5)")
+    p.add_argument("--bounce", type=int, default=2, metavar="N",
+                   help="a call is bounced at its N-th transfer (default 2)")
+    p.add_argument("--pbx", default="", help="PBX name to stamp on the journeys")
+    p.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
