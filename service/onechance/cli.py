@@ -89,7 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a call is bounced at its N-th transfer (default 2)")
     p.add_argument("--pbx", default="", help="PBX name to stamp on the journeys")
     p.set_defaults(func=cmd_replay)
+
+    _add_daemon_commands(sub)
+    _add_store_commands(sub)
     return parser
+
+
+# ---- daemon commands (run, check-config) -------------------------------------------------------------
+def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``onechance run`` and ``onechance check-config``."""
+
+
+# ---- store commands (db, report) -----------------------------------------------------------------------
+def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``onechance db ...`` and ``onechance report``."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

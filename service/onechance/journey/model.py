@@ -117,6 +117,19 @@ class OperatorLeg:
             return max(self.started_at, self.adopted_at)
         return self.started_at
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operator": self.operator,
+            "kind": self.kind,
+            "queue": self.queue,
+            "interface": self.interface,
+            "answered_at": self.started_at,
+            "talk_from": self.caller_talk_start,
+            "ended_at": self.ended_at,
+            "talk_seconds": round(self.talk_seconds(), 3),
+            "ended_by": self.ended_by,
+        }
+
     def talk_seconds(self) -> float:
         start = self.caller_talk_start
         if start is None or self.ended_at is None:
@@ -255,6 +268,7 @@ class Journey:
             "short_abandon": self.short_abandon,
             "queues": [v.to_dict() for v in visits],
             "operators": self.operators,
+            "legs": [leg.to_dict() for leg in self.caller_legs()],
             "transfers": [t.to_dict() for t in self.transfers],
             "wait_seconds": self.wait_seconds,
             "talk_seconds": self.talk_seconds,
@@ -264,6 +278,8 @@ class Journey:
             "recovered_by": self.recovered_by,
             "uncertain": self.uncertain,
             "hangup_by": self.hangup_by,
+            "closed_reason": self.closed_reason,
+            "updated_at": self.updated_at,
         }
 
 
