@@ -83,6 +83,7 @@ class QueueVisit:
             "operator": self.operator,
             "joined_at": self.joined_at,
             "left_at": self.left_at,
+            "callid": self.channel,  # the waiting channel's Uniqueid: queue_log's callid column
         }
         if self.consultation:
             d["consultation"] = True
