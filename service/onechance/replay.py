@@ -50,7 +50,7 @@ def replay_files(
     for path in paths:
         try:
             size = os.path.getsize(path)
-            fh = open(path, "rb")  # noqa: SIM115 - closed below
+            fh = open(path, "rb")
         except FileNotFoundError:
             raise ReplayError(f"{path}: no such file") from None
         except IsADirectoryError:

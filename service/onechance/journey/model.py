@@ -190,11 +190,13 @@ class Journey:
         """The outcome the call has if it ended now."""
         visits = self.caller_visits()
         legs = self.caller_legs()
-        if visits:
-            last = visits[-1]
-            if last.result in (VisitResult.ABANDONED, VisitResult.TIMEOUT, VisitResult.REJECTED):
-                if not any((leg.caller_talk_start or 0.0) >= last.joined_at for leg in legs):
-                    return Outcome(str(last.result))
+        last = visits[-1] if visits else None
+        if (
+            last is not None
+            and last.result in (VisitResult.ABANDONED, VisitResult.TIMEOUT, VisitResult.REJECTED)
+            and not any((leg.caller_talk_start or 0.0) >= last.joined_at for leg in legs)
+        ):
+            return Outcome(str(last.result))
         if legs:
             return Outcome.ANSWERED
         if visits and visits[-1].result == VisitResult.WAITING:
@@ -268,6 +270,8 @@ class Journey:
             "outcome": str(self.outcome),
             "short_abandon": self.short_abandon,
             "queues": [v.to_dict() for v in visits],
+            # consultation calls that never reached the caller (the transfer was not completed)
+            "consultations": [v.to_dict() for v in self.visits if v.group != "caller"],
             "operators": self.operators,
             "legs": [leg.to_dict() for leg in self.caller_legs()],
             "transfers": [t.to_dict() for t in self.transfers],

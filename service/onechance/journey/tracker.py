@@ -516,10 +516,7 @@ class JourneyTracker:
         if visit is None:
             return
         visit.left_at = ts
-        try:
-            visit.hold_time = int(msg.headers.get("HoldTime") or "")
-        except ValueError:
-            pass
+        visit.hold_time = _int_or_none(msg.headers.get("HoldTime"))
         partner = self.channels.get(ch.partner) if ch.partner else None
         hung_up = ch.hangup_requested or (partner is not None and partner.hangup_requested)
         visit.caller_hung_up = hung_up
@@ -599,10 +596,7 @@ class JourneyTracker:
                 visit.left_at = ts
             visit.result = VisitResult.ANSWERED
             visit.operator = label
-            try:
-                visit.hold_time = int(msg.headers.get("HoldTime") or "")
-            except ValueError:
-                pass
+            visit.hold_time = _int_or_none(msg.headers.get("HoldTime"))
         if group == "caller":
             self._answered(call, ts, label, queue)
 
@@ -914,7 +908,10 @@ class JourneyTracker:
             del self.open_queue_legs[key]
         for v in j.visits:
             if v.result == VisitResult.WAITING:
-                if v.left_at is None and reason is None:
+                if v.group != "caller":
+                    # an orphaned consultation: the caller is gone and we stop following it
+                    v.result = VisitResult.UNKNOWN
+                elif v.left_at is None and reason is None:
                     v.left_at = ts
                     v.result = VisitResult.ABANDONED
                 elif v.left_at is not None:
@@ -952,6 +949,13 @@ class JourneyTracker:
         horizon = now - self.settings.recovery_window
         for number in [n for n, js in self.lost.items() if all((j.ended_at or 0) < horizon for j in js)]:
             del self.lost[number]
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value or "")
+    except ValueError:
+        return None
 
 
 def interface_of(channel_name: str, dial_string: str) -> str:

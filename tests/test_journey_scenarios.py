@@ -1,0 +1,163 @@
+"""Tracker scenarios beyond the captures: PJSIP channels without Local halves, a manager user without
+the dialplan event class, thresholds, missing hang-ups, escaped names."""
+
+from __future__ import annotations
+
+from onechance.journey import JourneyTracker, QueueRules, TrackerSettings, UpdateKind
+
+from .amibuild import Chan, Script
+
+
+def run(script: Script, settings: TrackerSettings | None = None, tracker: JourneyTracker | None = None):
+    tracker = tracker or JourneyTracker(settings)
+    updates = []
+    for m in script.events:
+        updates.extend(tracker.feed(m, arrival=script.t))
+    journeys = {}
+    for u in updates:
+        journeys.setdefault(id(u.journey), u.journey)
+    for j in tracker.live():
+        journeys.setdefault(id(j), j)
+    return tracker, updates, [j.to_dict() for j in journeys.values()]
+
+
+def pjsip_call(s: Script, n: int = 1, num: str = "+3725551000") -> tuple[Chan, Chan]:
+    uid = f"1800000000.{n * 10}"
+    caller = Chan(f"PJSIP/trunk-{n:08x}", uid, uid, num, "Kai Kask")
+    op = Chan(f"PJSIP/101-{n:08x}", f"1800000000.{n * 10 + 1}", uid, "101", "Anna", "from-internal", "101")
+    return caller, op
+
+
+def test_pjsip_answered_without_local_channels_and_without_dialplan_events():
+    s = Script()
+    caller, op = pjsip_call(s)
+    s.newchannel(caller).at(0.5).join(caller, "support").at(0.01).newchannel(op)
+    s.called(caller, op, "support", "PJSIP/101", "Anna Tamm").at(4).connect(caller, op, "support", "PJSIP/101",
+                                                                             "Anna Tamm", 4)
+    s.at(30).hangup(caller).hangup(op, request=False)
+    s.ev("AgentComplete", caller.block(), op.block("Dest"), Queue="support", Interface="PJSIP/101",
+         MemberName="Anna Tamm", HoldTime="4", TalkTime="30", Reason="caller")
+    _, updates, (j,) = run(s)
+    assert j["outcome"] == "answered"
+    assert j["caller"] == "+3725551000" and j["caller_name"] == "Kai Kask"
+    assert j["operators"] == ["Anna Tamm"]
+    assert abs(j["queues"][0]["wait_seconds"] - 4.01) < 0.01
+    assert abs(j["talk_seconds"] - 30) < 0.01
+    assert j["hangup_by"] == "caller"
+    assert [u.kind for u in updates].count(UpdateKind.ENDED) == 1
+
+
+def test_pjsip_abandon_vs_timeout_without_queuestatus():
+    # abandon: the caller's channel asks to hang up before QueueCallerAbandon
+    s = Script()
+    caller, _ = pjsip_call(s, 1, "+3725551001")
+    s.newchannel(caller).join(caller, "sales").at(12)
+    s.ev("HangupRequest", caller.block(), Cause="16").abandon(caller, "sales", 12)
+    s.ev("Hangup", caller.block(), Cause="16")
+    # timeout: QueueCallerAbandon with no hang-up; the caller goes on to voicemail, then hangs up
+    caller2, _ = pjsip_call(s, 2, "+3725551002")
+    s.at(1).newchannel(caller2).join(caller2, "sales").at(30).abandon(caller2, "sales", 30)
+    s.at(20).hangup(caller2)
+    _, updates, journeys = run(s)
+    by = {j["caller"]: j for j in journeys}
+    assert by["+3725551001"]["outcome"] == "abandoned"
+    assert by["+3725551001"]["alerts"] == ["abandoned"]
+    assert by["+3725551002"]["outcome"] == "timeout"
+    assert by["+3725551002"]["alerts"] == ["timeout"]
+    assert by["+3725551002"]["hangup_by"] == "queue"
+    kinds = [u.kind for u in updates]
+    assert UpdateKind.ABANDONED in kinds and UpdateKind.TIMED_OUT in kinds
+
+
+def test_queuestatus_overrides_the_hangup_heuristic():
+    s = Script()
+    caller, _ = pjsip_call(s)
+    s.newchannel(caller).join(caller, "sales").at(10)
+    s.ev("HangupRequest", caller.block(), Cause="16").abandon(caller, "sales", 10)
+    s.ev("VarSet", caller.block(), Variable="QUEUESTATUS", Value="LEAVEEMPTY").hangup(caller, request=False)
+    _, _, (j,) = run(s)
+    assert j["outcome"] == "timeout"
+    assert j["queues"][0]["exit_status"] == "LEAVEEMPTY"
+
+
+def test_rejected_caller_takes_the_queue_name_from_the_dialplan():
+    s = Script()
+    caller, _ = pjsip_call(s)
+    s.newchannel(caller).at(0.2)
+    s.ev("Newexten", caller.block(), Extension="s", Application="Queue", AppData="nightshift,t,,,60")
+    s.ev("VarSet", caller.block(), Variable="QUEUESTATUS", Value="FULL").at(0.1).hangup(caller)
+    _, updates, (j,) = run(s)
+    assert j["outcome"] == "rejected"
+    assert [(q["queue"], q["result"], q["wait_seconds"]) for q in j["queues"]] == [("nightshift", "rejected", 0.0)]
+    assert j["alerts"] == ["rejected"]
+    assert UpdateKind.REJECTED in [u.kind for u in updates]
+
+
+def test_short_abandon_threshold_is_per_queue():
+    settings = TrackerSettings(queues={"sales": QueueRules(short_abandon_seconds=10)})
+    s = Script()
+    for n, queue in ((1, "sales"), (2, "support")):
+        caller, _ = pjsip_call(s, n, f"+37255510{n:02d}")
+        s.newchannel(caller).join(caller, queue).at(7)
+        s.ev("HangupRequest", caller.block(), Cause="16").abandon(caller, queue, 7).hangup(caller, request=False)
+    _, _, journeys = run(s, settings)
+    by = {j["queues"][0]["queue"]: j for j in journeys}
+    assert by["sales"]["short_abandon"] is True and by["sales"]["alerts"] == []
+    assert by["support"]["short_abandon"] is False and by["support"]["alerts"] == ["abandoned"]
+
+
+def test_a_call_that_never_hangs_up_is_closed_by_max_age():
+    settings = TrackerSettings(max_call_age=3600)
+    s = Script()
+    caller, _ = pjsip_call(s, 1)
+    s.newchannel(caller).join(caller, "support")
+    other, _ = pjsip_call(s, 2, "+3725559999")
+    s.at(4000).newchannel(other)  # an event two hours later sweeps the stale call
+    tracker, _, journeys = run(s, settings)
+    stale = next(j for j in journeys if j["caller"] == "+3725551000")
+    assert stale["ended_at"] is not None and stale["uncertain"] is True
+    assert stale["closed_reason"] == "max_age"
+    assert len(tracker.calls) == 1
+
+
+def test_late_events_do_not_revive_an_ended_call():
+    s = Script()
+    caller, _ = pjsip_call(s)
+    s.newchannel(caller).hangup(caller)
+    s.ev("VarSet", caller.block(), Variable="CDR(x)", Value="1")
+    tracker, _, journeys = run(s)
+    assert len(journeys) == 1 and tracker.calls == {}
+
+
+def test_escaped_caller_name_and_missing_timestamps():
+    s = Script()
+    uid = "1800000000.5"
+    caller = Chan("PJSIP/trunk-1", uid, uid, "+3725550000", 'Mari \\"Mats\\" Maasikas')
+    s.ev("Newchannel", caller.block(), timestamp=False)
+    tracker = JourneyTracker()
+    (u,) = tracker.feed(s.events[0], arrival=1234.5)
+    assert u.journey.caller_name == 'Mari "Mats" Maasikas'
+    assert u.journey.started_at == 1234.5
+
+
+def test_bounce_threshold_and_recovery_of_a_timed_out_caller():
+    settings = TrackerSettings(bounce_transfers=3)
+    s = Script()
+    caller, _ = pjsip_call(s, 1, "+3725551234")
+    s.newchannel(caller).join(caller, "support").at(40).abandon(caller, "support", 40).at(1).hangup(caller)
+    # later the same number is answered: the lost call is recovered
+    caller2, op2 = pjsip_call(s, 2, "+3725551234")
+    s.at(60).newchannel(caller2).join(caller2, "support").newchannel(op2)
+    s.called(caller2, op2, "support", "PJSIP/101", "Anna Tamm").at(2).connect(caller2, op2, "support",
+                                                                              "PJSIP/101", "Anna Tamm", 2)
+    for i in range(3):
+        s.at(5).ev("BlindTransfer", op2.block("Transferer"), caller2.block("Transferee"), Result="Success",
+                   IsExternal="Yes", Context="from-internal", Extension=f"20{i}")
+    _, updates, journeys = run(s, settings)
+    first, second = sorted(journeys, key=lambda j: j["started_at"])
+    assert first["outcome"] == "timeout" and first["recovered"] is True
+    assert first["recovered_by"] == second["call_id"]
+    assert second["transfers"][0]["from"] == "Anna Tamm"
+    assert second["bounced"] is True
+    bounced = [u for u in updates if u.kind == UpdateKind.BOUNCED]
+    assert len(bounced) == 1 and bounced[0].detail == {"transfers": 3}

@@ -1,0 +1,100 @@
+"""Every shared capture, replayed through the parser and tracker, matches its truth file and agrees
+with Asterisk's own queue_log."""
+
+from __future__ import annotations
+
+import pytest
+
+from onechance.replay import replay_files
+
+from .queuelog import parse_queue_log
+from .truthcheck import DATA, check_truth, load_truth, scenarios
+
+SCENARIOS = scenarios()
+
+
+def replay(name: str) -> list[dict]:
+    return [j.to_dict() for j in replay_files([str(DATA / f"{name}.ami")]).journeys]
+
+
+def test_every_capture_has_a_truth_file():
+    assert len(SCENARIOS) >= 14
+    assert "load_a" in SCENARIOS
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_replay_matches_truth(name):
+    problems = check_truth(load_truth(name), replay(name))
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_replay_agrees_with_queue_log(name):
+    """Each ENTERQUEUE of queue_log is one visit of ours (same callid and queue) with the same result,
+    the same operator and a wait within 1.5 s of Asterisk's whole seconds."""
+    ql = parse_queue_log(DATA / f"{name}.queue_log")
+    journeys = replay(name)
+    ours = {}
+    for j in journeys:
+        for v in j["queues"] + j["consultations"]:
+            if v["result"] != "rejected":  # a refused caller has no queue_log line at all
+                ours.setdefault((v["callid"], v["queue"]), []).append(v)
+    assert sum(len(v) for v in ours.values()) == len(ql)
+    mapping = {"answered": "answered", "abandoned": "abandoned", "timeout": "timeout"}
+    for qv in ql:
+        visits = ours.get((qv.callid, qv.queue))
+        assert visits, f"no visit for queue_log callid {qv.callid} in {qv.queue}"
+        v = visits.pop(0)
+        if v["result"] == "unknown":
+            # a consultation still waiting when the caller hung up: the journey stops following it
+            assert v.get("consultation") is True
+            continue
+        assert v["result"] == mapping[qv.result], (qv, v)
+        assert abs(v["wait_seconds"] - qv.wait) <= 1.5, (qv, v)
+        if qv.result == "answered":
+            assert v["operator"] == qv.agent
+
+
+def test_load_a_outcomes_agree_with_queue_log():
+    """Calls whose last queue visit is an ABANDON in queue_log are abandoned; CONNECTs are answered."""
+    ql = parse_queue_log(DATA / "load_a.queue_log")
+    last_by_caller_channel = {}
+    for qv in ql:
+        last_by_caller_channel[qv.callid] = qv
+    journeys = replay("load_a")
+    checked = 0
+    for j in journeys:
+        if not j["queues"]:
+            continue
+        last = j["queues"][-1]
+        qv = last_by_caller_channel.get(last["callid"])
+        if qv is None or qv.queue != last["queue"]:
+            continue
+        if qv.result == "abandoned":
+            assert j["outcome"] == "abandoned", j["caller"]
+            checked += 1
+        elif qv.result == "answered":
+            assert j["outcome"] == "answered", j["caller"]
+            checked += 1
+    assert checked >= 55
+
+
+def test_names_survive_in_utf8():
+    journeys = replay("bounced")
+    assert journeys[0]["operators"] == ["Boris Petrov", "Jüri Õunapuu", "Мария Иванова", "Anna Tamm"]
+
+
+def test_replaying_several_files_keeps_every_call_in_start_order():
+    files = [str(DATA / f"{n}.ami") for n in ("answered", "abandoned", "bounced")]
+    journeys = replay_files(files).journeys
+    assert [j.caller for j in journeys] == ["+3725550101", "+3725550102", "+3725550106"]
+    starts = [j.started_at for j in journeys]
+    assert starts == sorted(starts)
+
+
+def test_abandon_then_callback_is_recovered():
+    journeys = replay("abandon_then_callback")
+    lost, back = journeys
+    assert lost["outcome"] == "abandoned" and lost["recovered"] is True
+    assert lost["recovered_by"] == back["call_id"]
+    assert back["outcome"] == "answered" and back["recovered"] is False

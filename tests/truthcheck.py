@@ -1,0 +1,100 @@
+"""Compare journeys (``Journey.to_dict()`` / ``onechance replay --json`` objects) with a ``*.truth.json``.
+
+The rules are those of the shared capture contract: truth calls are matched to journeys by caller
+number in start order; ``first_wait`` is compared within 1.5 s; an operator written ``ext:201`` may be
+reported by extension or by that extension's member name (taken from the PBX's queues.conf).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).parent / "data"
+
+
+TEST_PBX = DATA.parent.parent / "asterisk-conf" / "test-pbx"
+
+
+def member_names(queues_conf: Path = TEST_PBX / "queues.conf") -> dict[str, str]:
+    """Extension -> member name, from ``member => Local/101@agents/n,0,Anna Tamm`` lines."""
+    out = {}
+    for line in queues_conf.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\s*member\s*=>\s*\w+/(\d+)@[^,]*,[^,]*,(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _op_ok(want: str, got: Any, members: dict[str, str]) -> bool:
+    if want.startswith("ext:"):
+        ext = want[4:]
+        return ext in str(got) or got == members.get(ext)
+    return want == got
+
+
+def compare(want: dict[str, Any], got: dict[str, Any], members: dict[str, str]) -> list[str]:
+    errs: list[str] = []
+
+    def chk(name: str, ok: bool, w: Any, g: Any) -> None:
+        if not ok:
+            errs.append(f"{name}: want {w!r} got {g!r}")
+
+    if want.get("outcome") is not None:
+        chk("outcome", got.get("outcome") == want["outcome"], want["outcome"], got.get("outcome"))
+    if "caller_name" in want:
+        chk("caller_name", got.get("caller_name") == want["caller_name"], want["caller_name"], got.get("caller_name"))
+    if "short_abandon" in want:
+        chk("short_abandon", bool(got.get("short_abandon")) == want["short_abandon"], want["short_abandon"],
+            got.get("short_abandon"))
+    gq = [q["queue"] for q in got.get("queues") or []]
+    if "queues" in want:
+        chk("queues", gq == want["queues"], want["queues"], gq)
+    if "first_wait" in want:
+        qs = got.get("queues") or []
+        w = qs[0].get("wait_seconds") if qs else None
+        chk("first_wait", isinstance(w, (int, float)) and abs(w - want["first_wait"]) <= 1.5, want["first_wait"], w)
+    if "operators" in want:
+        go = got.get("operators") or []
+        ok = len(go) == len(want["operators"]) and all(_op_ok(w, g, members) for w, g in zip(want["operators"], go))
+        chk("operators", ok, want["operators"], go)
+    if "transfers" in want:
+        gk = [t["kind"] for t in got.get("transfers") or []]
+        chk("transfers", gk == want["transfers"], want["transfers"], gk)
+    if "bounced" in want:
+        chk("bounced", bool(got.get("bounced")) == want["bounced"], want["bounced"], got.get("bounced"))
+    if "alerts" in want:
+        chk("alerts", sorted(got.get("alerts") or []) == sorted(want["alerts"]), sorted(want["alerts"]),
+            sorted(got.get("alerts") or []))
+    if "recovered" in want:
+        chk("recovered", bool(got.get("recovered")) == want["recovered"], want["recovered"], got.get("recovered"))
+    return errs
+
+
+def check_truth(truth: dict[str, Any], journeys: list[dict[str, Any]]) -> list[str]:
+    """Every mismatch, as readable lines (empty when every truth call matches)."""
+    members = member_names()
+    by_caller: dict[str, list[dict[str, Any]]] = {}
+    for g in sorted(journeys, key=lambda g: g.get("started_at") or 0):
+        by_caller.setdefault(g.get("caller") or "", []).append(g)
+    problems = []
+    for want in truth["calls"]:
+        cands = by_caller.get(want["caller"]) or []
+        if not cands:
+            problems.append(f"{want['caller']}: no journey reported")
+            continue
+        got = cands.pop(0)
+        errs = compare(want, got, members)
+        if errs:
+            problems.append(f"{want['caller']}: " + "; ".join(errs))
+    return problems
+
+
+def load_truth(name: str) -> dict[str, Any]:
+    return json.loads((DATA / f"{name}.truth.json").read_text(encoding="utf-8"))
+
+
+def scenarios() -> list[str]:
+    return sorted(p.name[: -len(".truth.json")] for p in DATA.glob("*.truth.json"))
