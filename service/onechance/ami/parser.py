@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["AmiFramer", "AmiMessage", "BANNER_PREFIX", "parse_block"]
+__all__ = ["BANNER_PREFIX", "AmiFramer", "AmiMessage", "parse_block"]
 
 TERMINATOR = b"\r\n\r\n"
 BANNER_PREFIX = "Asterisk Call Manager/"
