@@ -161,3 +161,82 @@ def test_bounce_threshold_and_recovery_of_a_timed_out_caller():
     assert second["bounced"] is True
     bounced = [u for u in updates if u.kind == UpdateKind.BOUNCED]
     assert len(bounced) == 1 and bounced[0].detail == {"transfers": 3}
+
+
+def local_pair(name: str, n: int, linkedid: str, num: str = "<unknown>") -> tuple[Chan, Chan]:
+    base = f"1800000100.{n}"
+    exten, _, rest = name.removeprefix("Local/").partition("@")
+    context = rest.rsplit("-", 1)[0]
+    one = Chan(f"{name};1", base + "1", linkedid, num, context=context, exten=exten)
+    two = Chan(f"{name};2", base + "2", linkedid, num, context=context, exten=exten)
+    return one, two
+
+
+def queue_answered_call(s: Script) -> tuple[Chan, Chan, Chan, Chan]:
+    """A PJSIP caller in `support`, answered by member Local/101@agents/n (Anna Tamm)."""
+    caller = Chan("PJSIP/trunk-00000001", "1800000000.1", "1800000000.1", "+3725550555", "Ülle Õis")
+    m1, m2 = local_pair("Local/101@agents-00000001", 1, caller.uid)
+    s.newchannel(caller).at(0.5).join(caller, "support").newchannel(m1).newchannel(m2)
+    s.called(caller, m1, "support", "Local/101@agents/n", "Anna Tamm")
+    s.at(3).connect(caller, m1, "support", "Local/101@agents/n", "Anna Tamm", 3)
+    # the member directory also knows Дмитрий (sales) from QueueMemberStatus
+    s.ev("QueueMemberStatus", Queue="sales", MemberName="Дмитрий Орлов", Interface="Local/202@agents/n",
+         StateInterface="Local/202@agents/n", Status="1")
+    return caller, m1, m2, caller
+
+
+def test_blind_transfer_to_an_operators_own_extension():
+    s = Script()
+    caller, m1, m2, _ = queue_answered_call(s)
+    s.at(10).ev("BlindTransfer", m1.block("Transferer"), caller.block("Transferee"), Result="Success",
+                IsExternal="Yes", Context="inbound", Extension="202")
+    s.ev("AgentComplete", caller.block(), m1.block("Dest"), Queue="support", Interface="Local/101@agents/n",
+         MemberName="Anna Tamm", HoldTime="3", TalkTime="10", Reason="transfer")
+    s.hangup(m1, request=False).hangup(m2, request=False)
+    # the caller's channel goes on in the dialplan and dials the extension
+    d1, d2 = local_pair("Local/202@agents-00000002", 2, caller.uid)
+    s.at(0.1).newchannel(d1).newchannel(d2)
+    s.ev("DialBegin", caller.block(), d1.block("Dest"), DialString="202@agents/n")
+    s.at(4).ev("DialEnd", caller.block(), d1.block("Dest"), DialStatus="ANSWER")
+    s.at(20).hangup(d2).hangup(d1, request=False).hangup(caller)
+    _, updates, (j,) = run(s)
+    assert j["outcome"] == "answered"
+    assert j["queues"] == [j["queues"][0]] and j["queues"][0]["queue"] == "support"  # no queue_log trace
+    assert j["operators"] == ["Anna Tamm", "Дмитрий Орлов"]
+    assert [(t["kind"], t["from"], t["to"]) for t in j["transfers"]] == [("blind", "Anna Tamm", "202")]
+    assert j["legs"][1]["kind"] == "dial" and abs(j["legs"][1]["talk_seconds"] - 20) < 0.01
+    assert j["hangup_by"] == "operator"
+    assert [u.kind for u in updates].count(UpdateKind.ANSWERED) == 2
+
+
+def test_attended_transfer_to_an_extension_joins_the_consulted_operator_at_completion():
+    s = Script()
+    caller, m1, m2, _ = queue_answered_call(s)
+    # Anna presses *2 and dials 202: a consultation Local pair with the caller's linkedid
+    c1, c2 = local_pair("Local/202@inbound-00000003", 3, caller.uid)
+    s.at(5).ev("Hold", m1.block())
+    s.newchannel(c1).newchannel(c2)
+    s.ev("BridgeEnter", c1.block(), BridgeUniqueid="consult-bridge")
+    s.ev("BridgeLeave", m1.block(), BridgeUniqueid="queue-bridge")
+    s.ev("BridgeEnter", m1.block(), BridgeUniqueid="consult-bridge")
+    d1, d2 = local_pair("Local/202@agents-00000004", 4, caller.uid)
+    s.newchannel(d1).newchannel(d2)
+    s.ev("DialBegin", c2.block(), d1.block("Dest"), DialString="202@agents/n")
+    s.at(2).ev("DialEnd", c2.block(), d1.block("Dest"), DialStatus="ANSWER")
+    mid = run(s)[2][0]
+    assert mid["operators"] == ["Anna Tamm"]  # the consulted operator has not talked to the caller yet
+    s.at(6).ev("HangupRequest", m2.block(), Cause="16")
+    s.ev("AttendedTransfer", m1.block("OrigTransferer"), m1.block("SecondTransferer"),
+         caller.block("Transferee"), c1.block("TransferTarget"), Result="Success", IsExternal="No",
+         DestType="Bridge", DestBridgeUniqueid="queue-bridge")
+    s.hangup(m1, request=False).hangup(m2, request=False)
+    s.at(30).hangup(caller).hangup(c1, request=False).hangup(c2, request=False)
+    s.hangup(d1, request=False).hangup(d2, request=False)
+    _, _, (j,) = run(s)
+    assert j["outcome"] == "answered"
+    assert j["operators"] == ["Anna Tamm", "Дмитрий Орлов"]
+    assert [(t["kind"], t["from"], t["to"]) for t in j["transfers"]] == [("attended", "Anna Tamm", "202")]
+    legs = j["legs"]
+    assert legs[1]["talk_from"] > legs[1]["answered_at"]  # talks to the caller from the transfer on
+    assert abs(legs[1]["talk_seconds"] - 30) < 0.01
+    assert j["hangup_by"] == "caller"
