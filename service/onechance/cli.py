@@ -99,6 +99,57 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``onechance run`` and ``onechance check-config``."""
 
+    def load(args: argparse.Namespace, command: str):  # type: ignore[no-untyped-def]
+        from .config import ConfigError, load_settings
+
+        try:
+            settings = load_settings(args.config)
+            for pbx in settings.pbxs():
+                if pbx.host and not pbx.resolved_secret():
+                    raise ConfigError(f"PBX {pbx.name!r} ({pbx.host}): no AMI secret; set ami.secret or "
+                                      "ami.secret_file (ONECHANCE_AMI__SECRET or ONECHANCE_AMI__SECRET_FILE)")
+        except ConfigError as exc:
+            print(f"onechance {command}: {exc}", file=sys.stderr)
+            return None
+        return settings
+
+    def cmd_check_config(args: argparse.Namespace) -> int:
+        settings = load(args, "check-config")
+        if settings is None:
+            return 2
+        out = settings.masked()
+        out["followed_pbxs"] = [p.name for p in settings.pbxs()] if not settings.demo_mode() else ["demo"]
+        out["demo_mode"] = settings.demo_mode()
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+
+    def cmd_run(args: argparse.Namespace) -> int:
+        import logging
+
+        from .app import run_daemon
+        from .config import ConfigError
+
+        settings = load(args, "run")
+        if settings is None:
+            return 2
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            return run_daemon(settings)
+        except ConfigError as exc:
+            print(f"onechance run: {exc}", file=sys.stderr)
+            return 2
+
+    help_config = "TOML settings file (default: $ONECHANCE_CONFIG); ONECHANCE_* variables override it"
+    p = sub.add_parser("run", help="follow the PBX(s) over AMI and serve /metrics and the HTTP API",
+                       description="Run the daemon.  Without ami.host (ONECHANCE_AMI__HOST) it follows an "
+                                   "embedded demo PBX that plays a recorded capture.")
+    p.add_argument("--config", metavar="FILE", help=help_config)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check-config", help="validate the settings and print them, secrets masked")
+    p.add_argument("--config", metavar="FILE", help=help_config)
+    p.set_defaults(func=cmd_check_config)
+
 
 # ---- store commands (db, report) -----------------------------------------------------------------------
 def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

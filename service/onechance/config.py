@@ -46,6 +46,7 @@ class AmiSettings(_Section):
     reconnect_max: float = Field(60.0, gt=0)
     login_retry: float = Field(60.0, gt=0)  # a refused login is retried this slowly
     action_timeout: float = Field(15.0, gt=0)
+    queue_size: int = Field(20000, ge=100)  # AMI messages buffered between the socket and the tracker
 
     @field_validator("name")
     @classmethod
@@ -80,9 +81,9 @@ class HttpSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _listen_ok(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9648")
+        _host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9648 (port 0: any free port)")
         return v
 
     @property
@@ -118,6 +119,19 @@ class JourneySettings(_Section):
     recovery_window: float = Field(7 * 86400.0, gt=0)
 
 
+class DemoSettings(_Section):
+    """The embedded demo PBX, started when no Asterisk is configured (``ami.host`` unset)."""
+
+    capture: Path | None = None  # None: the bundled capture (service/onechance/data/demo.ami)
+    speed: float = Field(1.0, ge=0)  # 1 = real time, 10 = ten times faster, 0 = as fast as possible
+    loop: bool = True  # play the capture again (with fresh ids and times) when it ends
+
+
+class DaemonSettings(_Section):
+    shutdown_timeout: float = Field(10.0, gt=0)  # SIGTERM: longest drain before exiting anyway
+    tick_interval: float = Field(30.0, gt=0)  # how often idle trackers close over-age calls
+
+
 class Settings(BaseSettings):
     """Everything onechance reads from its environment."""
 
@@ -136,6 +150,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     journey: JourneySettings = JourneySettings()
     queues: dict[str, QueueSettings] = Field(default_factory=dict)
+    demo: DemoSettings = DemoSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -155,7 +171,14 @@ class Settings(BaseSettings):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"PBX names must be unique; repeated: {', '.join(sorted(dup))}")
+        missing = [p.name for p in self.pbx if not p.host]
+        if missing:
+            raise ValueError(f"every [[pbx]] table needs a host; missing for: {', '.join(missing)}")
         return self
+
+    def demo_mode(self) -> bool:
+        """No Asterisk configured: the daemon follows the embedded demo PBX."""
+        return not self.pbx and not self.ami.host
 
     def pbxs(self) -> list[AmiSettings]:
         """The PBXs to follow: the [[pbx]] tables, or the single [ami] section."""

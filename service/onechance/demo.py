@@ -1,0 +1,609 @@
+"""An embedded demo PBX: a fake Asterisk manager interface that plays a recorded AMI capture over TCP.
+
+``onechance run`` starts it when no Asterisk is configured and connects to it exactly as to a real one;
+the tests use it as their fake Asterisk.  It behaves like Asterisk 22 where the daemon cares:
+
+* the ``Asterisk Call Manager/11.0.0`` banner, then ``Login`` (accepted, or refused after a delay with
+  ``Authentication failed`` and the socket closed), ``Ping`` (``Ping: Pong`` and the PBX clock in
+  ``Timestamp``), ``Logoff`` (``Goodbye`` and close), ``Permission denied`` before login, ``Invalid/unknown
+  command`` otherwise;
+* ``CoreShowChannels`` and ``QueueStatus`` answered like Asterisk (``Response: Success`` + ``EventList:
+  start``, the items with the ActionID echoed, then ``...Complete`` with ``ListItems``) from a live model
+  of the PBX (:class:`PbxState`) that follows the capture up to the current position, so a client that
+  reconnects in the middle of the capture sees the calls that are live at that point;
+* the capture itself is streamed after login, as recorded (stale responses to the recording tool's own
+  actions, e.g. ``ActionID: drv-1``, included), paced by its ``Timestamp`` headers divided by ``speed``
+  (0: as fast as possible), optionally in random 1-64 byte writes.
+
+While nobody is logged in the stream waits (a real PBX would go on; the tests inject explicit gaps
+instead, see :class:`Cut` and :class:`Silence`).  With ``loop=True`` the capture is played again and again,
+every pass with times moved to the present and Uniqueids/Linkedids moved by the same whole seconds, so
+each pass is a fresh set of calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ami.parser import BANNER_PREFIX, TERMINATOR, AmiMessage, parse_block
+
+__all__ = ["CAPTURE", "Cut", "DemoPbx", "PbxState", "Recorded", "Restart", "Silence", "load_capture"]
+
+log = logging.getLogger(__name__)
+
+CAPTURE = Path(__file__).parent / "data" / "demo.ami"
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+CHANNEL_FIELDS = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+                  "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context", "Exten",
+                  "Priority", "Uniqueid", "Linkedid")
+CHANNEL_PREFIXES = ("", "Dest", "Transferer", "Transferee", "TransferTarget", "OrigTransferer",
+                    "SecondTransferer", "LocalOne", "LocalTwo", "Source")
+MEMBER_FIELDS = ("StateInterface", "Membership", "Penalty", "CallsTaken", "LastCall", "LastPause", "LoginTime",
+                 "InCall", "Status", "Paused", "PausedReason", "Wrapuptime")
+_ID_RE = re.compile(rb"(?im)^([a-z]*(?:uniqueid|linkedid)): (\d{9,11})\.(\d+)(\r?)$")
+_TS_RE = re.compile(rb"(?m)^Timestamp: (\d+(?:\.\d+)?)(\r?)$")
+
+
+@dataclass(slots=True)
+class Recorded:
+    """One message of a capture: its bytes (without the blank line), parsed headers and timestamp."""
+
+    raw: bytes
+    msg: AmiMessage
+    ts: float | None
+
+
+def load_capture(data: bytes) -> list[Recorded]:
+    """Split a raw capture (banner included or not) into its messages."""
+    if data.startswith(BANNER_PREFIX.encode()):
+        data = data.partition(b"\r\n")[2]
+    out = []
+    for block in data.split(TERMINATOR):
+        if not block.strip():
+            continue
+        msg, _banner, _bad = parse_block(block.decode("utf-8", "replace"))
+        if msg is None:
+            continue
+        ts_text = msg.headers.get("Timestamp")
+        try:
+            ts = float(ts_text) if ts_text else None
+        except ValueError:
+            ts = None
+        out.append(Recorded(block, msg, ts))
+    return out
+
+
+def shift_times(rec: Recorded, seconds: int) -> Recorded:
+    """The same message ``seconds`` later: Timestamp and every Uniqueid/Linkedid moved together."""
+    if not seconds:
+        return rec
+    raw = _TS_RE.sub(lambda m: b"Timestamp: %.6f%s" % (float(m.group(1)) + seconds, m.group(2)), rec.raw)
+    raw = _ID_RE.sub(lambda m: b"%s: %d.%s%s" % (m.group(1), int(m.group(2)) + seconds, m.group(3), m.group(4)),
+                     raw)
+    msg, _b, _n = parse_block(raw.decode("utf-8", "replace"))
+    assert msg is not None
+    return Recorded(raw, msg, rec.ts + seconds if rec.ts is not None else None)
+
+
+# ---- faults the tests inject -------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Cut:
+    """Drop the TCP connection (in the middle of the next message when ``partial``); the next ``gap``
+    messages happen while nobody listens and are lost."""
+
+    gap: int = 0
+    partial: bool = True
+
+
+@dataclass(slots=True)
+class Silence:
+    """Stop sending and answering on the current connection (a half-open link) until a new client logs in;
+    the next ``gap`` messages are lost."""
+
+    gap: int = 0
+
+
+@dataclass(slots=True)
+class Restart:
+    """Asterisk restarts: ``Shutdown`` event, socket closed, not listening for ``down_for`` seconds, then a
+    fresh PBX (no channels) playing ``capture`` (the rest of the current one when None)."""
+
+    capture: bytes | None = None
+    down_for: float = 0.5
+
+
+Fault = Cut | Silence | Restart
+
+
+# ---- the live model ----------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Chan:
+    fields: dict[str, str]
+    created: float
+    app: str = ""
+    appdata: str = ""
+    bridge: str = ""
+
+
+@dataclass(slots=True)
+class _Entry:
+    uid: str
+    joined: float
+    fields: dict[str, str]
+
+
+@dataclass
+class PbxState:
+    """What is live on the PBX after the messages applied so far: channels, queue callers, members."""
+
+    channels: dict[str, _Chan] = field(default_factory=dict)
+    queues: dict[str, dict[str, _Entry]] = field(default_factory=dict)
+    members: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    dead: set[str] = field(default_factory=set)
+    clock: float = 0.0
+
+    def reset(self) -> None:
+        self.channels.clear()
+        self.queues.clear()
+        self.dead.clear()
+
+    def apply(self, msg: AmiMessage) -> None:
+        h = msg.headers
+        ev = h.get("Event")
+        if ev is None:
+            return
+        ts_text = h.get("Timestamp")
+        if ts_text:
+            with contextlib.suppress(ValueError):
+                self.clock = max(self.clock, float(ts_text))
+        if ev == "Hangup":
+            uid = h.get("Uniqueid") or ""
+            self.channels.pop(uid, None)
+            self.dead.add(uid)
+            for entries in self.queues.values():
+                entries.pop(uid, None)
+            return
+        for prefix in CHANNEL_PREFIXES:
+            uid = h.get(prefix + "Uniqueid")
+            if not uid or uid == "none" or uid in self.dead:
+                continue
+            ch = self.channels.get(uid)
+            if ch is None:
+                ch = self.channels[uid] = _Chan({}, self.clock)
+            for key in CHANNEL_FIELDS:
+                value = h.get(prefix + key)
+                if value is not None:
+                    ch.fields[key] = value
+        uid = h.get("Uniqueid") or ""
+        ch = self.channels.get(uid)
+        queue = h.get("Queue") or ""
+        if ev == "Newexten" and ch is not None:
+            ch.app, ch.appdata = h.get("Application") or "", h.get("AppData") or ""
+        elif ev == "BridgeEnter" and ch is not None:
+            ch.bridge = h.get("BridgeUniqueid") or ""
+        elif ev == "BridgeLeave" and ch is not None and ch.bridge == h.get("BridgeUniqueid"):
+            ch.bridge = ""
+        elif ev == "Rename" and ch is not None:
+            ch.fields["Channel"] = h.get("Newname") or ch.fields.get("Channel", "")
+        elif ev == "QueueCallerJoin" and ch is not None:
+            self.queues.setdefault(queue, {})[uid] = _Entry(uid, self.clock, dict(h))
+        elif ev == "QueueCallerLeave":
+            self.queues.setdefault(queue, {}).pop(uid, None)
+        elif ev in ("QueueMemberStatus", "QueueMemberAdded", "QueueMemberPause", "AgentCalled", "AgentConnect"):
+            interface = h.get("Interface")
+            if interface:
+                member = self.members.setdefault((queue, interface), {"MemberName": interface})
+                member["MemberName"] = h.get("MemberName") or member["MemberName"]
+                for key in MEMBER_FIELDS:
+                    if key in h:
+                        member[key] = h[key]
+            self.queues.setdefault(queue, {})
+        elif ev == "QueueMemberRemoved":
+            self.members.pop((queue, h.get("Interface") or ""), None)
+
+    # -- list renderings, like Asterisk 22 (manager.c, app_queue.c) -----------------------------------------
+    def core_show_channels(self, now: float) -> list[dict[str, str]]:
+        out = []
+        for ch in self.channels.values():
+            item = {"Event": "CoreShowChannel"}
+            item.update({k: ch.fields.get(k, "") for k in CHANNEL_FIELDS})
+            secs = max(0, int(now - ch.created))
+            item["Application"] = ch.app
+            item["ApplicationData"] = ch.appdata
+            item["Duration"] = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+            item["BridgeId"] = ch.bridge
+            out.append(item)
+        return out
+
+    def queue_status(self, now: float) -> list[dict[str, str]]:
+        out = []
+        names = sorted(set(self.queues) | {q for q, _i in self.members})
+        for name in names:
+            entries = self.queues.get(name, {})
+            out.append({"Event": "QueueParams", "Queue": name, "Max": "0", "Strategy": "ringall",
+                        "Calls": str(len(entries)), "Holdtime": "0", "TalkTime": "0", "Completed": "0",
+                        "Abandoned": "0", "ServiceLevel": "0", "ServicelevelPerf": "0.0",
+                        "ServicelevelPerf2": "0.0", "Weight": "0"})
+            for (queue, interface), m in self.members.items():
+                if queue != name:
+                    continue
+                item = {"Event": "QueueMember", "Queue": name, "Name": m.get("MemberName", interface),
+                        "Location": interface}
+                item.update({k: m.get(k, "0" if k != "StateInterface" else interface) for k in MEMBER_FIELDS})
+                out.append(item)
+            for pos, e in enumerate(sorted(entries.values(), key=lambda e: e.joined), 1):
+                ch = self.channels.get(e.uid)
+                fields = ch.fields if ch is not None else e.fields
+                out.append({"Event": "QueueEntry", "Queue": name, "Position": str(pos),
+                            "Channel": fields.get("Channel", ""), "Uniqueid": e.uid,
+                            "CallerIDNum": fields.get("CallerIDNum", "<unknown>"),
+                            "CallerIDName": fields.get("CallerIDName", "<unknown>"),
+                            "ConnectedLineNum": fields.get("ConnectedLineNum", "<unknown>"),
+                            "ConnectedLineName": fields.get("ConnectedLineName", "<unknown>"),
+                            "Wait": str(max(0, int(now - e.joined))), "Priority": "0"})
+        return out
+
+
+# ---- the server --------------------------------------------------------------------------------------------
+def _render(headers: dict[str, str]) -> bytes:
+    return ("".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("utf-8")
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.lock = asyncio.Lock()
+        self.authenticated = False
+        self.silent = False
+        self.closed = False
+
+    def abort(self) -> None:
+        self.closed = True
+        self.writer.transport.abort()
+
+
+class DemoPbx:
+    """A fake AMI server playing ``capture`` (bytes, a path, or the bundled demo capture)."""
+
+    def __init__(
+        self,
+        capture: bytes | str | Path | None = None,
+        *,
+        speed: float = 1.0,
+        loop: bool = False,
+        username: str = "demo",
+        secret: str = "demo",
+        chunks: tuple[int, int] | None = None,
+        seed: int = 0,
+        login_fail_delay: float = 1.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        data = capture if isinstance(capture, bytes) else Path(capture or CAPTURE).read_bytes()
+        self.recorded = load_capture(data)
+        self.speed = speed
+        self.loop = loop
+        self.username, self.secret = username, secret
+        self.chunks = chunks
+        self.rng = random.Random(seed)
+        self.login_fail_delay = login_fail_delay
+        self.host, self.port = host, port
+        self.state = PbxState()
+        self.plan: dict[int, Fault] = {}  # message index (in the current capture) -> fault before it
+        self.refuse_logins = 0  # refuse the next N logins even with the right secret
+        self.answer_pings = True
+        self.ignore_actions: set[str] = set()  # action names (lower case) read but never answered
+        self.position = 0
+        self.passes = 0
+        self.sent = 0  # messages written in full
+        self.skipped = 0  # messages lost in gaps
+        self.logins = 0
+        self.failed_logins = 0
+        self.actions: list[str] = []  # every action name received, in order (for tests)
+        self.finished = asyncio.Event()  # the capture was played to its end (not looping)
+        self._shift = 0
+        self._client: _Conn | None = None
+        self._client_ready = asyncio.Event()
+        self._conns: set[_Conn] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._player: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._anchor: tuple[float, float] | None = None  # (wall, capture ts) for pacing
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> int:
+        await self._listen()
+        self._player = asyncio.create_task(self._play(), name="demo-pbx-player")
+        return self.port
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _unlisten(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self._conns):
+            conn.abort()
+
+    async def stop(self) -> None:
+        if self._player is not None:
+            self._player.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._player
+            self._player = None
+        await self._unlisten()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def __aenter__(self) -> DemoPbx:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def drop_client(self) -> None:
+        """Abort the logged-in client's connection now (the stream goes on with the next client)."""
+        conn = self._client
+        self._client = None
+        self._client_ready.clear()
+        if conn is not None:
+            conn.abort()
+
+    @property
+    def client_connected(self) -> bool:
+        return self._client is not None and not self._client.closed
+
+    def now(self) -> float:
+        """The PBX clock: the capture's time at the current position."""
+        return self.state.clock
+
+    # ---- writing ---------------------------------------------------------------------------------------
+    def _pieces(self, data: bytes) -> Iterator[bytes]:
+        if self.chunks is None:
+            yield data
+            return
+        lo, hi = self.chunks
+        i = 0
+        while i < len(data):
+            step = self.rng.randint(lo, hi)
+            yield data[i : i + step]
+            i += step
+
+    async def _write(self, conn: _Conn, data: bytes) -> None:
+        if conn.closed or conn.silent:
+            return
+        for piece in self._pieces(data):
+            conn.writer.write(piece)
+        await conn.writer.drain()
+
+    # ---- connections -----------------------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        conn = _Conn(reader, writer)
+        self._conns.add(conn)
+        try:
+            await self._serve(conn)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._conns.discard(conn)
+            self._handlers.discard(task)
+            if self._client is conn:
+                self._client = None
+                self._client_ready.clear()
+            if not conn.closed:
+                conn.closed = True
+                writer.close()
+
+    async def _read_action(self, conn: _Conn) -> dict[str, str] | None:
+        headers: dict[str, str] = {}
+        while True:
+            line = await conn.reader.readline()
+            if not line:
+                return None
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            if not text:
+                if headers:
+                    return headers
+                continue
+            key, _sep, value = text.partition(":")
+            headers.setdefault(key.strip().lower(), value.strip())
+
+    async def _serve(self, conn: _Conn) -> None:
+        async with conn.lock:
+            await self._write(conn, BANNER)
+        while True:
+            action = await self._read_action(conn)
+            if action is None or conn.closed:
+                return
+            name = action.get("action", "").lower()
+            self.actions.append(name)
+            if conn.silent or name in self.ignore_actions:
+                continue
+            aid = action.get("actionid")
+            head = {"ActionID": aid} if aid else {}
+            if name == "login":
+                if not await self._login(conn, action, head):
+                    return
+            elif name == "logoff":
+                await self._send(conn, {"Response": "Goodbye", **head, "Message": "Thanks for all the fish."})
+                conn.closed = True
+                conn.writer.close()
+                return
+            elif not conn.authenticated:
+                await self._send(conn, {"Response": "Error", **head, "Message": "Permission denied"})
+            elif name == "ping":
+                if self.answer_pings:
+                    await self._send(conn, {"Response": "Success", **head, "Ping": "Pong",
+                                            "Timestamp": f"{self.now():.6f}"})
+            elif name == "coreshowchannels":
+                await self._list(conn, head, "Channels will follow", "CoreShowChannelsComplete",
+                                 lambda: self.state.core_show_channels(self.now()))
+            elif name == "queuestatus":
+                await self._list(conn, head, "Queue status will follow", "QueueStatusComplete",
+                                 lambda: self.state.queue_status(self.now()))
+            else:
+                await self._send(conn, {"Response": "Error", **head, "Message":
+                                        f"Invalid/unknown command: {action.get('action', '')}. Use Action: "
+                                        "ListCommands to show available commands."})
+
+    async def _send(self, conn: _Conn, headers: dict[str, str]) -> None:
+        async with conn.lock:
+            await self._write(conn, _render(headers))
+
+    async def _list(self, conn: _Conn, head: dict[str, str], message: str, complete: str, items_of) -> None:  # type: ignore[no-untyped-def]
+        async with conn.lock:  # a list is written in one piece: no event comes between its items
+            items = items_of()
+            out = [_render({"Response": "Success", **head, "EventList": "start", "Message": message})]
+            for item in items:
+                event = item.pop("Event")
+                out.append(_render({"Event": event, **head, **item}))
+            out.append(_render({"Event": complete, **head, "EventList": "Complete",
+                                "ListItems": str(len(items))}))
+            await self._write(conn, b"".join(out))
+
+    async def _login(self, conn: _Conn, action: dict[str, str], head: dict[str, str]) -> bool:
+        ok = action.get("username") == self.username and action.get("secret") == self.secret
+        if self.refuse_logins > 0:
+            self.refuse_logins -= 1
+            ok = False
+        if not ok:
+            self.failed_logins += 1
+            await asyncio.sleep(self.login_fail_delay)
+            await self._send(conn, {"Response": "Error", **head, "Message": "Authentication failed"})
+            conn.closed = True
+            conn.writer.close()
+            return False
+        self.logins += 1
+        conn.authenticated = True
+        await self._send(conn, {"Response": "Success", **head, "Message": "Authentication accepted"})
+        await self._send(conn, {"Event": "FullyBooted", "Privilege": "system,all", "Uptime": "100",
+                                "LastReload": "100", "Status": "Fully Booted"})
+        old = self._client
+        if old is not None and old is not conn:
+            old.abort()
+        self._client = conn
+        self._client_ready.set()
+        return True
+
+    # ---- the player ------------------------------------------------------------------------------------
+    def _message(self, i: int) -> Recorded:
+        return shift_times(self.recorded[i], self._shift)
+
+    async def _play(self) -> None:
+        while True:
+            while self.position < len(self.recorded):
+                i = self.position
+                fault = self.plan.pop(i, None)
+                if fault is not None:
+                    await self._inject(fault)
+                    continue
+                rec = self._message(i)
+                while True:
+                    conn = self._client
+                    if conn is None or conn.closed:
+                        self._anchor = None
+                        await self._client_ready.wait()
+                        continue
+                    await self._pace(rec)
+                    if self._client is conn and not conn.closed:
+                        break
+                async with conn.lock:
+                    await self._write(conn, rec.raw + TERMINATOR)
+                    self.state.apply(rec.msg)
+                self.sent += 1
+                self.position += 1
+                if self.speed == 0 and self.sent % 8 == 0:
+                    await asyncio.sleep(0)
+            if not self.loop:
+                self.finished.set()
+                return
+            self._next_pass()
+
+    def _span(self) -> tuple[float, float] | None:
+        stamps = [r.ts for r in self.recorded if r.ts is not None]
+        return (stamps[0], max(stamps)) if stamps else None
+
+    def _next_pass(self) -> None:
+        self.passes += 1
+        self.position = 0
+        span = self._span()
+        if span is not None:
+            first, last = span
+            self._shift = max(int(time.time() - first), self._shift + int(last - first) + 2)
+
+    def start_at_present(self) -> None:
+        """Move the capture's times (and ids) to the present; call before :meth:`start`."""
+        span = self._span()
+        if span is not None:
+            self._shift = int(time.time() - span[0])
+
+    async def _pace(self, rec: Recorded) -> None:
+        if self.speed <= 0 or rec.ts is None:
+            return
+        now = time.monotonic()
+        if self._anchor is None:
+            self._anchor = (now, rec.ts)
+            return
+        wall0, ts0 = self._anchor
+        delay = (rec.ts - ts0) / self.speed - (now - wall0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -5.0:  # we fell behind (e.g. a slow client): do not burst to catch up
+            self._anchor = (now, rec.ts)
+
+    def _lose(self, n: int) -> None:
+        end = min(len(self.recorded), self.position + n)
+        while self.position < end:
+            self.state.apply(self._message(self.position).msg)
+            self.position += 1
+            self.skipped += 1
+
+    async def _inject(self, fault: Fault) -> None:
+        conn = self._client
+        if isinstance(fault, Cut):
+            if conn is not None and not conn.closed:
+                if fault.partial and self.position < len(self.recorded):
+                    raw = self._message(self.position).raw
+                    async with conn.lock:
+                        await self._write(conn, raw[: max(1, len(raw) // 2)])
+                conn.abort()
+            self._client = None
+            self._client_ready.clear()
+            self._lose(max(fault.gap, 1 if fault.partial else 0))
+        elif isinstance(fault, Silence):
+            if conn is not None:
+                conn.silent = True
+            self._client = None
+            self._client_ready.clear()
+            self._lose(fault.gap)
+        elif isinstance(fault, Restart):
+            if conn is not None and not conn.closed:
+                async with conn.lock:
+                    await self._write(conn, _render({
+                        "Event": "Shutdown", "Privilege": "system,all", "Timestamp": f"{self.now():.6f}",
+                        "Shutdown": "Cleanly", "Restart": "True"}))
+            self._client = None
+            self._client_ready.clear()
+            await self._unlisten()
+            self.state.reset()
+            if fault.capture is not None:
+                self.recorded = load_capture(fault.capture)
+                self.position = 0  # from now on, plan indexes refer to the new capture
+            await asyncio.sleep(fault.down_for)
+            await self._listen()

@@ -1,0 +1,220 @@
+"""One PBX's consumer: the single ordered reader of its AMI link, feeding the tracker and the sinks.
+
+Items come from :class:`~onechance.ami.link.AmiLink` in stream order and are handled one at a time:
+
+* an :class:`~onechance.ami.link.AmiEvent` goes to the tracker; the updates it causes go to every sink;
+* a :class:`~onechance.ami.link.LinkDown` finishes every live call as ``uncertain``
+  (:func:`~onechance.journey.resync.close_for_gap`);
+* a :class:`~onechance.ami.link.Snapshot` rebuilds the calls live now
+  (:func:`~onechance.journey.resync.apply_snapshot`);
+* :class:`~onechance.ami.link.LinkStopped` (daemon shutdown) finishes the live calls as ``uncertain``
+  (``daemon_stopped``) after everything before it was handled, and ends the consumer.
+
+A journey whose first channel was not seen being created (the daemon joined in the middle of the call,
+e.g. one that started while the link was down) is marked ``uncertain`` too.
+
+Time: the tracker runs on the PBX's clock (the events' ``Timestamp``).  The consumer keeps the offset
+between that clock and the local one, learnt from each timestamped event, to date what has no timestamp
+(a link loss, a snapshot without Ping time, scrape-time waits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .ami.link import AmiEvent, LinkDown, LinkItem, LinkState, LinkStopped, Snapshot
+from .journey import JourneyTracker, JourneyUpdate, UpdateKind
+from .journey.resync import Gap, apply_snapshot, close_for_gap
+from .sinks import Sink
+
+if TYPE_CHECKING:
+    from .ami.link import AmiLink
+
+__all__ = ["PbxPipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class PbxPipeline:
+    """Reads ``queue`` (the link's), feeds ``tracker`` and dispatches updates to ``sinks``."""
+
+    def __init__(
+        self,
+        tracker: JourneyTracker,
+        queue: asyncio.Queue[LinkItem],
+        sinks: Sequence[Sink],
+        *,
+        link: AmiLink | None = None,
+        name: str | None = None,
+        tick_interval: float = 30.0,
+        queues: Iterable[str] = (),
+    ) -> None:
+        self.tracker = tracker
+        self.queue = queue
+        self.sinks = list(sinks)
+        self.link = link
+        self.name = name if name is not None else (link.name if link is not None else tracker.pbx)
+        self.tick_interval = tick_interval
+        self.offset = 0.0  # PBX clock minus local clock
+        self.last_ts = 0.0
+        self.items = 0
+        self.sink_errors = 0
+        self.snapshots = 0
+        self.resynced = False
+        self.stopped = False
+        self.gap: Gap | None = None
+        self._hung_up: set[str] = set()
+        self._collect_hangups = True  # between a (re)connect and its snapshot
+        self._queues: set[str] = set(queues)
+        self._failing_sinks: set[int] = set()
+
+    # ---- views (HTTP API, metrics) ---------------------------------------------------------------------
+    def pbx_now(self) -> float:
+        """The PBX's clock now (estimated)."""
+        return time.time() + self.offset
+
+    @property
+    def ready(self) -> bool:
+        """Logged in and resynced (the snapshot applied)."""
+        link_ok = self.link is None or self.link.state == LinkState.READY
+        return link_ok and self.resynced and self._collect_hangups is False and not self.stopped
+
+    def known_queues(self) -> Iterable[str]:
+        return self._queues
+
+    def link_counters(self) -> dict[str, float]:
+        link = self.link
+        if link is None:
+            return {"up": 1.0 if self.ready else 0.0, "queue_depth": float(self.queue.qsize())}
+        return {
+            "up": 1.0 if self.ready else 0.0,
+            "queue_depth": float(self.queue.qsize()),
+            "reconnects": link.reconnects,
+            "events": link.events,
+            "bad_messages": link.bad_messages,
+            "login_failures": link.login_failures,
+            "resyncs": link.resyncs,
+            "watchdog_timeouts": link.watchdog_timeouts,
+            "dropped": link.dropped,
+        }
+
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = dict(self.link.status()) if self.link is not None else {}
+        out["ready"] = self.ready
+        out["resynced"] = self.resynced
+        out["calls_in_progress"] = len(self.tracker.calls)
+        if not self.ready and out.get("error") is None:
+            out["error"] = "waiting for the AMI login and resync" if not self.stopped else "stopped"
+        return out
+
+    # ---- running ---------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Handle items until :class:`LinkStopped`; idle periods tick the tracker."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), self.tick_interval)
+                except TimeoutError:
+                    self._dispatch(self.tracker.tick(self.pbx_now()))
+                    continue
+            try:
+                if isinstance(item, LinkStopped):
+                    self._stop()
+                    return
+                self.handle(item)
+            except Exception:  # one bad item must never stop the consumer
+                log.exception("%s: error while handling %s", self.name, type(item).__name__)
+            finally:
+                if self.link is not None:
+                    self.link.item_done()
+
+    def handle(self, item: LinkItem) -> None:
+        """Apply one item (synchronously)."""
+        self.items += 1
+        if isinstance(item, AmiEvent):
+            self._event(item)
+        elif isinstance(item, LinkDown):
+            at = max(item.at + self.offset, self.last_ts)
+            updates, self.gap = close_for_gap(self.tracker, at, item.reason, self.gap)
+            self._collect_hangups = True
+            self._hung_up.clear()
+            self.resynced = False
+            if updates:
+                log.warning("%s: %d call(s) in progress closed as uncertain (%s)", self.name,
+                            sum(1 for u in updates if u.kind == UpdateKind.ENDED), item.reason)
+            self._dispatch(updates)
+        elif isinstance(item, Snapshot):
+            at = item.at if item.at is not None else item.arrival + self.offset
+            for p in item.params:
+                q = p.headers.get("Queue")
+                if q:
+                    self._queues.add(q)
+            updates = apply_snapshot(self.tracker, channels=item.channels, entries=item.entries,
+                                     members=item.members, at=at, gap=self.gap, hung_up=self._hung_up)
+            self.gap = None
+            self._hung_up.clear()
+            self._collect_hangups = False
+            self.resynced = True
+            self.snapshots += 1
+            if updates:
+                log.info("%s: resync rebuilt %d call(s) in progress", self.name, len(updates))
+            self._dispatch(updates)
+        elif isinstance(item, LinkStopped):
+            self._stop()
+
+    def _event(self, item: AmiEvent) -> None:
+        msg = item.msg
+        h = msg.headers
+        ts_text = h.get("Timestamp")
+        if ts_text:
+            try:
+                ts = float(ts_text)
+            except ValueError:
+                pass
+            else:
+                self.offset = ts - item.arrival
+                if ts > self.last_ts:
+                    self.last_ts = ts
+        event = h.get("Event")
+        if event == "Hangup" and self._collect_hangups:
+            uid = h.get("Uniqueid")
+            if uid:
+                self._hung_up.add(uid)
+        elif event == "QueueCallerJoin":
+            q = h.get("Queue")
+            if q and q not in self._queues:
+                self._queues.add(q)
+        updates = self.tracker.feed(msg, item.arrival + self.offset)
+        if updates:
+            if event != "Newchannel":
+                for u in updates:
+                    if u.kind == UpdateKind.STARTED:
+                        u.journey.uncertain = True  # we joined in the middle of this call
+            self._dispatch(updates)
+
+    def _stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        at = max(self.pbx_now(), self.last_ts)
+        updates = self.tracker.close_all(at, "daemon_stopped")
+        if updates:
+            log.info("%s: %d call(s) in progress closed as uncertain (daemon stopped)", self.name, len(updates))
+        self._dispatch(updates)
+
+    def _dispatch(self, updates: list[JourneyUpdate]) -> None:
+        for update in updates:
+            for i, sink in enumerate(self.sinks):
+                try:
+                    sink.handle(update)
+                except Exception:
+                    self.sink_errors += 1
+                    if i not in self._failing_sinks:  # log the first failure of each sink in full
+                        self._failing_sinks.add(i)
+                        log.exception("%s: sink %s failed", self.name, type(sink).__name__)

@@ -1,0 +1,118 @@
+"""Where journey updates go: the sink interface, the in-memory recent calls and the call query API.
+
+Each PBX's consumer hands every :class:`~onechance.journey.JourneyUpdate` to every sink, in order, on the
+event loop.  A sink's :meth:`Sink.handle` is synchronous and must not block: anything slow (a database,
+a webhook) queues the work and does it in its own task.  Sinks that keep a journey past the call must
+copy it (``update.journey.to_dict()``): the journey object is the tracker's live one.
+
+* :class:`RecentCalls` keeps the last ``http.recent_calls`` finished journeys in memory and answers the
+  HTTP API (:class:`CallQuery`) until a store-backed query replaces it;
+* :class:`SubmitSink` adapts any ``submit(journey_dict)`` writer (the SQL store's writer, an outbox).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .journey import JourneyUpdate, UpdateKind
+
+__all__ = ["FINAL_KINDS", "CallFilter", "CallQuery", "RecentCalls", "Sink", "SubmitSink"]
+
+#: updates after which a journey's stored copy must be (re)written: its end, and a later recovery
+FINAL_KINDS = frozenset({UpdateKind.ENDED, UpdateKind.RECOVERED})
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives every journey update of every PBX, in order.  Synchronous and non-blocking."""
+
+    def handle(self, update: JourneyUpdate) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """The filters of ``GET /api/calls``."""
+
+    since: float | None = None  # started at or after (epoch seconds)
+    outcomes: frozenset[str] | None = None
+    queue: str | None = None  # visited this queue
+    pbx: str | None = None
+    limit: int = 100
+
+    def matches(self, call: dict[str, Any]) -> bool:
+        if self.since is not None and (call.get("started_at") or 0.0) < self.since:
+            return False
+        if self.outcomes is not None and call.get("outcome") not in self.outcomes:
+            return False
+        if self.pbx is not None and call.get("pbx") != self.pbx:
+            return False
+        return self.queue is None or any(q.get("queue") == self.queue for q in call.get("queues") or ())
+
+
+class CallQuery(Protocol):
+    """Finished calls for the HTTP API; the store provides one backed by SQL."""
+
+    async def list_calls(self, flt: CallFilter) -> list[dict[str, Any]]:
+        """Matching journeys (``Journey.to_dict()`` shape), newest first, at most ``flt.limit``."""
+        ...
+
+    async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
+        """One journey by call id (the newest when several PBXs used the same id)."""
+        ...
+
+
+class RecentCalls:
+    """A sink and a :class:`CallQuery`: the last ``size`` finished journeys, in memory."""
+
+    def __init__(self, size: int = 10000) -> None:
+        self.size = size
+        self._calls: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def handle(self, update: JourneyUpdate) -> None:
+        j = update.journey
+        key = (j.pbx, j.call_id)
+        if j.ended_at is None:
+            # live again (taken up after a resync): the live view shows it until it ends
+            if key in self._calls:
+                del self._calls[key]
+            return
+        if update.kind not in FINAL_KINDS and key not in self._calls:
+            return
+        self._calls[key] = j.to_dict()
+        self._calls.move_to_end(key)
+        while len(self._calls) > self.size:
+            self._calls.popitem(last=False)
+
+    def calls(self) -> Iterable[dict[str, Any]]:
+        return self._calls.values()
+
+    async def list_calls(self, flt: CallFilter) -> list[dict[str, Any]]:
+        found = [c for c in self._calls.values() if flt.matches(c)]
+        found.sort(key=lambda c: (c.get("started_at") or 0.0, c.get("call_id") or ""), reverse=True)
+        return found[: flt.limit]
+
+    async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
+        if pbx is not None:
+            return self._calls.get((pbx, call_id))
+        found = [c for (p, cid), c in self._calls.items() if cid == call_id]
+        return max(found, key=lambda c: c.get("started_at") or 0.0) if found else None
+
+
+class SubmitSink:
+    """Hands a copy of each finished journey to ``submit`` (e.g. the store writer's non-blocking
+    ``submit(journey_dict)``).  ``kinds`` selects the updates that trigger a copy."""
+
+    def __init__(self, submit: Callable[[dict[str, Any]], object],
+                 kinds: Collection[UpdateKind] = FINAL_KINDS) -> None:
+        self._submit = submit
+        self.kinds = frozenset(kinds)
+
+    def handle(self, update: JourneyUpdate) -> None:
+        if update.kind in self.kinds:
+            self._submit(update.journey.to_dict())
