@@ -1,0 +1,189 @@
+"""Database URLs, engines and the errors that mean "the database is unavailable".
+
+SQLite (aiosqlite, WAL mode, foreign keys on) is the default; PostgreSQL goes through asyncpg.  Plain
+``sqlite:///`` and ``postgresql://`` URLs are accepted and given their async driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE = "sqlite+aiosqlite"
+POSTGRES = "postgresql+asyncpg"
+_DRIVERS = {
+    "sqlite": SQLITE,
+    SQLITE: SQLITE,
+    "postgresql": POSTGRES,
+    "postgres": POSTGRES,
+    POSTGRES: POSTGRES,
+}
+#: SQLSTATE classes/codes that mean "try again later": connection exception, operator intervention
+#: (admin shutdown, cannot connect now), insufficient resources, transaction rollback (deadlock...)
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "57P", "53", "40", "58")
+
+
+class StoreError(Exception):
+    """A store problem worth a one-line message (bad URL, database unavailable...)."""
+
+
+class StoreConfigError(StoreError):
+    """The database URL or settings are unusable."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or used right now; try again later."""
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable database URL>"
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a database URL and give it its async driver; :class:`StoreConfigError` when unusable."""
+    if not url or not url.strip():
+        raise StoreConfigError("empty database URL")
+    try:
+        parsed = make_url(url.strip())
+    except exc.ArgumentError:
+        raise StoreConfigError(
+            f"bad database URL {url.split('@')[-1]!r}: expected sqlite+aiosqlite:///PATH or "
+            "postgresql+asyncpg://USER:PASSWORD@HOST/DB"
+        ) from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise StoreConfigError(
+            f"unsupported database {parsed.drivername!r} in {mask_url(parsed)}: use sqlite+aiosqlite:///PATH "
+            "or postgresql+asyncpg://USER:PASSWORD@HOST/DB"
+        )
+    parsed = parsed.set(drivername=driver)
+    if driver == SQLITE and not parsed.database:
+        raise StoreConfigError(f"{mask_url(parsed)}: a SQLite URL needs a file path (sqlite+aiosqlite:///PATH)")
+    if driver == POSTGRES and not parsed.database:
+        raise StoreConfigError(f"{mask_url(parsed)}: a PostgreSQL URL needs a database name")
+    return parsed
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str | URL, *, echo: bool = False, connect_timeout: float = 5.0) -> AsyncEngine:
+    """An async engine for ``url``.  SQLite files get their directory created, WAL mode, foreign keys
+    and a busy timeout; PostgreSQL connections are checked before use (the server may have restarted)."""
+    parsed = normalize_url(str(url) if isinstance(url, str) else url.render_as_string(hide_password=False))
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.drivername == SQLITE:
+        db = parsed.database or ""
+        if db != ":memory:" and not db.startswith("file:"):
+            try:
+                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreConfigError(f"{mask_url(parsed)}: cannot create its directory: {e.strerror or e}") from None
+        if "timeout" not in parsed.query:
+            kwargs["connect_args"] = {"timeout": connect_timeout}
+    else:
+        connect_args: dict[str, Any] = {"server_settings": {"application_name": "onechance"}}
+        if "timeout" not in parsed.query:
+            connect_args["timeout"] = connect_timeout
+        kwargs.update(
+            connect_args=connect_args,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            pool_timeout=connect_timeout,
+        )
+    try:
+        engine = create_async_engine(parsed, **kwargs)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError, TypeError) as e:
+        raise StoreConfigError(f"{mask_url(parsed)}: {e}") from None
+    if parsed.drivername == SQLITE:
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlstate(err: BaseException | None) -> str:
+    for attr in ("sqlstate", "pgcode"):
+        code = getattr(err, attr, None)
+        if isinstance(code, str):
+            return code
+    return ""
+
+
+def is_unavailable(err: BaseException) -> bool:
+    """Whether an exception means the database is unreachable or unusable for now (retry later),
+    rather than something wrong with the data written."""
+    if isinstance(err, StoreUnavailable):
+        return True
+    if isinstance(err, (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError)):
+        return True
+    if isinstance(err, (exc.DisconnectionError, exc.TimeoutError)):
+        return True
+    if isinstance(err, exc.DBAPIError):
+        if err.connection_invalidated:
+            return True
+        if isinstance(err, (exc.OperationalError, exc.InterfaceError)):
+            return True
+        orig = err.orig
+        if isinstance(orig, (OSError, ConnectionError, TimeoutError)):
+            return True
+        code = _sqlstate(orig) or _sqlstate(getattr(orig, "__cause__", None))
+        if code.startswith(_RETRYABLE_SQLSTATE_PREFIXES):
+            return True
+        cause = getattr(orig, "__cause__", None)
+        if cause is not None and _is_asyncpg_connection_error(cause):
+            return True
+        return _is_asyncpg_connection_error(orig)
+    return _is_asyncpg_connection_error(err)
+
+
+def _is_asyncpg_connection_error(err: BaseException | None) -> bool:
+    if err is None:
+        return False
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(
+        err,
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.exceptions.InsufficientResourcesError,
+        ),
+    )
+
+
+def describe(err: BaseException) -> str:
+    """A one-line description of a database error, without SQL or parameters."""
+    if isinstance(err, exc.DBAPIError) and err.orig is not None:
+        inner: BaseException = err.orig
+        cause = getattr(inner, "__cause__", None)
+        if cause is not None and str(cause):
+            inner = cause
+        text = f"{type(inner).__name__}: {inner}"
+    else:
+        text = f"{type(err).__name__}: {err}"
+    line = " ".join(text.split())
+    return line if len(line) <= 300 else line[:297] + "..."

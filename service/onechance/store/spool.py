@@ -1,0 +1,292 @@
+"""The on-disk spool: journeys waiting for the database, durable across crashes and restarts.
+
+A directory of append-only JSON-lines segments (``spool-000000000001.jsonl``...), written with
+``write`` + ``flush`` + ``fsync`` and read back oldest first.  A segment is deleted once every journey in
+it is in the database.  A line cut short by a crash (no trailing newline) is skipped; a line that is not
+JSON is moved to ``rejected.jsonl``.  Re-reading a journey that is already stored is harmless: the
+store's upserts are idempotent.  One process at a time owns a spool directory (``flock`` on ``.lock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger("onechance.store")
+
+SEGMENT_RE = re.compile(r"^spool-(\d{12})\.jsonl$")
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+
+
+class SpoolError(Exception):
+    """The spool directory cannot be used (permissions, locked by another process...)."""
+
+
+@dataclass(slots=True)
+class SpoolBatch:
+    """Journeys read from the spool; :meth:`Spool.commit` it once they are stored."""
+
+    journeys: list[dict[str, Any]]
+    segment: int
+    end_offset: int
+    lines: int = 0  # complete lines consumed (journeys plus unreadable lines)
+    exhausted: bool = False  # the segment has nothing after end_offset
+    skipped: list[str] = field(default_factory=list)
+
+
+def _segment_name(index: int) -> str:
+    return f"spool-{index:012d}.jsonl"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Append-only, fsync'd journey spool in one directory."""
+
+    def __init__(self, directory: str | os.PathLike[str], segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._segments: dict[int, int] = {}  # segment index -> size in bytes
+        self._lines: dict[int, int] = {}  # segment index -> complete lines not yet consumed
+        self._cursor: tuple[int, int] | None = None  # (segment, offset) of the oldest unread byte
+        self._active: int | None = None  # segment being appended to
+        self._fh: IO[bytes] | None = None
+        self._lock_fh: IO[bytes] | None = None
+        self._dirty = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the directory, lock it, and take stock of the segments left by earlier runs."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock = open(self.directory / ".lock", "a+b")  # held until close()
+        except OSError as exc:
+            raise SpoolError(f"spool directory {self.directory}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            owner = lock.read().decode(errors="replace").strip() or "?"
+            lock.close()
+            raise SpoolError(
+                f"spool directory {self.directory} is in use by another onechance process (pid {owner}); "
+                "set ONECHANCE_DATABASE__SPOOL_DIR to another directory"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()).encode())
+        lock.flush()
+        self._lock_fh = lock
+        self._segments.clear()
+        self._lines.clear()
+        for entry in self.directory.iterdir():
+            m = SEGMENT_RE.match(entry.name)
+            if not m:
+                continue
+            index = int(m.group(1))
+            try:
+                data = entry.read_bytes()
+            except OSError as exc:
+                raise SpoolError(f"spool segment {entry}: {exc.strerror or exc}") from None
+            lines = data.count(b"\n")
+            if not data.endswith(b"\n") and data:
+                log.warning("spool %s: its last line was cut short by a crash; it will be skipped", entry.name)
+            if lines == 0:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                continue
+            self._segments[index] = len(data)
+            self._lines[index] = lines
+        self._cursor = None
+        self._active = None  # never append to a segment a crash may have cut short
+
+    def close(self) -> None:
+        """Flush, fsync and release the directory."""
+        self._close_active()
+        if self._lock_fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # ---- state -----------------------------------------------------------------------------------------
+    @property
+    def journeys(self) -> int:
+        """Journeys (lines) waiting in the spool."""
+        return sum(self._lines.values())
+
+    @property
+    def bytes(self) -> int:
+        """Bytes waiting in the spool."""
+        total = sum(self._segments.values())
+        if self._cursor is not None and self._cursor[0] in self._segments:
+            total -= self._cursor[1]
+        return max(0, total)
+
+    def has_data(self) -> bool:
+        return self.journeys > 0
+
+    # ---- writing ---------------------------------------------------------------------------------------
+    def append(self, journeys: Iterable[Mapping[str, Any]], sync: bool = True) -> int:
+        """Append journeys (one JSON line each); with ``sync`` also fsync before returning.
+        Returns how many were appended.  Raises :class:`SpoolError` when the disk refuses."""
+        lines = [json.dumps(j, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for j in journeys]
+        if not lines:
+            return 0
+        data = b"".join(lines)
+        fh = self._active_file(len(data))
+        assert self._active is not None
+        try:
+            fh.write(data)
+            fh.flush()
+            if sync:
+                os.fsync(fh.fileno())
+            else:
+                self._dirty = True
+        except OSError as exc:
+            raise SpoolError(f"cannot write the spool in {self.directory}: {exc.strerror or exc}") from None
+        self._segments[self._active] = self._segments.get(self._active, 0) + len(data)
+        self._lines[self._active] = self._lines.get(self._active, 0) + len(lines)
+        return len(lines)
+
+    def sync(self) -> None:
+        """fsync what :meth:`append` wrote with ``sync=False``."""
+        if self._dirty and self._fh is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fh.fileno())
+        self._dirty = False
+
+    def _active_file(self, incoming: int) -> IO[bytes]:
+        if self._fh is not None and self._active is not None:
+            if self._segments.get(self._active, 0) + incoming <= self.segment_bytes:
+                return self._fh
+            self._close_active()
+        index = max(self._segments, default=0) + 1
+        path = self.directory / _segment_name(index)
+        try:
+            self._fh = open(path, "ab")  # closed by _close_active()
+        except OSError as exc:
+            raise SpoolError(f"cannot create {path}: {exc.strerror or exc}") from None
+        _fsync_dir(self.directory)
+        self._active = index
+        self._segments.setdefault(index, 0)
+        self._lines.setdefault(index, 0)
+        return self._fh
+
+    def _close_active(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            self._fh.close()
+        self._fh = None
+        self._active = None
+        self._dirty = False
+
+    # ---- reading ---------------------------------------------------------------------------------------
+    def read(self, max_journeys: int) -> SpoolBatch | None:
+        """Up to ``max_journeys`` journeys from the oldest segment, in the order they were spooled
+        (None when the spool is empty).  Nothing is removed until :meth:`commit`."""
+        while self._segments:
+            index = min(self._segments)
+            if index == self._active:
+                self._close_active()  # seal it: new journeys go to a new segment
+            offset = self._cursor[1] if self._cursor and self._cursor[0] == index else 0
+            batch = self._read_segment(index, offset, max_journeys)
+            if batch.lines or not batch.exhausted:
+                return batch
+            self._drop_segment(index)  # nothing readable left in it
+        return None
+
+    def _read_segment(self, index: int, offset: int, max_journeys: int) -> SpoolBatch:
+        path = self.directory / _segment_name(index)
+        batch = SpoolBatch(journeys=[], segment=index, end_offset=offset)
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            batch.exhausted = True
+            return batch
+        except OSError as exc:
+            raise SpoolError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with fh:
+            fh.seek(offset)
+            pos = offset
+            while len(batch.journeys) < max_journeys:
+                line = fh.readline()
+                if not line:
+                    batch.exhausted = True
+                    break
+                if not line.endswith(b"\n"):
+                    # cut short by a crash while it was written: the journey was never acknowledged
+                    log.warning("spool %s: skipping a truncated last line (%d bytes)", path.name, len(line))
+                    pos += len(line)
+                    batch.exhausted = True
+                    break
+                pos += len(line)
+                batch.lines += 1
+                try:
+                    item = json.loads(line)
+                    if not isinstance(item, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError:
+                    batch.skipped.append(line.decode(errors="replace").rstrip("\n"))
+                    continue
+                batch.journeys.append(item)
+            else:
+                batch.exhausted = fh.read(1) == b""
+        batch.end_offset = pos
+        return batch
+
+    def commit(self, batch: SpoolBatch) -> None:
+        """Forget the journeys of ``batch`` (they are stored); delete its segment when drained."""
+        if batch.skipped:
+            self.reject(batch.skipped, "not valid JSON in the spool")
+        index = batch.segment
+        if index not in self._segments:
+            return
+        self._lines[index] = max(0, self._lines.get(index, 0) - batch.lines)
+        if batch.exhausted and index != self._active:
+            self._drop_segment(index)
+        else:
+            self._cursor = (index, batch.end_offset)
+
+    def _drop_segment(self, index: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / _segment_name(index)).unlink()
+        self._segments.pop(index, None)
+        self._lines.pop(index, None)
+        if self._cursor is not None and self._cursor[0] == index:
+            self._cursor = None
+
+    # ---- dead letters ----------------------------------------------------------------------------------
+    def reject(self, items: Iterable[Any], reason: str) -> None:
+        """Keep journeys the database refused (bad data) in ``rejected.jsonl`` for a human to look at."""
+        path = self.directory / "rejected.jsonl"
+        try:
+            with open(path, "ab") as fh:
+                for item in items:
+                    record = {"reason": reason, "journey": item}
+                    fh.write(json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.error("cannot write %s: %s", path, exc.strerror or exc)

@@ -1,0 +1,523 @@
+"""The journey writer: the daemon's asynchronous, loss-free path from journey updates to the database.
+
+``submit()`` is synchronous and never waits for the database: it puts the journey dict in a bounded
+in-memory queue keyed by ``(pbx, call_id)`` (several updates of a call coalesce into the newest), or
+appends it to the on-disk spool when the queue is full.  A background task writes batches every
+``flush_interval`` seconds (or as soon as ``batch_size`` calls wait) with idempotent upserts.
+
+When the database is unavailable, every batch goes to the spool (fsync'd) and the task retries with
+exponential backoff; once the database answers again, the spool is written back in order before
+anything else.  Journeys spooled by an earlier run (a crash, a SIGKILL, a restart while the database
+was down) are written when the writer starts.  A journey the database refuses for its data (not for
+its availability) is written to ``<spool>/rejected.jsonl`` and counted, so it never blocks the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import migrate
+from .engine import StoreUnavailable, describe, is_unavailable
+from .rows import BadJourney, JourneyRows, Key, journey_key, journey_rows, version_of
+from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError
+from .upsert import upsert_rows
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger("onechance.store")
+
+Journey = Mapping[str, Any]
+
+
+class WriterState(StrEnum):
+    NEW = "new"  # not started, or not yet talked to the database
+    OK = "ok"  # the last database operation succeeded
+    UNAVAILABLE = "unavailable"  # the database cannot be reached: journeys go to the spool
+    CLOSED = "closed"
+
+
+class JourneyWriter:
+    """Batches journey dicts into the database; never loses one, never blocks the caller.
+
+    Use from one event loop: ``await start()``, then ``submit()`` from the consumer, then
+    ``await close()``.  Metrics (``onechance_store_*``) are registered on ``registry``.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        spool_dir: str | Path,
+        registry: CollectorRegistry,
+        *,
+        batch_size: int = 200,
+        flush_interval: float = 0.5,
+        queue_size: int = 10000,
+        retry_interval: float = 5.0,
+        max_retry_interval: float = 60.0,
+        auto_upgrade: bool = True,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.batch_size = max(1, batch_size)
+        self.flush_interval = flush_interval
+        self.queue_size = max(1, queue_size)
+        self.retry_interval = retry_interval
+        self.max_retry_interval = max(retry_interval, max_retry_interval)
+        self.auto_upgrade = auto_upgrade
+        self._clock = clock
+        self._spool = Spool(spool_dir, segment_bytes=segment_bytes)
+        self._pending: dict[Key, Journey] = {}
+        self._state = WriterState.NEW
+        self._schema_ready = False
+        self._started = False
+        self._closing = False
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._retry_delay = retry_interval
+        self._next_retry = 0.0
+        self.last_error: str | None = None
+        self.last_write_at: float | None = None
+        self._overflow_logged = False
+
+        self.m_queue_depth = Gauge(
+            "onechance_store_queue_depth", "Journeys waiting in memory for the database", registry=registry
+        )
+        self.m_queue_depth.set_function(lambda: float(len(self._pending)))
+        self.m_spool_bytes = Gauge(
+            "onechance_store_spool_bytes", "Bytes of journeys waiting in the on-disk spool", registry=registry
+        )
+        self.m_spool_bytes.set_function(lambda: float(self._spool.bytes))
+        self.m_spool_journeys = Gauge(
+            "onechance_store_spool_journeys", "Journeys waiting in the on-disk spool", registry=registry
+        )
+        self.m_spool_journeys.set_function(lambda: float(self._spool.journeys))
+        self.m_up = Gauge(
+            "onechance_store_up", "1 when the database answered the last write, else 0", registry=registry
+        )
+        self.m_up.set_function(lambda: 1.0 if self._state == WriterState.OK else 0.0)
+        self.m_write_seconds = Histogram(
+            "onechance_store_write_seconds", "Time to write one batch of journeys", registry=registry
+        )
+        self.m_failures = Counter(
+            "onechance_store_write_failures",
+            "Failed writes: reason=unavailable (database down, retried), rejected (bad data), spool (disk)",
+            ["reason"],
+            registry=registry,
+        )
+        self.m_written = Counter(
+            "onechance_store_journeys_written", "Journey versions written to the database", registry=registry
+        )
+        self.m_spooled = Counter(
+            "onechance_store_journeys_spooled", "Journeys put in the on-disk spool", registry=registry
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, engine: AsyncEngine, registry: CollectorRegistry, **overrides: Any
+    ) -> JourneyWriter:
+        """A writer configured by the ``[database]`` settings."""
+        db = settings.database
+        kwargs: dict[str, Any] = {
+            "batch_size": db.batch_size,
+            "flush_interval": db.flush_interval,
+            "queue_size": db.queue_size,
+            "retry_interval": db.retry_interval,
+            "max_retry_interval": max(60.0, db.retry_interval),
+            "auto_upgrade": db.auto_upgrade,
+        }
+        kwargs.update(overrides)
+        return cls(engine, settings.spool_dir(), registry, **kwargs)
+
+    # ---- state -----------------------------------------------------------------------------------------
+    @property
+    def state(self) -> WriterState:
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        """Started, not closing, and the database answered the last operation."""
+        return self._started and not self._closing and self._state == WriterState.OK
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def spooled(self) -> int:
+        """Journeys waiting in the on-disk spool."""
+        return self._spool.journeys
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._spool.directory
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for health endpoints."""
+        return {
+            "state": str(self._state),
+            "ready": self.ready,
+            "queue_depth": len(self._pending),
+            "spool_journeys": self._spool.journeys,
+            "spool_bytes": self._spool.bytes,
+            "last_error": self.last_error,
+            "last_write_at": self.last_write_at,
+        }
+
+    # ---- the consumer's side ---------------------------------------------------------------------------
+    def submit(self, journey: Journey) -> None:
+        """Queue a journey dict for writing.  Never blocks on the database and never raises for the
+        database's sake; the writer keeps the dict (do not mutate it afterwards)."""
+        if self._closing and self._task is None:
+            raise RuntimeError("the journey writer is closed")
+        try:
+            key = journey_key(journey)
+        except BadJourney as exc:
+            log.error("not storing a journey: %s", exc)
+            self.m_failures.labels("rejected").inc()
+            if self._spool_open():
+                self._spool.reject([dict(journey)], str(exc))
+            return
+        old = self._pending.get(key)
+        if old is not None:
+            if version_of(journey) >= version_of(old):
+                self._pending[key] = journey
+            return
+        if len(self._pending) >= self.queue_size and self._spool_open():
+            try:
+                self._spool.append([journey], sync=False)  # fsync'd by the background task
+            except SpoolError as exc:
+                self.m_failures.labels("spool").inc()
+                log.error("%s; keeping the journey in memory", exc)
+            else:
+                self.m_spooled.inc()
+                if not self._overflow_logged:
+                    self._overflow_logged = True
+                    log.warning("the store queue is full (%d calls): overflowing to the spool in %s",
+                                self.queue_size, self._spool.directory)
+                self._wake.set()
+                return
+        self._pending[key] = journey
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    def _spool_open(self) -> bool:
+        return self._started
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the spool (raises :class:`SpoolError` if it cannot be used) and start writing;
+        journeys left in the spool by an earlier run are written first."""
+        if self._started:
+            return
+        self._spool.open()
+        self._started = True
+        if self._spool.has_data():
+            log.info("%d journeys in the spool %s from an earlier run: writing them",
+                     self._spool.journeys, self._spool.directory)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="onechance-store-writer")
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every journey submitted so far is in the database (True), or in the spool
+        because the database is unavailable (False)."""
+        async def wait() -> bool:
+            while True:
+                if not self._pending and not self._spool.has_data() and not self._busy:
+                    return True
+                if self._state == WriterState.UNAVAILABLE and not self._pending and not self._busy:
+                    return False
+                if self._task is None or self._task.done():
+                    return False
+                self._progress.clear()
+                self._wake.set()
+                await self._progress.wait()
+
+        if timeout is None:
+            return await wait()
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            return False
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the writer has talked to the database once (or ``timeout``); returns ``ready``."""
+        async def wait() -> None:
+            while self._state == WriterState.NEW and self._task is not None and not self._task.done():
+                self._progress.clear()
+                self._wake.set()
+                await self._progress.wait()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wait(), timeout)
+        return self.ready
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Write what can be written, spool the rest, release the spool.  Returns within ``timeout``
+        seconds (what is not written by then is in the spool for the next start)."""
+        if self._state == WriterState.CLOSED:
+            return
+        self._closing = True
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            finally:
+                self._spill_pending()
+        elif self._pending:
+            # never started: nothing was written, keep it all on disk
+            with contextlib.suppress(SpoolError):
+                self._spool.open()
+                self._started = True
+            self._spill_pending()
+        self._spool.close()
+        self._task = None
+        self._state = WriterState.CLOSED
+
+    # ---- as a daemon service (``onechance.app.Service``) -------------------------------------------------
+    async def run(self) -> None:
+        """Start (if not started) and run until :meth:`aclose`; for the daemon's task group."""
+        await self.start()
+        task = self._task
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def aclose(self) -> None:
+        """:meth:`close` with the default timeout."""
+        await self.close()
+
+    # ---- the background task ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if not self._closing:
+                    await self._sleep(loop)
+                self._wake.clear()
+                self._spool.sync()
+                if self._state == WriterState.UNAVAILABLE and loop.time() < self._next_retry:
+                    self._spill_pending()
+                    if self._closing:
+                        return
+                    continue
+                ok = await self._drain_spool()
+                if ok:
+                    ok = await self._write_pending()
+                if ok and not self._closing and (not self._schema_ready or self._state != WriterState.OK):
+                    ok = await self._probe()
+                if not ok:
+                    self._spill_pending()
+                    if self._closing:
+                        return
+                elif self._closing and not self._pending and not self._spool.has_data():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the writer die: everything is still in memory/spool
+                log.exception("store writer error; retrying")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._spill_pending()
+                if self._closing:
+                    return
+                await asyncio.sleep(self.retry_interval)
+            finally:
+                self._busy = False
+                self._progress.set()
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._state == WriterState.UNAVAILABLE:
+            delay = max(0.0, self._next_retry - loop.time())
+            delay = min(delay, self.flush_interval) if self._pending else delay
+        elif self._pending or self._spool.has_data() or not self._schema_ready:
+            delay = self.flush_interval
+        else:
+            delay = 3600.0
+        if delay <= 0 or self._wake.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _probe(self) -> bool:
+        """Check the database when there is nothing to write (after start, and on each retry while it is
+        unavailable), upgrading the schema the first time, so that ``ready`` means something."""
+        self._busy = True
+        try:
+            await self._prepare_schema()
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            if not is_unavailable(exc) and not isinstance(exc, StoreUnavailable):
+                log.error("database check failed: %s", describe(exc))
+            self._mark_unavailable(exc)
+            return False
+        self._mark_ok()
+        return True
+
+    async def _drain_spool(self) -> bool:
+        while self._spool.has_data():
+            batch = self._spool.read(self.batch_size)
+            if batch is None:
+                break
+            self._busy = True
+            if batch.journeys and not await self._write(batch.journeys):
+                return False
+            self._spool.commit(batch)
+            self._progress.set()
+        return True
+
+    async def _write_pending(self) -> bool:
+        while self._pending:
+            keys = list(islice(self._pending, self.batch_size))
+            batch = [self._pending.pop(k) for k in keys]
+            self._busy = True
+            if not await self._write(batch):
+                self._spool_journeys(batch)
+                return False
+            self._progress.set()
+            if not self._closing and len(self._pending) < self.batch_size:
+                break  # the rest waits for the next flush interval
+        return True
+
+    def _spill_pending(self) -> None:
+        """Move everything waiting in memory to the spool (the database is unavailable, or closing)."""
+        if not self._pending or not self._started:
+            return
+        batch = list(self._pending.values())
+        self._pending.clear()
+        self._spool_journeys(batch)
+
+    def _spool_journeys(self, batch: list[Journey]) -> None:
+        try:
+            self._spool.append(batch, sync=True)
+        except SpoolError as exc:
+            # the disk refuses too: keep them in memory (beyond the bound) rather than lose them
+            self.m_failures.labels("spool").inc()
+            log.error("%s; keeping %d journeys in memory", exc, len(batch))
+            for j in batch:
+                key = journey_key(j)
+                old = self._pending.get(key)
+                if old is None or version_of(j) > version_of(old):
+                    self._pending[key] = j
+        else:
+            self.m_spooled.inc(len(batch))
+
+    # ---- database --------------------------------------------------------------------------------------
+    async def _prepare_schema(self) -> None:
+        if self._schema_ready:
+            return
+        try:
+            if self.auto_upgrade:
+                await migrate.upgrade(self.engine)
+            else:
+                current = await migrate.current_revision(self.engine)
+                head = migrate.head_revision()
+                if current != head:
+                    raise StoreUnavailable(
+                        f"the database schema is at {current or 'nothing'}, this version needs {head}: "
+                        "run `onechance db upgrade` (or set database.auto_upgrade)"
+                    )
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            raise StoreUnavailable(f"cannot upgrade the database schema: {describe(exc)}") from exc
+        self._schema_ready = True
+
+    async def _write(self, journeys: list[Journey]) -> bool:
+        """Write journeys; False (nothing lost: the caller spools them) when the database is
+        unavailable.  Journeys refused for their data are set aside in the spool's rejected file."""
+        now = self._clock()
+        latest: dict[Key, tuple[Journey, JourneyRows]] = {}
+        for j in journeys:
+            try:
+                rows = journey_rows(j, now)
+            except BadJourney as exc:
+                self._reject(j, str(exc))
+                continue
+            old = latest.get(rows.key)
+            if old is None or version_of(j) >= version_of(old[0]):
+                latest[rows.key] = (j, rows)
+        if not latest:
+            return True
+        items = list(latest.values())
+        try:
+            await self._prepare_schema()
+            await self._upsert([rows for _, rows in items])
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._mark_unavailable(exc)
+                return False
+            if len(items) == 1:
+                self._reject(items[0][0], describe(exc))
+                return True
+            log.warning("a batch of %d journeys was refused (%s); writing them one by one", len(items),
+                        describe(exc))
+            for j, rows in items:
+                try:
+                    await self._upsert([rows])
+                except Exception as exc1:
+                    if is_unavailable(exc1):
+                        self._mark_unavailable(exc1)
+                        return False
+                    self._reject(j, describe(exc1))
+        self._mark_ok()
+        return True
+
+    async def _upsert(self, rows: list[JourneyRows]) -> None:
+        started = time.perf_counter()
+        async with self.engine.begin() as conn:
+            applied = await upsert_rows(conn, rows)
+        self.m_write_seconds.observe(time.perf_counter() - started)
+        self.m_written.inc(len(applied))
+        self.last_write_at = self._clock()
+
+    def _reject(self, journey: Journey, reason: str) -> None:
+        self.m_failures.labels("rejected").inc()
+        log.error("journey %s refused by the database: %s (kept in %s)", journey.get("call_id"), reason,
+                  self._spool.directory / "rejected.jsonl")
+        self._spool.reject([dict(journey)], reason)
+
+    def _mark_ok(self) -> None:
+        if self._state == WriterState.UNAVAILABLE:
+            log.warning("database available again%s",
+                        f"; writing {self._spool.journeys} spooled journeys" if self._spool.has_data() else "")
+        self._state = WriterState.OK
+        self._retry_delay = self.retry_interval
+        self.last_error = None
+
+    def _mark_unavailable(self, exc: BaseException) -> None:
+        self.m_failures.labels("unavailable").inc()
+        self.last_error = describe(exc)
+        loop = asyncio.get_running_loop()
+        if self._state != WriterState.UNAVAILABLE:
+            self._retry_delay = self.retry_interval
+            log.warning("database unavailable (%s): journeys go to the spool in %s; retrying every %gs",
+                        self.last_error, self._spool.directory, self._retry_delay)
+        else:
+            self._retry_delay = min(self._retry_delay * 2, self.max_retry_interval)
+            log.info("database still unavailable (%s); next try in %gs", self.last_error, self._retry_delay)
+        self._state = WriterState.UNAVAILABLE
+        self._next_retry = loop.time() + self._retry_delay
