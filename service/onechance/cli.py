@@ -69,6 +69,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"onechance replay: {result.tracker_errors} event(s) could not be applied; last: "
               f"{result.last_error}", file=sys.stderr)
     out.flush()
+    if getattr(args, "store", False):
+        from .store.commands import store_replayed  # imported on use (slow imports)
+
+        return store_replayed(result.journeys, args)
     return 0
 
 
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bounce", type=int, default=2, metavar="N",
                    help="a call is bounced at its N-th transfer (default 2)")
     p.add_argument("--pbx", default="", help="PBX name to stamp on the journeys")
+    p.add_argument("--store", action="store_true",
+                   help="also write the journeys into the configured database (ONECHANCE_DATABASE__URL)")
     p.set_defaults(func=cmd_replay)
 
     _add_daemon_commands(sub)
@@ -152,8 +158,44 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
 
 
 # ---- store commands (db, report) -----------------------------------------------------------------------
+def _cmd_db(args: argparse.Namespace) -> int:
+    from .store.commands import cmd_db  # imported on use: SQLAlchemy and Alembic are slow to import
+
+    return cmd_db(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .store.commands import cmd_report
+
+    return cmd_report(args)
+
+
 def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """``onechance db ...`` and ``onechance report``."""
+    """``onechance db ...`` and ``onechance report`` (handlers in ``onechance.store.commands``)."""
+    config_help = ("TOML settings file (default: $ONECHANCE_CONFIG); the database URL is [database] url "
+                   "or ONECHANCE_DATABASE__URL")
+    db = sub.add_parser("db", help="manage the database schema (upgrade, downgrade, current)")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = db_sub.add_parser("upgrade", help="create the tables or upgrade them to the newest revision")
+    up.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
+    down = db_sub.add_parser("downgrade", help="downgrade the schema to REV ('base' drops every table)")
+    down.add_argument("revision", metavar="REV")
+    cur = db_sub.add_parser("current", help="print the revision the database is at")
+    for p in (up, down, cur):
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
+        p.set_defaults(func=_cmd_db)
+
+    rp = sub.add_parser("report", help="per-queue daily figures: offered, answered, abandoned, ASA, SL...")
+    rp.add_argument("--from", dest="date_from", metavar="DAY",
+                    help="first day, YYYY-MM-DD (or a date-time YYYY-MM-DDTHH:MM); default: today")
+    rp.add_argument("--to", dest="date_to", metavar="DAY", help="last day, included (default: --from)")
+    rp.add_argument("--queue", help="only this queue")
+    rp.add_argument("--pbx", help="only this PBX")
+    rp.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                    help="table (default), csv, or json (a list, one object per queue and day)")
+    rp.add_argument("--tz", default="UTC", help="time zone the days are counted in (default: UTC)")
+    rp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
+    rp.set_defaults(func=_cmd_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,183 @@
+"""``onechance db ...``, ``onechance report`` and ``onechance replay --store``.
+
+Every failure is one line on stderr and a non-zero exit status: 2 for configuration problems (bad
+URL, bad dates), 1 when the database cannot be reached or used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from prometheus_client import CollectorRegistry
+
+from .engine import SQLITE, StoreConfigError, describe, is_unavailable, make_engine, mask_url, normalize_url
+from .migrate import current_revision, downgrade, head_revision, upgrade
+from .report import daily_figures, parse_bound, render
+from .spool import SpoolError
+from .writer import JourneyWriter
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from ..config import Settings
+    from ..journey import Journey
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with an exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from ..config import ConfigError, load_settings
+
+    try:
+        return load_settings(getattr(args, "config", None))
+    except ConfigError as exc:
+        raise CommandError(str(exc), 2) from None
+
+
+def _engine(settings: Settings, must_exist: bool = False) -> AsyncEngine:
+    url = settings.database_url()
+    try:
+        parsed = normalize_url(url)
+        if must_exist and parsed.drivername == SQLITE:
+            db = parsed.database or ""
+            if db != ":memory:" and not db.startswith("file:") and not Path(db).expanduser().exists():
+                raise CommandError(f"no database at {db} (run `onechance db upgrade` to create it)")
+        return make_engine(parsed)
+    except StoreConfigError as exc:
+        raise CommandError(str(exc), 2) from None
+
+
+def _run(prog: str, main: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return asyncio.run(main())
+    except CommandError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.status
+    except (SpoolError, StoreConfigError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if is_unavailable(exc):
+            print(f"{prog}: database unavailable: {describe(exc)}", file=sys.stderr)
+        else:
+            print(f"{prog}: database error: {describe(exc)}", file=sys.stderr)
+        return 1
+
+
+async def _schema_check(engine: AsyncEngine) -> None:
+    current = await current_revision(engine)
+    if current is None:
+        raise CommandError("the database has no onechance tables yet (run `onechance db upgrade`)")
+
+
+# ---- db ------------------------------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace) -> int:
+    """``onechance db upgrade|downgrade REV|current``."""
+    prog = f"onechance db {args.db_command}"
+
+    async def main() -> int:
+        settings = _settings(args)
+        url = mask_url(settings.database_url())
+        engine = _engine(settings, must_exist=args.db_command != "upgrade")
+        try:
+            head = head_revision()
+            if args.db_command == "upgrade":
+                await upgrade(engine, args.revision)
+                rev = await current_revision(engine)
+                print(f"{url}: at revision {rev}{' (head)' if rev == head else ''}")
+            elif args.db_command == "downgrade":
+                await downgrade(engine, args.revision)
+                rev = await current_revision(engine)
+                print(f"{url}: at revision {rev or 'base (no onechance tables)'}")
+            else:
+                rev = await current_revision(engine)
+                if rev is None:
+                    print(f"{url}: no onechance schema (run `onechance db upgrade`); head is {head}")
+                elif rev == head:
+                    print(f"{url}: at revision {rev} (head)")
+                else:
+                    print(f"{url}: at revision {rev}; head is {head} (run `onechance db upgrade`)")
+        finally:
+            await engine.dispose()
+        return 0
+
+    return _run(prog, main)
+
+
+# ---- report --------------------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    """``onechance report --from DAY --to DAY [--queue Q] [--format table|csv|json]``."""
+    prog = "onechance report"
+
+    async def main() -> int:
+        settings = _settings(args)
+        try:
+            tz = ZoneInfo(args.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise CommandError(f"unknown time zone {args.tz!r} (e.g. UTC, Europe/Tallinn)", 2) from None
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        first = args.date_from or today
+        last = args.date_to or first
+        try:
+            start = parse_bound(first, tz)
+            end = parse_bound(last, tz, end=True)
+        except ValueError as exc:
+            raise CommandError(str(exc), 2) from None
+        if end <= start:
+            raise CommandError(f"--to {last} is before --from {first}", 2)
+        engine = _engine(settings, must_exist=True)
+        try:
+            await _schema_check(engine)
+            rows = await daily_figures(engine, start, end, queue=args.queue, pbx=args.pbx,
+                                       service_level=settings.service_level_for, tz=tz)
+        finally:
+            await engine.dispose()
+        sys.stdout.write(render(rows, args.format))
+        sys.stdout.flush()
+        return 0
+
+    return _run(prog, main)
+
+
+# ---- replay --store ------------------------------------------------------------------------------------
+def store_replayed(journeys: Sequence[Journey], args: argparse.Namespace) -> int:
+    """Write replayed journeys into the configured database (status 0), or keep them in the spool
+    when it is unavailable (status 1, with the reason)."""
+    prog = "onechance replay"
+
+    async def main() -> int:
+        settings = _settings(args)
+        url = mask_url(settings.database_url())
+        engine = _engine(settings)
+        writer = JourneyWriter.from_settings(settings, engine, CollectorRegistry(), flush_interval=0.05)
+        try:
+            await writer.start()
+            for j in journeys:
+                writer.submit(j.to_dict())
+            stored = await writer.flush()
+            await writer.close(timeout=None)
+        finally:
+            await engine.dispose()
+        if stored and not writer.spooled:
+            print(f"{prog}: stored {len(journeys)} journeys in {url}", file=sys.stderr)
+            return 0
+        reason = writer.last_error or "unknown error"
+        print(f"{prog}: database unavailable ({reason}): {writer.spooled} journeys kept in the spool "
+              f"{writer.spool_dir}; they are written at the next start with a reachable database",
+              file=sys.stderr)
+        return 1
+
+    return _run(prog, main)
