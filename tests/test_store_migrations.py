@@ -1,0 +1,156 @@
+"""Schema migrations, up and down, on SQLite and PostgreSQL; the ``onechance db`` commands."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onechance.cli import main
+from onechance.store import current_revision, downgrade, head_revision, make_engine, upgrade
+from onechance.store.models import VERSION_TABLE, metadata
+
+TABLES = {"calls", "queue_visits", "operator_legs", "transfers", "alerts"}
+
+
+async def table_names(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+
+
+async def test_upgrade_creates_the_schema_and_downgrade_removes_it(engine):
+    assert await current_revision(engine) is None
+    await upgrade(engine)
+    assert await current_revision(engine) == head_revision()
+    assert await table_names(engine) == TABLES | {VERSION_TABLE}  # no plain "alembic_version"
+    await upgrade(engine)  # nothing to do the second time
+    assert await current_revision(engine) == head_revision()
+
+    await downgrade(engine, "base")
+    assert await table_names(engine) == {VERSION_TABLE}
+    assert await current_revision(engine) is None
+
+    await upgrade(engine)  # and up again
+    assert await table_names(engine) == TABLES | {VERSION_TABLE}
+
+
+async def test_migrations_build_exactly_the_models(engine):
+    """The migration scripts and models.py describe the same schema (no autogenerate diff)."""
+    await upgrade(engine)
+
+    def diff(conn):
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True})
+        return compare_metadata(ctx, metadata)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_constraints_and_indexes_are_named(engine):
+    await upgrade(engine)
+
+    def describe(conn):
+        insp = inspect(conn)
+        return {
+            t: (
+                insp.get_pk_constraint(t)["name"],
+                sorted(i["name"] for i in insp.get_indexes(t)),
+                sorted((fk["name"], fk["options"].get("ondelete")) for fk in insp.get_foreign_keys(t)),
+            )
+            for t in TABLES
+        }
+
+    async with engine.connect() as conn:
+        info = await conn.run_sync(describe)
+    if engine.dialect.name == "postgresql":  # SQLite does not keep primary key names
+        assert info["calls"][0] == "pk_calls"
+        assert info["queue_visits"][0] == "pk_queue_visits"
+    assert info["calls"][1] == [
+        "ix_calls_caller_started_at",
+        "ix_calls_first_queue_started_at",
+        "ix_calls_outcome_started_at",
+        "ix_calls_started_at",
+        "ix_calls_worklist",
+    ]
+    assert "ix_queue_visits_queue_joined_at" in info["queue_visits"][1]
+    assert "ix_transfers_from_queue_at" in info["transfers"][1]
+    assert "ix_alerts_state_next_attempt_at" in info["alerts"][1]
+    for child in ("queue_visits", "operator_legs", "transfers"):
+        assert info[child][2] == [(f"fk_{child}_calls", "CASCADE")]
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url):
+    engine = make_engine(sqlite_url)
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        await engine.dispose()
+    path = sqlite_url.split(":///", 1)[1]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
+
+
+# ---- the command line ----------------------------------------------------------------------------------
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """A clean environment for the CLI: no config file, data directory in tmp_path."""
+    monkeypatch.delenv("ONECHANCE_CONFIG", raising=False)
+    monkeypatch.setenv("ONECHANCE_DATA_DIR", str(tmp_path / "data"))
+    return monkeypatch
+
+
+def test_db_commands(env, db_url, capsys):
+    env.setenv("ONECHANCE_DATABASE__URL", db_url)
+    if db_url.startswith("sqlite"):
+        assert main(["db", "current"]) == 1
+        assert "no database at" in capsys.readouterr().err
+    assert main(["db", "upgrade"]) == 0
+    out = capsys.readouterr().out
+    assert f"at revision {head_revision()} (head)" in out
+    assert "onechance_test:" not in out or "***" in out  # never a password in clear
+    assert main(["db", "current"]) == 0
+    assert "(head)" in capsys.readouterr().out
+    assert main(["db", "downgrade", "base"]) == 0
+    assert "base" in capsys.readouterr().out
+    assert main(["db", "current"]) == 0
+    assert "no onechance schema" in capsys.readouterr().out
+    assert main(["db", "upgrade", head_revision()]) == 0
+
+
+def test_default_database_is_sqlite_in_the_data_directory(env, tmp_path, capsys):
+    env.delenv("ONECHANCE_DATABASE__URL", raising=False)
+    assert main(["db", "upgrade"]) == 0
+    assert (tmp_path / "data" / "onechance.db").exists()
+    assert "sqlite+aiosqlite:///" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:secret@host/db", "unsupported database 'mysql'"),
+        ("not a url", "bad database URL"),
+        ("postgresql+asyncpg://u:secret@host", "needs a database name"),
+    ],
+)
+def test_a_bad_database_url_is_a_one_line_error(env, capsys, url, message):
+    env.setenv("ONECHANCE_DATABASE__URL", url)
+    assert main(["db", "upgrade"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "secret" not in err
+
+
+def test_an_unreachable_database_is_a_one_line_error(env, capsys):
+    env.setenv("ONECHANCE_DATABASE__URL", "postgresql+asyncpg://u:secret@127.0.0.1:1/db")
+    assert main(["db", "upgrade"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("onechance db upgrade: database unavailable:")
+    assert err.count("\n") == 1 and "secret" not in err

@@ -1,0 +1,314 @@
+"""Report figures equal those computed by hand from Asterisk's own queue_log files.
+
+The expectation below reads each capture's ``.queue_log`` (and, for the two things queue_log never
+records, the raw AMI bytes), never onechance's journeys or database, and follows the definitions in
+``onechance/store/report.py`` / ``docs/database.md``:
+
+* a visit is an ENTERQUEUE; it ends with CONNECT (answered, ``holdtime`` = data1), ABANDON (abandoned,
+  ``waittime`` = data3), EXITWITHTIMEOUT / EXITEMPTY / WITHDRAW (timeout, waittime = data3) or
+  EXITWITHKEY (left, counted in offered only);
+* within the service level (20 s): ``holdtime``/``waittime`` <= 20, Asterisk's whole seconds;
+  ServicelevelPerf = answered within / answered; ServicelevelPerf2 = (answered within + abandoned or
+  timed out within) / (answered + abandoned + timed out);
+* short abandon: ABANDON with ``waittime`` < 5;
+* transfers: BLINDTRANSFER and ATTENDEDTRANSFER lines of the queue;
+* bounced: a callid with 2 transfers or more, counted in the queue of its first ENTERQUEUE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from onechance.cli import main
+from onechance.store import daily_figures, make_engine, store_journeys, upgrade
+from onechance.store.report import FIELDS, parse_bound, render
+
+from .storehelp import CAPTURES, DATA, final_journeys
+
+SL = 20
+SHORT = 5
+REFUSED = {"FULL", "JOINEMPTY", "JOINUNAVAIL"}
+ENDS = {"CONNECT", "ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY", "WITHDRAW", "EXITWITHKEY"}
+
+
+def day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+
+
+def ami_messages(path: Path) -> list[dict[str, str]]:
+    """The AMI messages of a capture as header dicts (a plain split: no onechance code involved)."""
+    out = []
+    for block in path.read_bytes().decode("utf-8").split("\r\n\r\n"):
+        headers: dict[str, str] = {}
+        for line in block.split("\r\n"):
+            key, sep, value = line.partition(": ")
+            if sep and key not in headers:
+                headers[key] = value
+        if "Event" in headers:
+            out.append(headers)
+    return out
+
+
+@dataclass
+class Figures:
+    offered: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    short_abandoned: int = 0
+    timeouts: int = 0
+    rejected: int = 0
+    transfers: int = 0
+    bounced: int = 0
+    holds: list[int] = field(default_factory=list)
+    answered_in_sl: int = 0
+    unanswered_in_sl: int = 0
+
+    def as_report(self, queue: str, date: str) -> dict:
+        total = self.answered + self.abandoned + self.timeouts
+        within = self.answered_in_sl + self.unanswered_in_sl
+        return {
+            "queue": queue,
+            "date": date,
+            "offered": self.offered,
+            "answered": self.answered,
+            "abandoned": self.abandoned,
+            "short_abandoned": self.short_abandoned,
+            "timeouts": self.timeouts,
+            "rejected": self.rejected,
+            "asa_seconds": statistics.mean(self.holds) if self.holds else None,
+            "service_level": round(100 * self.answered_in_sl / self.answered, 1) if self.answered else None,
+            "service_level2": round(100 * within / total, 1) if total else None,
+            "transfers": self.transfers,
+            "bounced": self.bounced,
+        }
+
+
+def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
+    lines = [ln.split("|") for ln in (DATA / f"{name}.queue_log").read_text().splitlines() if ln.strip()]
+    ami = ami_messages(DATA / f"{name}.ami")
+    linkedid: dict[str, str] = {}
+    hangup: dict[str, float] = {}
+    queue_app: dict[str, str] = {}
+    refused: list[tuple[str, float]] = []
+    ami_transferers: list[tuple[str, float]] = []
+    for m in ami:
+        event, uid = m["Event"], m.get("Uniqueid", "")
+        if event == "Newchannel":
+            linkedid[uid] = m["Linkedid"]
+        elif event == "Hangup":
+            hangup[uid] = float(m["Timestamp"])
+        elif event == "Newexten" and m.get("Application") == "Queue":
+            queue_app[uid] = m.get("AppData", "").split(",")[0]
+        elif event == "VarSet" and m.get("Variable") == "QUEUESTATUS" and m.get("Value") in REFUSED:
+            refused.append((queue_app[uid], float(m["Timestamp"])))
+        elif event == "BlindTransfer" and m.get("Result") == "Success":
+            ami_transferers.append((m["TransfererUniqueid"], float(m["Timestamp"])))
+        elif event == "AttendedTransfer" and m.get("Result") == "Success":
+            ami_transferers.append((m["OrigTransfererUniqueid"], float(m["Timestamp"])))
+
+    figures: dict[tuple[str, str], Figures] = defaultdict(Figures)
+    open_visits: dict[tuple[str, str], int] = {}  # (callid, queue) -> ENTERQUEUE time
+    first_queue: dict[str, tuple[str, str]] = {}  # callid -> (queue, day) of its first ENTERQUEUE
+    transfers_by_callid: dict[str, int] = defaultdict(int)
+    connects: dict[str, tuple[str, str, str]] = {}  # member channel uniqueid -> (callid, queue, agent)
+    logged_transfers: dict[tuple[str, str, str], int] = defaultdict(int)
+    for epoch_text, callid, queue, agent, event, *data in lines:
+        epoch = int(epoch_text)
+        if event == "ENTERQUEUE":
+            open_visits[(callid, queue)] = epoch
+            first_queue.setdefault(callid, (queue, day(epoch)))
+            figures[(queue, day(epoch))].offered += 1
+        elif event in ENDS:
+            joined = open_visits.pop((callid, queue))
+            f = figures[(queue, day(joined))]
+            # A consultation call answered after the call it belongs to had ended (its first channel
+            # hung up): onechance stops following an orphaned consultation and does not know how it
+            # ended, so it is offered but neither answered nor abandoned.  queue_log cannot tell; the
+            # AMI capture's Hangup times can.
+            first_channel = linkedid.get(callid, callid)
+            if hangup.get(first_channel, float("inf")) < epoch:
+                continue
+            if event == "CONNECT":
+                hold = int(data[0])
+                f.answered += 1
+                f.holds.append(hold)
+                f.answered_in_sl += hold <= SL
+                connects[data[1]] = (callid, queue, agent)
+            elif event in ("ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY", "WITHDRAW"):
+                wait = int(data[2])
+                if event == "ABANDON":
+                    f.abandoned += 1
+                    f.short_abandoned += wait < SHORT
+                else:
+                    f.timeouts += 1
+                f.unanswered_in_sl += wait <= SL
+        elif event in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
+            figures[(queue, day(epoch))].transfers += 1
+            transfers_by_callid[callid] += 1
+            logged_transfers[(callid, queue, agent)] += 1
+    # A transfer to an operator's own extension leaves no queue_log line, but it is an AMI transfer by
+    # a member connected through a queue (its channel is a CONNECT's member channel): count it there.
+    by_member: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for uid, ts in ami_transferers:
+        if uid in connects:
+            by_member[connects[uid]].append(ts)
+    for (callid, queue, agent), times in by_member.items():
+        for ts in sorted(times)[logged_transfers[(callid, queue, agent)]:]:
+            figures[(queue, day(ts))].transfers += 1
+            transfers_by_callid[callid] += 1
+    # A refused caller (FULL, JOINEMPTY, JOINUNAVAIL) has no queue_log line at all: only the AMI
+    # VarSet QUEUESTATUS shows it, with the queue named by the Queue() application before it.
+    for queue, ts in refused:
+        figures[(queue, day(ts))].rejected += 1
+    for callid, n in transfers_by_callid.items():
+        if n >= 2:
+            figures[first_queue[callid]].bounced += 1
+    return {key: f.as_report(*key) for key, f in figures.items()}
+
+
+async def report_for(url: str, journeys: list[dict]) -> list[dict]:
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+        await store_journeys(engine, journeys, stored_at=0.0)
+        rows = await daily_figures(engine, 0, 4e9, service_level=lambda _q: SL)
+    finally:
+        await engine.dispose()
+    return [r.to_dict() for r in rows]
+
+
+def compare(ours: list[dict], expected: dict[tuple[str, str], dict]) -> None:
+    got = {(r["queue"], r["date"]): r for r in ours}
+    assert sorted(got) == sorted(expected)
+    for key, exp in expected.items():
+        row = dict(got[key])
+        asa, exp_asa = row.pop("asa_seconds"), exp["asa_seconds"]
+        exp = {k: v for k, v in exp.items() if k != "asa_seconds"}
+        assert row == exp, key
+        if exp_asa is None:
+            assert asa is None
+        else:  # ours is from event times, queue_log's from whole seconds
+            assert abs(asa - exp_asa) <= 1.0, (key, asa, exp_asa)
+
+
+def test_every_capture_has_a_queue_log():
+    assert len(CAPTURES) >= 14
+    assert all((DATA / f"{n}.queue_log").exists() for n in CAPTURES)
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_report_equals_queue_log_by_hand(name, sqlite_url):
+    compare(asyncio.run(report_for(sqlite_url, final_journeys(name))), expected_from_queue_log(name))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", ["load_a", "join_empty", "queue_timeout"])
+def test_report_on_postgresql_equals_queue_log_by_hand(name, pg_url):
+    compare(asyncio.run(report_for(pg_url, final_journeys(name))), expected_from_queue_log(name))
+
+
+def test_the_captures_exercise_every_figure():
+    """The hand computation is only worth something if the captures have non-zero figures."""
+    totals: dict[str, float] = defaultdict(float)
+    for name in CAPTURES:
+        for row in expected_from_queue_log(name).values():
+            for k in ("answered", "abandoned", "short_abandoned", "timeouts", "rejected", "transfers", "bounced"):
+                totals[k] += row[k]
+    assert all(totals[k] > 0 for k in totals), totals
+    sl = [r["service_level"] for n in CAPTURES for r in expected_from_queue_log(n).values()]
+    assert any(v is not None and v < 100 for v in sl)
+
+
+# ---- definitions and output ----------------------------------------------------------------------------
+def test_service_levels_use_both_asterisk_formulas(sqlite_url):
+    """load_a/sales: some answered after 20 s, some abandoned before and after 20 s."""
+    rows = {r["queue"]: r for r in asyncio.run(report_for(sqlite_url, final_journeys("load_a")))}
+    sales = rows["sales"]
+    assert sales["service_level"] != sales["service_level2"]
+    assert 0 < sales["service_level"] < 100 and 0 < sales["service_level2"] < 100
+
+
+async def test_per_queue_service_level_threshold(sqlite_url):
+    engine = make_engine(sqlite_url)
+    try:
+        await upgrade(engine)
+        await store_journeys(engine, final_journeys("load_a"), stored_at=0.0)
+        strict = {r.queue: r for r in await daily_figures(engine, 0, 4e9, service_level=lambda q: 0.0)}
+        lax = {r.queue: r for r in await daily_figures(engine, 0, 4e9, service_level=lambda q: 3600.0)}
+        only_sales = await daily_figures(engine, 0, 4e9, queue="sales")
+    finally:
+        await engine.dispose()
+    assert lax["sales"].service_level == 100.0 and lax["sales"].service_level2 == 100.0
+    assert strict["sales"].service_level == 0.0
+    assert [r.queue for r in only_sales] == ["sales"]
+
+
+def test_days_follow_the_time_zone():
+    assert parse_bound("2026-11-22", UTC) == datetime(2026, 11, 22, tzinfo=UTC).timestamp()
+    assert parse_bound("2026-11-22", UTC, end=True) == datetime(2026, 11, 23, tzinfo=UTC).timestamp()
+    assert parse_bound("2026-11-22T10:30", UTC) == datetime(2026, 11, 22, 10, 30, tzinfo=UTC).timestamp()
+    with pytest.raises(ValueError, match="not a date"):
+        parse_bound("22.11.2026", UTC)
+
+
+def test_render_formats():
+    assert render([], "json") == "[]\n"
+    assert render([], "csv").strip() == ",".join(FIELDS)
+    assert "no queue calls" in render([], "table")
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path, sqlite_url):
+    monkeypatch.delenv("ONECHANCE_CONFIG", raising=False)
+    monkeypatch.setenv("ONECHANCE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ONECHANCE_DATABASE__URL", sqlite_url)
+    return monkeypatch
+
+
+def test_report_command(cli_env, capsys):
+    for name in ("load_a", "join_empty", "short_abandon", "queue_timeout"):
+        assert main(["replay", str(DATA / f"{name}.ami"), "--store"]) == 0
+    capsys.readouterr()
+    day_ = "2026-11-22"
+    assert main(["report", "--from", day_, "--to", day_, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [list(r) for r in rows] == [list(FIELDS)] * len(rows)
+    by_queue = {r["queue"]: r for r in rows}
+    assert set(by_queue) == {"billing", "empty", "sales", "support"}
+    assert by_queue["empty"]["rejected"] == 1 and by_queue["empty"]["offered"] == 0
+    assert by_queue["support"]["short_abandoned"] == 1 and by_queue["support"]["timeouts"] == 1
+
+    assert main(["report", "--from", day_, "--queue", "sales", "--format", "csv"]) == 0
+    csv_lines = capsys.readouterr().out.splitlines()
+    assert csv_lines[0] == ",".join(FIELDS) and len(csv_lines) == 2 and csv_lines[1].startswith("sales,2026-11-22,")
+
+    assert main(["report", "--from", day_]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["queue", "date", "offered"] and len(table) == 6
+
+    assert main(["report", "--from", "2026-11-23", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_report_errors_are_one_line(cli_env, capsys, tmp_path):
+    assert main(["report", "--from", "yesterday"]) == 2
+    assert "not a date" in capsys.readouterr().err
+    assert main(["report", "--from", "2026-11-22", "--to", "2026-11-01"]) == 2
+    assert "before --from" in capsys.readouterr().err
+    assert main(["report", "--tz", "Mars/Olympus"]) == 2
+    assert "unknown time zone" in capsys.readouterr().err
+    assert main(["report"]) == 1  # the database does not exist yet
+    err = capsys.readouterr().err
+    assert "no database at" in err and err.count("\n") == 1
+    cli_env.setenv("ONECHANCE_DATABASE__URL", "postgresql+asyncpg://u:secret@127.0.0.1:1/db")
+    assert main(["report"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("onechance report: database unavailable") and "secret" not in err

@@ -1,0 +1,260 @@
+"""The journey writer on real databases: idempotent upserts, coalescing, overflow, refusals, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+
+from prometheus_client import CollectorRegistry
+
+from onechance.cli import main
+from onechance.store import JourneyWriter, WriterState, make_engine, store_journeys, upgrade
+
+from .storehelp import assert_store_holds, capture, dump, final_journeys, stored_journeys, update_stream, wait_drained
+
+UNREACHABLE = "postgresql+asyncpg://nobody:secret@127.0.0.1:1/nothing"
+
+
+def new_writer(engine, tmp_path, registry=None, **kw) -> JourneyWriter:
+    kw.setdefault("flush_interval", 0.02)
+    kw.setdefault("retry_interval", 0.1)
+    kw.setdefault("max_retry_interval", 0.5)
+    return JourneyWriter(engine, tmp_path / "spool", registry or CollectorRegistry(), **kw)
+
+
+async def dump_url(url: str) -> dict:
+    engine = make_engine(url)
+    try:
+        return await dump(engine)
+    finally:
+        await engine.dispose()
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels or None) or 0.0
+
+
+async def test_load_a_replayed_twice_gives_the_same_rows(engine, tmp_path):
+    journeys = final_journeys("load_a")
+    for _ in range(2):
+        writer = new_writer(engine, tmp_path)
+        await writer.start()
+        for j in journeys:
+            writer.submit(j)
+        await wait_drained(writer)
+        await writer.close()
+        if _ == 0:
+            first = await dump(engine)
+    assert await dump(engine) == first
+    await assert_store_holds(engine, journeys)
+
+
+async def test_every_update_of_a_replay_leaves_the_final_journeys(engine, tmp_path, registry):
+    """The daemon submits each call many times (every update); the database ends with the final
+    version of each, and the stored JSON is exactly ``replay --json``'s."""
+    updates = update_stream("load_a", "bounced", "attended_transfer", "abandon_then_callback")
+    finals = final_journeys("load_a", "bounced", "attended_transfer", "abandon_then_callback")
+    assert len(updates) > 3 * len(finals)
+    writer = new_writer(engine, tmp_path, registry, batch_size=25)
+    await writer.start()
+    for i, u in enumerate(updates):
+        writer.submit(u)
+        if i % 40 == 0:
+            await writer.flush()
+    await wait_drained(writer)
+    await writer.close()
+    await assert_store_holds(engine, finals)
+    assert sample(registry, "onechance_store_journeys_written_total") >= len(finals)
+    assert sample(registry, "onechance_store_write_seconds_count") >= 1
+    assert sample(registry, "onechance_store_write_failures_total", reason="unavailable") == 0
+
+
+async def test_updates_of_one_call_coalesce_into_one_write(engine, tmp_path, registry):
+    updates = [u for u in update_stream("bounced")]
+    assert len(updates) > 5
+    await upgrade(engine)
+    writer = new_writer(engine, tmp_path, registry, flush_interval=30)
+    await writer.start()
+    for u in updates:
+        writer.submit(u)
+    assert writer.queue_depth == 1
+    await wait_drained(writer)
+    await writer.close()
+    assert sample(registry, "onechance_store_journeys_written_total") == 1
+    await assert_store_holds(engine, final_journeys("bounced"))
+
+
+async def test_an_older_version_never_overwrites_a_newer_one(engine, tmp_path):
+    newest = final_journeys("abandon_then_callback")[0]
+    assert newest["recovered"] is True
+    older = copy.deepcopy(newest)
+    older.update(recovered=False, recovered_by=None, updated_at=newest["updated_at"] - 10)
+    await upgrade(engine)
+    await store_journeys(engine, [newest], stored_at=1.0)
+    await store_journeys(engine, [older], stored_at=2.0)  # late, e.g. from an old spool
+    writer = new_writer(engine, tmp_path)
+    await writer.start()
+    writer.submit(newest)
+    writer.submit(older)  # in the same batch
+    await wait_drained(writer)
+    await writer.close()
+    assert (await stored_journeys(engine))[("", newest["call_id"])] == newest
+
+
+async def test_journeys_of_several_pbxs_with_the_same_call_id_are_separate_rows(engine, tmp_path):
+    a = final_journeys("answered", pbx="hq")
+    b = final_journeys("answered", pbx="branch")
+    await upgrade(engine)
+    await store_journeys(engine, a + b, stored_at=1.0)
+    await assert_store_holds(engine, a + b)
+
+
+async def test_a_refused_journey_is_set_aside_and_does_not_block_the_others(engine, tmp_path, registry):
+    good = final_journeys("answered", "abandoned", "bounced")
+    broken = dict(good[0], call_id="broken-1", started_at="yesterday")  # cannot be mapped
+    bad = [broken]
+    if engine.dialect.name == "postgresql":  # PostgreSQL enforces VARCHAR(64): refused by the database
+        bad.append(dict(good[1], call_id="x" * 100))
+    writer = new_writer(engine, tmp_path, registry)
+    await writer.start()
+    for j in [*bad, *good]:
+        writer.submit(j)
+    await wait_drained(writer)
+    await writer.close()
+    await assert_store_holds(engine, good)
+    rejected = [json.loads(line) for line in (tmp_path / "spool" / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(r["journey"]["call_id"] for r in rejected) == sorted(j["call_id"] for j in bad)
+    assert sample(registry, "onechance_store_write_failures_total", reason="rejected") == len(bad)
+    assert writer.state == WriterState.CLOSED
+
+
+async def test_a_full_queue_overflows_to_the_spool_not_to_the_floor(engine, tmp_path, registry):
+    journeys = final_journeys("load_a")
+    writer = new_writer(engine, tmp_path, registry, queue_size=5, flush_interval=30)
+    await writer.start()
+    for j in journeys:  # no await in between: the background task cannot write meanwhile
+        writer.submit(j)
+    assert writer.queue_depth == 5
+    assert writer.spooled == len(journeys) - 5
+    assert sample(registry, "onechance_store_spool_journeys") == len(journeys) - 5
+    assert sample(registry, "onechance_store_spool_bytes") > 0
+    await wait_drained(writer)
+    await writer.close()
+    await assert_store_holds(engine, journeys)
+    assert sample(registry, "onechance_store_spool_journeys") == 0
+
+
+async def test_metrics_are_on_the_given_registry(engine, tmp_path, registry):
+    writer = new_writer(engine, tmp_path, registry)
+    names = {m.name for m in registry.collect()}
+    assert {
+        "onechance_store_queue_depth",
+        "onechance_store_spool_bytes",
+        "onechance_store_spool_journeys",
+        "onechance_store_write_seconds",
+        "onechance_store_write_failures",
+        "onechance_store_journeys_written",
+        "onechance_store_journeys_spooled",
+        "onechance_store_up",
+    } <= names
+    assert not inspect.iscoroutinefunction(writer.submit)
+    await writer.start()
+    assert await writer.wait_ready(timeout=30)
+    assert sample(registry, "onechance_store_up") == 1
+    await writer.close()
+
+
+async def test_ready_reflects_the_database(tmp_path, registry):
+    engine = make_engine(UNREACHABLE)
+    writer = new_writer(engine, tmp_path, registry)
+    try:
+        await writer.start()
+        writer.submit(final_journeys("answered")[0])
+        assert not await writer.flush(timeout=10)
+        assert writer.state == WriterState.UNAVAILABLE and not writer.ready
+        assert writer.spooled == 1
+        assert "secret" not in (writer.last_error or "")
+        assert sample(registry, "onechance_store_up") == 0
+        assert sample(registry, "onechance_store_write_failures_total", reason="unavailable") >= 1
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+async def test_close_while_the_database_is_down_spools_everything_for_the_next_start(engine, tmp_path):
+    journeys = final_journeys("load_a")
+    down = make_engine(UNREACHABLE)
+    writer = new_writer(down, tmp_path, retry_interval=60)
+    await writer.start()
+    for j in journeys:
+        writer.submit(j)
+    await writer.close()
+    await down.dispose()
+    assert writer.spooled == len(journeys)
+
+    writer = new_writer(engine, tmp_path)  # the next start, with the database back
+    await writer.start()
+    await wait_drained(writer)
+    await writer.close()
+    await assert_store_holds(engine, journeys)
+
+
+async def test_without_auto_upgrade_journeys_wait_in_the_spool_for_the_schema(engine, tmp_path):
+    journeys = final_journeys("answered", "abandoned")
+    writer = new_writer(engine, tmp_path, auto_upgrade=False)
+    await writer.start()
+    for j in journeys:
+        writer.submit(j)
+    assert not await writer.flush(timeout=10)
+    assert "onechance db upgrade" in (writer.last_error or "")
+    assert writer.spooled == len(journeys)
+    await upgrade(engine)
+    await wait_drained(writer)
+    await writer.close()
+    await assert_store_holds(engine, journeys)
+
+
+def test_replay_store_twice_prints_the_same_and_stores_once(db_url, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("ONECHANCE_CONFIG", raising=False)
+    monkeypatch.setenv("ONECHANCE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ONECHANCE_DATABASE__URL", db_url)
+    assert main(["replay", capture("load_a"), "--json"]) == 0
+    plain = capsys.readouterr().out
+    dumps = []
+    for _ in range(2):
+        assert main(["replay", capture("load_a"), "--json", "--store"]) == 0
+        out, err = capsys.readouterr()
+        assert out == plain  # --store does not change what replay prints
+        assert "stored 60 journeys" in err
+        dumps.append(asyncio.run(dump_url(db_url)))
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0]["calls"]) == 60
+
+
+def test_replay_store_with_the_database_down_says_where_the_journeys_are(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("ONECHANCE_CONFIG", raising=False)
+    monkeypatch.setenv("ONECHANCE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ONECHANCE_DATABASE__URL", UNREACHABLE)
+    monkeypatch.setenv("ONECHANCE_DATABASE__RETRY_INTERVAL", "60")
+    assert main(["replay", capture("bounced"), "--store"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("onechance replay: database unavailable (")
+    assert "1 journeys kept in the spool" in err and str(tmp_path / "data" / "spool") in err
+    assert "secret" not in err
+
+
+async def test_the_writer_runs_as_a_daemon_service_behind_a_submit_sink(engine, tmp_path):
+    """The daemon's wiring: ``services=[writer]`` (run/aclose) and ``SubmitSink(writer.submit)``."""
+    from onechance.replay import replay_files
+    from onechance.sinks import SubmitSink
+
+    writer = new_writer(engine, tmp_path)
+    service = asyncio.create_task(writer.run())
+    sink = SubmitSink(writer.submit)
+    result = replay_files([capture(n) for n in ("load_a", "abandon_then_callback")], on_update=sink.handle)
+    await wait_drained(writer)
+    await writer.aclose()
+    await asyncio.wait_for(service, 10)
+    await assert_store_holds(engine, [j.to_dict() for j in result.journeys if j.ended_at is not None])
