@@ -27,7 +27,7 @@ def pg_server() -> PgServer:
         return get_server()
     except PgUnavailable as exc:
         _pg_failure.append(f"PostgreSQL is required and could not be used: {exc}. To fix: {HOW_TO}.")
-        pytest.fail(_pg_failure[0], pytrace=False)
+    pytest.fail(_pg_failure[0], pytrace=False)
 
 
 @pytest.fixture
