@@ -29,7 +29,7 @@ def test_journeys_come_back_in_the_order_they_were_spooled(tmp_path):
     assert spool.journeys == 50
     assert len(list(tmp_path.glob("spool-*.jsonl"))) > 3
     assert drain(spool) == [j(k) for k in range(50)]
-    assert spool.journeys == 0 and spool.bytes == 0
+    assert spool.journeys == 0 and spool.nbytes == 0
     assert list(tmp_path.glob("spool-*.jsonl")) == []
     spool.close()
 

@@ -10,9 +10,9 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prometheus_client import CollectorRegistry
@@ -60,7 +60,7 @@ def _engine(settings: Settings, must_exist: bool = False) -> AsyncEngine:
         raise CommandError(str(exc), 2) from None
 
 
-def _run(prog: str, main: Callable[[], Awaitable[int]]) -> int:
+def _run(prog: str, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         return asyncio.run(main())
     except CommandError as exc:

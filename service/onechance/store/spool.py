@@ -135,7 +135,7 @@ class Spool:
         return sum(self._lines.values())
 
     @property
-    def bytes(self) -> int:
+    def nbytes(self) -> int:
         """Bytes waiting in the spool."""
         total = sum(self._segments.values())
         if self._cursor is not None and self._cursor[0] in self._segments:

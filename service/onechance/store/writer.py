@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
@@ -102,7 +102,7 @@ class JourneyWriter:
         self.m_spool_bytes = Gauge(
             "onechance_store_spool_bytes", "Bytes of journeys waiting in the on-disk spool", registry=registry
         )
-        self.m_spool_bytes.set_function(lambda: float(self._spool.bytes))
+        self.m_spool_bytes.set_function(lambda: float(self._spool.nbytes))
         self.m_spool_journeys = Gauge(
             "onechance_store_spool_journeys", "Journeys waiting in the on-disk spool", registry=registry
         )
@@ -174,7 +174,7 @@ class JourneyWriter:
             "ready": self.ready,
             "queue_depth": len(self._pending),
             "spool_journeys": self._spool.journeys,
-            "spool_bytes": self._spool.bytes,
+            "spool_bytes": self._spool.nbytes,
             "last_error": self.last_error,
             "last_write_at": self.last_write_at,
         }
@@ -446,7 +446,7 @@ class JourneyWriter:
             raise StoreUnavailable(f"cannot upgrade the database schema: {describe(exc)}") from exc
         self._schema_ready = True
 
-    async def _write(self, journeys: list[Journey]) -> bool:
+    async def _write(self, journeys: Sequence[Journey]) -> bool:
         """Write journeys; False (nothing lost: the caller spools them) when the database is
         unavailable.  Journeys refused for their data are set aside in the spool's rejected file."""
         now = self._clock()
