@@ -10,7 +10,7 @@ import json
 from prometheus_client import CollectorRegistry
 
 from onechance.cli import main
-from onechance.store import JourneyWriter, WriterState, make_engine, store_journeys, upgrade
+from onechance.store import JourneyWriter, WriterState, downgrade, make_engine, store_journeys, upgrade
 
 from .storehelp import assert_store_holds, capture, dump, final_journeys, stored_journeys, update_stream, wait_drained
 
@@ -258,3 +258,19 @@ async def test_the_writer_runs_as_a_daemon_service_behind_a_submit_sink(engine, 
     await writer.aclose()
     await asyncio.wait_for(service, 10)
     await assert_store_holds(engine, [j.to_dict() for j in result.journeys if j.ended_at is not None])
+
+
+async def test_a_schema_dropped_under_a_running_writer_is_rebuilt_not_a_reason_to_refuse(engine, tmp_path, registry):
+    journeys = final_journeys("load_a")
+    writer = new_writer(engine, tmp_path, registry)
+    await writer.start()
+    assert await writer.wait_ready(timeout=30)
+    await downgrade(engine, "base")  # someone drops the tables while the daemon runs
+    for j in journeys:
+        writer.submit(j)
+    await wait_drained(writer)
+    await writer.close()
+    await assert_store_holds(engine, journeys)
+    assert sample(registry, "onechance_store_write_failures_total", reason="unavailable") >= 1
+    assert sample(registry, "onechance_store_write_failures_total", reason="rejected") == 0
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()

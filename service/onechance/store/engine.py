@@ -156,6 +156,19 @@ def is_unavailable(err: BaseException) -> bool:
     return _is_asyncpg_connection_error(err)
 
 
+def is_schema_missing(err: BaseException) -> bool:
+    """Whether an error says the tables or columns are not there (schema dropped or not upgraded):
+    a state to wait out and repair by upgrading, not a problem of the data written."""
+    if not isinstance(err, exc.DBAPIError):
+        return False
+    orig = err.orig
+    code = _sqlstate(orig) or _sqlstate(getattr(orig, "__cause__", None))
+    if code in ("42P01", "42703"):  # undefined table, undefined column
+        return True
+    text = str(orig).lower()
+    return "no such table" in text or "no such column" in text or "has no column named" in text
+
+
 def _is_asyncpg_connection_error(err: BaseException | None) -> bool:
     if err is None:
         return False

@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import migrate
-from .engine import StoreUnavailable, describe, is_unavailable
+from .engine import StoreUnavailable, describe, is_schema_missing, is_unavailable
 from .rows import BadJourney, JourneyRows, Key, journey_key, journey_rows, version_of
 from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError
 from .upsert import upsert_rows
@@ -288,9 +288,11 @@ class JourneyWriter:
                 self._spill_pending()
         elif self._pending:
             # never started: nothing was written, keep it all on disk
-            with contextlib.suppress(SpoolError):
+            try:
                 self._spool.open()
                 self._started = True
+            except SpoolError as exc:
+                log.error("%s: %d journeys submitted before start() are lost", exc, len(self._pending))
             self._spill_pending()
         self._spool.close()
         self._task = None
@@ -467,7 +469,9 @@ class JourneyWriter:
             await self._prepare_schema()
             await self._upsert([rows for _, rows in items])
         except Exception as exc:
-            if is_unavailable(exc):
+            if is_schema_missing(exc):
+                self._schema_ready = False  # dropped under us: upgrade again (auto_upgrade) or wait for it
+            if is_unavailable(exc) or is_schema_missing(exc):
                 self._mark_unavailable(exc)
                 return False
             if len(items) == 1:
@@ -479,7 +483,7 @@ class JourneyWriter:
                 try:
                     await self._upsert([rows])
                 except Exception as exc1:
-                    if is_unavailable(exc1):
+                    if is_unavailable(exc1) or is_schema_missing(exc1):
                         self._mark_unavailable(exc1)
                         return False
                     self._reject(j, describe(exc1))
