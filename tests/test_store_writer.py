@@ -7,6 +7,8 @@ import copy
 import inspect
 import json
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from onechance.cli import main
@@ -274,3 +276,35 @@ async def test_a_schema_dropped_under_a_running_writer_is_rebuilt_not_a_reason_t
     assert sample(registry, "onechance_store_write_failures_total", reason="unavailable") >= 1
     assert sample(registry, "onechance_store_write_failures_total", reason="rejected") == 0
     assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+_VERSIONS = update_stream("bounced", "attended_transfer", "abandon_then_callback", "transfer_then_abandon")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_order_and_batching_of_versions_leaves_the_newest(sqlite_url, data):
+    """Versions of calls arriving in any order (an old spool, a replay, a retry), in any batches:
+    the database always ends with the newest version of each call."""
+    order = data.draw(st.permutations(range(len(_VERSIONS))))
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(_VERSIONS) - 1), max_size=6)))
+    versions = [_VERSIONS[i] for i in order]
+    batches = [versions[a:b] for a, b in zip([0, *cuts], [*cuts, len(versions)], strict=True)]
+    newest: dict[str, dict] = {}
+    for v in _VERSIONS:
+        if v["call_id"] not in newest or v["updated_at"] >= newest[v["call_id"]]["updated_at"]:
+            newest[v["call_id"]] = v
+
+    async def run() -> None:
+        engine = make_engine(sqlite_url)
+        try:
+            await upgrade(engine)
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("DELETE FROM calls")
+            for batch in batches:
+                await store_journeys(engine, batch, stored_at=0.0)
+            await assert_store_holds(engine, list(newest.values()))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
