@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .ami.parser import BANNER_PREFIX, TERMINATOR, AmiMessage, parse_block
 
-__all__ = ["CAPTURE", "Cut", "DemoPbx", "PbxState", "Recorded", "Restart", "Silence", "load_capture"]
+__all__ = ["CAPTURE", "Cut", "DemoPbx", "Hold", "PbxState", "Recorded", "Restart", "Silence", "load_capture"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,12 @@ class Restart:
     down_for: float = 0.5
 
 
-Fault = Cut | Silence | Restart
+@dataclass(slots=True)
+class Hold:
+    """Stop streaming (the connection stays up and answers actions) until :meth:`DemoPbx.release`."""
+
+
+Fault = Cut | Silence | Restart | Hold
 
 
 # ---- the live model ----------------------------------------------------------------------------------------
@@ -309,6 +314,8 @@ class DemoPbx:
         self.failed_logins = 0
         self.actions: list[str] = []  # every action name received, in order (for tests)
         self.finished = asyncio.Event()  # the capture was played to its end (not looping)
+        self.holding = asyncio.Event()  # a Hold fault is in effect
+        self._released = asyncio.Event()
         self._shift = 0
         self._client: _Conn | None = None
         self._client_ready = asyncio.Event()
@@ -361,6 +368,10 @@ class DemoPbx:
         self._client_ready.clear()
         if conn is not None:
             conn.abort()
+
+    def release(self) -> None:
+        """End a :class:`Hold`."""
+        self._released.set()
 
     @property
     def client_connected(self) -> bool:
@@ -582,7 +593,8 @@ class DemoPbx:
                     raw = self._message(self.position).raw
                     async with conn.lock:
                         await self._write(conn, raw[: max(1, len(raw) // 2)])
-                conn.abort()
+                conn.closed = True
+                conn.writer.close()  # FIN after what was written: the client reads up to the cut
             self._client = None
             self._client_ready.clear()
             self._lose(max(fault.gap, 1 if fault.partial else 0))
@@ -592,6 +604,12 @@ class DemoPbx:
             self._client = None
             self._client_ready.clear()
             self._lose(fault.gap)
+        elif isinstance(fault, Hold):
+            self._released.clear()
+            self.holding.set()
+            await self._released.wait()
+            self.holding.clear()
+            self._anchor = None
         elif isinstance(fault, Restart):
             if conn is not None and not conn.closed:
                 async with conn.lock:

@@ -71,6 +71,7 @@ class PbxPipeline:
         self._collect_hangups = True  # between a (re)connect and its snapshot
         self._queues: set[str] = set(queues)
         self._failing_sinks: set[int] = set()
+        self._clock_known = False  # offset learnt from a timestamped event
 
     # ---- views (HTTP API, metrics) ---------------------------------------------------------------------
     def pbx_now(self) -> float:
@@ -150,7 +151,9 @@ class PbxPipeline:
                             sum(1 for u in updates if u.kind == UpdateKind.ENDED), item.reason)
             self._dispatch(updates)
         elif isinstance(item, Snapshot):
-            at = item.at if item.at is not None else item.arrival + self.offset
+            if not self._clock_known and item.clock_offset is not None:
+                self.offset = item.clock_offset
+            at = max(self.last_ts, item.arrival + self.offset)
             for p in item.params:
                 q = p.headers.get("Queue")
                 if q:
@@ -179,6 +182,7 @@ class PbxPipeline:
                 pass
             else:
                 self.offset = ts - item.arrival
+                self._clock_known = True
                 if ts > self.last_ts:
                     self.last_ts = ts
         event = h.get("Event")
@@ -192,10 +196,12 @@ class PbxPipeline:
                 self._queues.add(q)
         updates = self.tracker.feed(msg, item.arrival + self.offset)
         if updates:
-            if event != "Newchannel":
+            if event != "Newchannel" or h.get("Uniqueid") != h.get("Linkedid"):
+                # a call's first event is the Newchannel of the channel that starts it (Uniqueid ==
+                # Linkedid); anything else: we joined in the middle of the call
                 for u in updates:
                     if u.kind == UpdateKind.STARTED:
-                        u.journey.uncertain = True  # we joined in the middle of this call
+                        u.journey.uncertain = True
             self._dispatch(updates)
 
     def _stop(self) -> None:

@@ -36,6 +36,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -100,15 +101,15 @@ class Snapshot:
     """What the PBX reported as live right after a (re)connect: the items of ``CoreShowChannels``
     (``CoreShowChannel``) and of ``QueueStatus`` (``QueueParams``, ``QueueMember``, ``QueueEntry``).
 
-    ``at`` is the PBX's clock when the lists were taken (the ``Timestamp`` of a Ping answered right
-    after them), None when the PBX did not say.  ``complete`` is False when a list was refused."""
+    It is queued at the very point of the stream where the ``QueueStatus`` list ended, so events read
+    before it happened before the lists were taken.  ``complete`` is False when a list was refused."""
 
     channels: list[AmiMessage] = field(default_factory=list)
     params: list[AmiMessage] = field(default_factory=list)
     members: list[AmiMessage] = field(default_factory=list)
     entries: list[AmiMessage] = field(default_factory=list)
-    at: float | None = None
-    arrival: float = 0.0
+    arrival: float = 0.0  # local time the QueueStatus list ended (where the snapshot sits in the stream)
+    clock_offset: float | None = None  # PBX clock minus local clock, from a Ping answered just before
     complete: bool = True
 
 
@@ -182,9 +183,10 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
         self.link._connection_made(self)
 
     # -- sending -----------------------------------------------------------------------------------------
-    def submit(self, fields: dict[str, str]) -> Action:
+    def submit(self, fields: dict[str, str], on_complete: Callable[[list[Message]], None] | None = None) -> Action:
         """Send one action; its future resolves to a ``Message`` or a list of them (for lists)."""
         action = Action(fields)
+        action.on_complete = on_complete
         if self.closed:
             _fail(action, LinkLost("not connected"))
             return action
@@ -229,6 +231,9 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
             _fail(action, AmiError(f"{action.get('Action', '?')}: unreadable response ({type(exc).__name__})"))
         if done or action.future.done():
             self.responses.pop(action.id, None)
+            hook = getattr(action, "on_complete", None)
+            if hook is not None and done:
+                hook(list(action.responses))  # synchronously: in stream order with the events around it
 
     # -- closing -----------------------------------------------------------------------------------------
     def _fail_pending(self, exc: AmiError) -> None:
@@ -462,7 +467,6 @@ class AmiLink:
             self.banner = proto.framer.banner
             self._set_state(LinkState.RESYNCING)
             snapshot = await self._resync()
-            await self.queue.put(snapshot)
             self.resyncs += 1
             self._set_state(LinkState.READY)
             self._session_ready = True
@@ -496,9 +500,8 @@ class AmiLink:
             message = resp.get("Message") if isinstance(resp, Message) else None
             raise LoginRefused(message or "login rejected")
 
-    async def _list(self, action: str, snapshot: Snapshot) -> list[AmiMessage]:
-        resp = await self._action({"Action": action})
-        msgs = resp if isinstance(resp, list) else [resp]
+    def _list_items(self, action: str, msgs: Any, snapshot: Snapshot) -> list[AmiMessage]:
+        msgs = msgs if isinstance(msgs, list) else [msgs]
         first = msgs[0] if msgs else None
         if first is None or not first.success:
             why = first.get("Message") if first is not None else "no answer"
@@ -510,22 +513,33 @@ class AmiLink:
 
     async def _resync(self) -> Snapshot:
         snap = Snapshot()
-        snap.channels = await self._list("CoreShowChannels", snap)
-        for item in await self._list("QueueStatus", snap):
-            kind = item.event
-            if kind == "QueueEntry":
-                snap.entries.append(item)
-            elif kind == "QueueMember":
-                snap.members.append(item)
-            elif kind == "QueueParams":
-                snap.params.append(item)
         pong = await self._action({"Action": "Ping"}, timeout=self.settings.ping_timeout)
-        snap.arrival = time.time()
         if isinstance(pong, Message):
+            with contextlib.suppress(ValueError):
+                snap.clock_offset = float(pong.get("Timestamp") or "") - time.time()
+        snap.channels = self._list_items("CoreShowChannels", await self._action({"Action": "CoreShowChannels"}),
+                                         snap)
+
+        def queued(msgs: list[Message]) -> None:
+            # runs inside data_received, right where the list ends: queue the snapshot there
+            for item in self._list_items("QueueStatus", msgs, snap):
+                kind = item.event
+                if kind == "QueueEntry":
+                    snap.entries.append(item)
+                elif kind == "QueueMember":
+                    snap.members.append(item)
+                elif kind == "QueueParams":
+                    snap.params.append(item)
+            snap.arrival = time.time()
             try:
-                snap.at = float(pong.get("Timestamp") or "")
-            except ValueError:
-                snap.at = None
+                self.queue.put_nowait(snap)
+            except asyncio.QueueFull:
+                self.dropped += 1
+                self._overflowed = True
+                if self._protocol is not None:
+                    self._protocol.abort()
+
+        await self._action({"Action": "QueueStatus"}, on_complete=queued)
         return snap
 
     async def _watch(self, closed: asyncio.Event) -> None:
@@ -546,12 +560,16 @@ class AmiLink:
             except LinkLost:
                 return
 
-    async def _action(self, fields: dict[str, str], timeout: float | None = None) -> Any:
+    async def _action(self, fields: dict[str, str], timeout: float | None = None,
+                      on_complete: Callable[[list[Message]], None] | None = None) -> Any:
+        """Send one action and await its response(s), at most ``timeout`` (``action_timeout``) seconds.
+        ``on_complete`` runs synchronously when the last response is read, in stream order."""
         proto = self._protocol
         if proto is None or proto.closed:
             raise LinkLost("not connected")
         self._next_id += 1
-        action = proto.submit({**fields, "ActionID": f"{self._id_prefix}{self._next_id}"})
+        action = proto.submit({**fields, "ActionID": f"{self._id_prefix}{self._next_id}"},
+                              on_complete=on_complete)
         try:
             return await asyncio.wait_for(action.future, timeout or self.settings.action_timeout)
         except TimeoutError:

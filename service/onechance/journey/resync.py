@@ -277,7 +277,7 @@ def apply_snapshot(
         added = [_register(tracker, call, chans[uid]) for uid in fresh]
         changed = bool(added)
         _assign_sides(tracker, call, added, chans, waiting, prev)
-        changed |= _visits(call, group, waiting, prev, at)
+        changed |= _visits(call, group, waiting, set(fresh), at)
         changed |= _legs(tracker, call, added, chans, prev, gap, locations, at)
         if not journey.caller:
             orig = chans.get(call.originator)
@@ -326,13 +326,16 @@ def _assign_sides(tracker: JourneyTracker, call: CallState, added: list[Channel]
 
 
 def _visits(call: CallState, group: list[str], waiting: dict[str, tuple[str, float, AmiMessage]],
-            prev: dict[str, _ChanInfo], at: float) -> bool:
+            fresh: set[str], at: float) -> bool:
+    """A waiting visit for each caller ``QueueEntry`` lists, unless the tracker already has it."""
     changed = False
     j = call.journey
     for uid in group:
         if uid not in waiting:
             continue
         queue, wait, _msg = waiting[uid]
+        if uid not in fresh and any(v.channel == uid and v.queue == queue for v in j.visits):
+            continue  # followed all along: the tracker knows better (it may be ahead of the list)
         ch = call.channels[uid]
         ch.app_queue = queue
         visit = next((v for v in reversed(j.visits) if v.channel == uid and v.queue == queue), None)
