@@ -205,7 +205,10 @@ class App:
                 await asyncio.gather(*(p.link.stop() for p in self.pipelines if p.link is not None))
                 await asyncio.gather(*link_tasks, return_exceptions=True)
                 for p in self.pipelines:
-                    await p.queue.put(LinkStopped())
+                    if p.link is not None:
+                        p.link.stop_item()  # after whatever the link still holds back
+                    else:
+                        await p.queue.put(LinkStopped())
                 await asyncio.gather(*consumer_tasks, return_exceptions=True)
                 for service in self.services:
                     await service.aclose()

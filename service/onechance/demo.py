@@ -306,6 +306,7 @@ class DemoPbx:
         self.refuse_logins = 0  # refuse the next N logins even with the right secret
         self.answer_pings = True
         self.ignore_actions: set[str] = set()  # action names (lower case) read but never answered
+        self.deny_actions: set[str] = set()  # action names answered "Permission denied" (missing write=)
         self.position = 0
         self.passes = 0
         self.sent = 0  # messages written in full
@@ -348,11 +349,13 @@ class DemoPbx:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._player
             self._player = None
-        await self._unlisten()
-        for task in list(self._handlers):
-            task.cancel()
+        await self._unlisten()  # aborts the connections: their handlers end by themselves
         if self._handlers:
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+            _done, pending = await asyncio.wait(list(self._handlers), timeout=1.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
     async def __aenter__(self) -> DemoPbx:
         await self.start()
@@ -409,8 +412,8 @@ class DemoPbx:
         self._conns.add(conn)
         try:
             await self._serve(conn)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # (a cancelled client task must end quietly: asyncio 3.11 logs it otherwise)
         finally:
             self._conns.discard(conn)
             self._handlers.discard(task)
@@ -456,7 +459,7 @@ class DemoPbx:
                 conn.closed = True
                 conn.writer.close()
                 return
-            elif not conn.authenticated:
+            elif not conn.authenticated or name in self.deny_actions:
                 await self._send(conn, {"Response": "Error", **head, "Message": "Permission denied"})
             elif name == "ping":
                 if self.answer_pings:

@@ -9,8 +9,9 @@ gets wrong for a long-running daemon (``../shared/notes/ami-semantics.md`` secti
   converted to panoramisk ``Message`` objects;
 * **ordering**: every event goes through one synchronous, enqueue-only callback into a bounded
   :class:`asyncio.Queue` read by one consumer; panoramisk's per-callback tasks are never used.  When the
-  consumer falls behind, socket reading is paused (TCP back-pressure); if the queue still overflows the
-  connection is dropped so that the resync rebuilds a consistent view rather than silently losing events;
+  consumer falls behind, socket reading is paused (TCP back-pressure) and the rest of the current read
+  waits in a small backlog; should even that overflow, the connection is dropped so that the resync
+  rebuilds a consistent view rather than silently losing events;
 * **no action replay**: ``forgetable_actions`` contains every action and pending futures fail with
   :class:`LinkLost` when the connection closes, so nothing is ever re-sent after a reconnect;
 * **timeouts**: every action is awaited with :func:`asyncio.wait_for`;
@@ -36,6 +37,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -308,6 +310,8 @@ class AmiLink:
         self.queue: asyncio.Queue[LinkItem] = queue if queue is not None else asyncio.Queue(settings.queue_size)
         self._high = max(1, self.queue.maxsize * 3 // 4) if self.queue.maxsize else 0
         self._low = self.queue.maxsize // 4
+        self._backlog: deque[LinkItem] = deque()
+        self._backlog_max = max(10000, 4 * self.queue.maxsize)
         self._rng = rng or random.Random()
         self._id_prefix = f"oc-{uuid.uuid4().hex[:10]}-"
         self._next_id = 0
@@ -324,6 +328,7 @@ class AmiLink:
         self.watchdog_timeouts = 0
         self.dropped = 0
         self.unmatched_responses = 0
+        self.pauses = 0  # times socket reading was paused because the consumer fell behind
         self._bad_closed = 0
         self._manager: _Manager | None = None
         self._protocol: FramedAMIProtocol | None = None
@@ -486,7 +491,7 @@ class AmiLink:
             self._resume()
             if self._logged_in and not self._stopping:
                 reason = "pbx_restart" if self._peer_shutdown else "link_lost"
-                await self.queue.put(LinkDown(self._last_rx or time.time(), reason))
+                self._enqueue(LinkDown(self._last_rx or time.time(), reason))
             self._logged_in = False
 
     async def _login(self) -> None:
@@ -531,9 +536,7 @@ class AmiLink:
                 elif kind == "QueueParams":
                     snap.params.append(item)
             snap.arrival = time.time()
-            try:
-                self.queue.put_nowait(snap)
-            except asyncio.QueueFull:
+            if not self._enqueue(snap):
                 self.dropped += 1
                 self._overflowed = True
                 if self._protocol is not None:
@@ -600,13 +603,11 @@ class AmiLink:
             log.debug("%s: ignoring unmatched %r", self.name, msg)
             return
         self.events += 1
-        try:
-            self.queue.put_nowait(AmiEvent(msg, time.time()))
-        except asyncio.QueueFull:
+        if not self._enqueue(AmiEvent(msg, time.time())):
             self.dropped += 1
             if not self._overflowed:
                 self._overflowed = True
-                log.error("%s: event queue full (%d): dropping the connection to resync", self.name,
+                log.error("%s: event queue and backlog full (%d): dropping the connection to resync", self.name,
                           self.queue.maxsize)
                 proto.abort()
             return
@@ -614,14 +615,40 @@ class AmiLink:
             self._peer_shutdown = True
             log.warning("%s: Asterisk is shutting down (%s)", self.name, headers.get("Shutdown", "?"))
             proto.close()
-            return
-        if self._high and not self._paused and self.queue.qsize() >= self._high:
+
+    def _enqueue(self, item: LinkItem) -> bool:
+        """Queue one item, in order, never blocking: when the queue is full the item waits in a backlog
+        (at most what one socket read holds, since reading is paused) that :meth:`item_done` drains."""
+        if self._backlog or self.queue.full():
+            if len(self._backlog) >= self._backlog_max:
+                return False
+            self._backlog.append(item)
+            self._pause()
+            return True
+        self.queue.put_nowait(item)
+        if self._high and self.queue.qsize() >= self._high:
+            self._pause()
+        return True
+
+    def stop_item(self) -> None:
+        """Queue :class:`LinkStopped` after everything else (call once :meth:`run` has returned)."""
+        if not self._enqueue(LinkStopped()):  # pragma: no cover - the backlog cannot be full here
+            self._backlog.append(LinkStopped())
+
+    def _pause(self) -> None:
+        proto = self._protocol
+        if not self._paused and proto is not None and not proto.closed:
             self._paused = True
+            self.pauses += 1
             proto.transport.pause_reading()
 
     def item_done(self) -> None:
-        """Called by the consumer after each item: resumes socket reading once the queue has drained."""
-        if self._paused and self.queue.qsize() <= self._low:
+        """Called by the consumer after each item: refills the queue from the backlog and resumes socket
+        reading once the queue has drained."""
+        backlog = self._backlog
+        while backlog and not self.queue.full():
+            self.queue.put_nowait(backlog.popleft())
+        if self._paused and not backlog and self.queue.qsize() <= self._low:
             self._resume()
 
     def _resume(self) -> None:
@@ -636,6 +663,8 @@ class AmiLink:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return str(exc) or "timed out"
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     text = str(exc)
