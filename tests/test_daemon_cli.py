@@ -1,0 +1,180 @@
+"""``onechance run`` and ``onechance check-config`` as an installer runs them: real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .livehelp import SECRET, fake_pbx, wait_until
+
+ONECHANCE = [sys.executable, "-m", "onechance.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECHANCE_")}
+    env.update(extra)
+    return env
+
+
+def _check_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ONECHANCE, "check-config", *args], capture_output=True, text=True, env=_env(**env),
+                          timeout=30)
+
+
+def test_check_config_masks_secrets_from_the_environment():
+    r = _check_config(ONECHANCE_AMI__HOST="pbx.example", ONECHANCE_AMI__PORT="5039",
+                      ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET,
+                      ONECHANCE_HTTP__LISTEN="0.0.0.0:9700", ONECHANCE_HTTP__TOKEN="tok-very-secret")
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stdout + r.stderr and "tok-very-secret" not in r.stdout
+    cfg = json.loads(r.stdout)
+    assert cfg["ami"]["host"] == "pbx.example" and cfg["ami"]["port"] == 5039
+    assert cfg["ami"]["secret"] == "********" and cfg["http"]["token"] == "********"
+    assert cfg["http"]["listen"] == "0.0.0.0:9700"
+    assert cfg["demo_mode"] is False and cfg["followed_pbxs"] == ["default"]
+
+
+def test_check_config_reads_several_pbxs_and_queue_settings_from_toml(tmp_path: Path):
+    secret_file = tmp_path / "ami.secret"
+    secret_file.write_text(SECRET + "\n")
+    conf = tmp_path / "onechance.toml"
+    conf.write_text(f"""
+[http]
+listen = "127.0.0.1:9648"
+
+[[pbx]]
+name = "tallinn"
+host = "10.0.0.1"
+username = "onechance"
+secret_file = "{secret_file}"
+
+[[pbx]]
+name = "tartu"
+host = "10.0.0.2"
+port = 5039
+username = "onechance"
+secret = "{SECRET}"
+
+[queues.support]
+short_abandon_seconds = 3
+service_level_seconds = 30
+bounce_transfers = 3
+""")
+    r = _check_config("--config", str(conf))
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stdout
+    cfg = json.loads(r.stdout)
+    assert cfg["followed_pbxs"] == ["tallinn", "tartu"]
+    assert cfg["queues"]["support"] == {"short_abandon_seconds": 3.0, "service_level_seconds": 30.0,
+                                        "bounce_transfers": 3}
+    r = _check_config(ONECHANCE_CONFIG=str(conf))
+    assert r.returncode == 0 and json.loads(r.stdout)["followed_pbxs"] == ["tallinn", "tartu"]
+
+
+def test_config_errors_are_one_readable_message_and_exit_2(tmp_path: Path):
+    cases = [
+        ({"ONECHANCE_AMI__PORT": "not-a-port"}, "ami.port"),
+        ({"ONECHANCE_HTTP__LISTEN": "nowhere"}, "http.listen"),
+        ({"ONECHANCE_AMI__HOST": "pbx.example"}, "no AMI secret"),
+        ({"ONECHANCE_AMI__HOST": "pbx.example", "ONECHANCE_AMI__SECRET_FILE": str(tmp_path / "missing")},
+         "secret_file"),
+        ({"ONECHANCE_CONFIG": str(tmp_path / "absent.toml")}, "not found"),
+    ]
+    for env, text in cases:
+        for command in ("check-config", "run"):
+            r = subprocess.run([*ONECHANCE, command], capture_output=True, text=True, env=_env(**env), timeout=30)
+            assert r.returncode == 2, (env, command, r.stdout, r.stderr)
+            assert text in r.stderr, (env, r.stderr)
+            assert "Traceback" not in r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[pbx]]\nname = 'a'\n[ami\n")
+    r = _check_config("--config", str(bad))
+    assert r.returncode == 2 and "not valid TOML" in r.stderr and "Traceback" not in r.stderr
+    two = tmp_path / "two.toml"
+    two.write_text("[[pbx]]\nname = 'a'\nhost = 'h'\nsecret = 'x'\n[[pbx]]\nname = 'b'\n")
+    r = _check_config("--config", str(two))
+    assert r.returncode == 2 and "needs a host" in r.stderr
+
+
+async def _wait_port(proc: subprocess.Popen[str], lines: list[str]) -> int:
+    loop = asyncio.get_running_loop()
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = await loop.run_in_executor(None, proc.stderr.readline)
+        lines.append(line)
+        m = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            return int(m.group(1))
+    raise AssertionError("".join(lines))
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, dict]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_run_with_nothing_configured_plays_the_demo_pbx_and_stops_cleanly_on_sigterm():
+    proc = subprocess.Popen([*ONECHANCE, "run"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=_env(ONECHANCE_HTTP__LISTEN="127.0.0.1:0", ONECHANCE_DEMO__SPEED="40"))
+    lines: list[str] = []
+    try:
+        port = await _wait_port(proc, lines)
+        async with aiohttp.ClientSession() as s:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            calls: list = []
+            while time.monotonic() < deadline and not calls:
+                status, _body = await _get(s, base + "/readyz")
+                if status == 200:
+                    calls = (await _get(s, base + "/api/calls"))[1]["calls"]
+                await asyncio.sleep(0.1)
+            assert calls and calls[0]["pbx"] == "demo"
+            assert abs(calls[0]["started_at"] - time.time()) < 600  # the demo plays at the present time
+        proc.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.get_running_loop().run_in_executor(None, proc.communicate, None, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(lines) + err
+    assert proc.returncode == 0, log
+    assert "onechance stopped" in log and "Traceback" not in log
+
+
+async def test_run_follows_a_pbx_from_the_environment_and_sigint_stops_it():
+    async with fake_pbx("answered", speed=0) as pbx:
+        proc = subprocess.Popen([*ONECHANCE, "run"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=_env(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(pbx.port),
+                                         ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET,
+                                         ONECHANCE_HTTP__LISTEN="127.0.0.1:0", ONECHANCE_HTTP__TOKEN="t0k",
+                                         ONECHANCE_LOG_LEVEL="DEBUG"))
+        lines: list[str] = []
+        try:
+            port = await _wait_port(proc, lines)
+            await wait_until(lambda: pbx.finished.is_set(), what="capture played")
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0k"}) as s:
+                deadline = time.monotonic() + 20
+                calls: list = []
+                while time.monotonic() < deadline and not calls:
+                    calls = (await _get(s, f"http://127.0.0.1:{port}/api/calls"))[1]["calls"]
+                    await asyncio.sleep(0.05)
+            assert [c["outcome"] for c in calls] == ["answered"] and calls[0]["pbx"] == "default"
+            proc.send_signal(signal.SIGINT)
+            _out, err = await asyncio.get_running_loop().run_in_executor(None, proc.communicate, None, 20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log = "".join(lines) + err
+        assert proc.returncode == 0, log
+        assert "logged in to AMI" in log
+        assert SECRET not in log  # not even at DEBUG
+        assert "logoff" in pbx.actions

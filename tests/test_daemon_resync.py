@@ -1,0 +1,171 @@
+"""Resync rules, checked without sockets: the consumer gets the items a link would give it (events, a
+``LinkDown`` at a cut, a ``Snapshot`` built by the fake PBX's model of what is live after the gap)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from onechance.ami.link import AmiEvent, LinkDown, Snapshot
+from onechance.ami.parser import AmiMessage
+from onechance.demo import PbxState, Recorded, load_capture
+from onechance.journey import JourneyTracker, JourneyUpdate
+from onechance.pipeline import PbxPipeline
+from onechance.replay import replay_files
+
+from .livehelp import capture
+from .truthcheck import DATA
+
+VOLATILE = frozenset({"updated_at", "recovered", "recovered_by", "recovered_at"})
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.journeys: dict[int, Any] = {}
+
+    def handle(self, update: JourneyUpdate) -> None:
+        self.journeys.setdefault(id(update.journey), update.journey)
+
+
+def snapshot_of(state: PbxState) -> Snapshot:
+    now = state.clock
+    status = state.queue_status(now)
+
+    def msgs(kind: str) -> list[AmiMessage]:
+        return [AmiMessage(d) for d in status if d["Event"] == kind]
+
+    return Snapshot(channels=[AmiMessage(d) for d in state.core_show_channels(now)], entries=msgs("QueueEntry"),
+                    members=msgs("QueueMember"), params=msgs("QueueParams"), arrival=now, clock_offset=0.0)
+
+
+class Sim:
+    """A consumer fed a capture with cuts: ``cuts`` maps a message index to the number of messages lost."""
+
+    def __init__(self, recs: list[Recorded]) -> None:
+        self.recs = recs
+        self.tracker = JourneyTracker()
+        self.out = Collect()
+        self.pipeline = PbxPipeline(self.tracker, asyncio.Queue(), [self.out], name="x")
+        self.state = PbxState()
+        self.last = 0.0
+        self.gaps: list[tuple[float, float]] = []
+
+    def feed(self, i: int) -> None:
+        rec = self.recs[i]
+        self.last = max(self.last, rec.ts or 0.0)
+        self.pipeline.handle(AmiEvent(rec.msg, rec.ts or self.last))
+        self.state.apply(rec.msg)
+
+    def run(self, cuts: dict[int, int]) -> list[dict[str, Any]]:
+        self.pipeline.handle(snapshot_of(self.state))
+        i = 0
+        while i < len(self.recs):
+            if i in cuts:
+                self.pipeline.handle(LinkDown(self.last, "link_lost"))
+                end = min(len(self.recs), i + cuts[i])
+                for k in range(i, end):
+                    self.state.apply(self.recs[k].msg)
+                before = self.last
+                self.last = max([self.last] + [r.ts for r in self.recs[i:end] if r.ts])
+                after = next((r.ts for r in self.recs[end:] if r.ts), float("inf"))
+                self.gaps.append((before, after))
+                self.pipeline.handle(snapshot_of(self.state))
+                i = end
+                continue
+            self.feed(i)
+            i += 1
+        for j in self.tracker.live():
+            self.out.handle(JourneyUpdate("started", j, 0.0))  # type: ignore[arg-type]
+        return [j.to_dict() for j in self.out.journeys.values()]
+
+
+def check(got: list[dict[str, Any]], gaps: list[tuple[float, float]], name: str = "load_a") -> tuple[int, int]:
+    reference = [j.to_dict() for j in replay_files([str(DATA / f"{name}.ami")]).journeys]
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for g in got:
+        by_id.setdefault(g["call_id"], []).append(g)
+    exact = flying = 0
+    for ref in reference:
+        ended = ref["ended_at"] if ref["ended_at"] is not None else float("inf")
+        mine = by_id.pop(ref["call_id"], [])
+        if any(ref["started_at"] < t1 and ended > t0 for t0, t1 in gaps):
+            flying += 1
+            assert all(g["uncertain"] for g in mine), ref["call_id"]
+            assert all(g["outcome"] != "abandoned" or ref["outcome"] == "abandoned" for g in mine), ref["call_id"]
+            assert len(mine) <= 1, f"{ref['call_id']}: split in {len(mine)} journeys"
+        else:
+            assert len(mine) == 1, ref["call_id"]
+            assert {k: v for k, v in mine[0].items() if k not in VOLATILE} == \
+                {k: v for k, v in ref.items() if k not in VOLATILE}, ref["call_id"]
+            exact += 1
+    assert all(g["uncertain"] for extra in by_id.values() for g in extra)
+    return exact, flying
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n_cuts, max_gap", [(20, 60), (4, 30), (30, 3)])
+def test_random_cuts_in_load_a(seed, n_cuts, max_gap):
+    recs = load_capture(capture("load_a"))
+    rng = random.Random(seed * 1000 + n_cuts)
+    starts = sorted(rng.sample(range(50, len(recs) - 2 * max_gap), n_cuts))
+    cuts = {}
+    for s in starts:
+        if not cuts or s > max(cuts) + cuts[max(cuts)]:
+            cuts[s] = rng.randint(1, max_gap)
+    sim = Sim(recs)
+    got = sim.run(cuts)
+    exact, flying = check(got, sim.gaps)
+    assert exact + flying == 60
+    assert sim.tracker.live() == []
+
+
+def test_caller_answered_during_the_gap_is_answered_never_abandoned():
+    recs = load_capture(capture("answered"))
+    (ref,) = replay_files([str(DATA / "answered.ami")]).journeys
+    visit = ref.caller_visits()[0]
+    cut = next(i for i, r in enumerate(recs) if r.ts and r.ts > visit.joined_at)
+    resume = next(i for i, r in enumerate(recs) if r.ts and r.ts > visit.left_at + 0.5)
+    sim = Sim(recs)
+    (got,) = sim.run({cut: resume - cut})
+    assert got["call_id"] == ref.call_id
+    assert got["uncertain"] is True
+    assert got["outcome"] == "answered"
+    assert got["operators"] == ["Anna Tamm"]  # from the bridge and QueueMember, AgentConnect was lost
+    assert got["queues"][0]["result"] == "unknown"  # the end of the wait was not seen
+    assert got["alerts"] == []
+
+
+def test_a_caller_waiting_when_the_daemon_starts_is_followed():
+    recs = load_capture(capture("abandoned"))
+    join = next(i for i, r in enumerate(recs) if r.msg.event == "QueueCallerJoin")
+    sim = Sim(recs)
+    for i in range(join + 3):
+        sim.state.apply(recs[i].msg)
+    sim.pipeline.handle(snapshot_of(sim.state))  # the daemon starts here
+    (live,) = sim.tracker.live()
+    assert live.uncertain and live.caller == "+3725550102"
+    assert [v.queue for v in live.visits] == ["support"] and str(live.visits[0].result) == "waiting"
+    for i in range(join + 3, len(recs)):
+        sim.feed(i)
+    assert str(live.outcome) == "abandoned"  # really abandoned, seen after the resync
+    assert live.uncertain
+
+
+def test_what_is_left_of_a_finished_call_is_not_brought_back():
+    """In load_a an attended transfer leaves the consultation channels of call ...840.142 running long
+    after its caller hung up; a resync must not turn them into a new call."""
+    recs = load_capture(capture("load_a"))
+    sim = Sim(recs)
+    end = next(i for i, r in enumerate(recs) if r.ts and r.ts > 1795368860.0)
+    for i in range(end):
+        sim.feed(i)
+    assert any(c.fields.get("Linkedid") == "1795368840.142" for c in sim.state.channels.values())
+    before = {j.call_id for j in sim.tracker.live()}
+    sim.pipeline.handle(LinkDown(sim.last, "link_lost"))
+    sim.pipeline.handle(snapshot_of(sim.state))
+    after = {j.call_id for j in sim.tracker.live()}
+    assert "1795368840.142" not in after
+    assert after == before

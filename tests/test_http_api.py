@@ -1,0 +1,180 @@
+"""The HTTP API over real HTTP: authentication, filters, errors, one call, the live view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from onechance.demo import Hold, load_capture
+from onechance.replay import replay_files
+
+from .livehelp import api_for, capture, fake_pbx, pipeline, running, sample, settings_for, settled, wait_until
+from .truthcheck import DATA
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TOKEN = "api-token-for-tests"
+PBXS = ("abandon_then_callback", "bounced", "short_abandon", "join_empty")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def daemon() -> Any:
+    async with contextlib.AsyncExitStack() as stack:
+        pbxs = {n: await stack.enter_async_context(fake_pbx(n, seed=i)) for i, n in enumerate(PBXS)}
+        app = await stack.enter_async_context(
+            running(settings_for([(n, p.port) for n, p in pbxs.items()], token=TOKEN)))
+        await asyncio.gather(*(settled(app, n, p) for n, p in pbxs.items()))
+        api = await stack.enter_async_context(api_for(app, TOKEN))
+        yield app, api
+
+
+def _all() -> list[dict[str, Any]]:
+    out = []
+    for name in PBXS:
+        out.extend(j.to_dict() for j in replay_files([str(DATA / f"{name}.ami")], pbx=name).journeys)
+    return out
+
+
+async def test_api_needs_the_bearer_token(daemon):
+    _app, api = daemon
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
+        for path in ("/api/calls", "/api/live", "/api/calls/x"):
+            status, body = await api.get(path, headers=headers)
+            assert status == 401, (path, headers)
+            assert body == {"error": "missing or wrong bearer token"}
+    status, _ = await api.get("/api/calls", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+
+
+async def test_health_ready_and_metrics_need_no_token(daemon):
+    _app, api = daemon
+    status, body = await api.get("/healthz", headers={})
+    assert status == 200 and body["status"] == "ok"
+    status, body = await api.get("/readyz", headers={})
+    assert status == 200 and body["ready"] is True and set(body["pbx"]) == set(PBXS)
+    status, text = await api.get("/metrics", headers={})
+    assert status == 200 and "onechance_calls_total" in text
+
+
+async def test_calls_newest_first_in_the_replay_shape(daemon):
+    _app, api = daemon
+    calls = await api.calls()
+    want = sorted(_all(), key=lambda c: (c["started_at"], c["call_id"]), reverse=True)
+    assert calls == want
+    assert [c["call_id"] for c in await api.calls(limit="2")] == [c["call_id"] for c in want[:2]]
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({"outcome": "abandoned"}, lambda c: c["outcome"] == "abandoned"),
+    ({"outcome": "answered,rejected"}, lambda c: c["outcome"] in ("answered", "rejected")),
+    ({"queue": "sales"}, lambda c: any(q["queue"] == "sales" for q in c["queues"])),
+    ({"pbx": "bounced"}, lambda c: c["pbx"] == "bounced"),
+    ({"queue": "support", "outcome": "abandoned"},
+     lambda c: c["outcome"] == "abandoned" and any(q["queue"] == "support" for q in c["queues"])),
+])
+async def test_call_filters(daemon, params, expected):
+    _app, api = daemon
+    calls = await api.calls(**params)
+    want = [c["call_id"] for c in _all() if expected(c)]
+    assert sorted(c["call_id"] for c in calls) == sorted(want)
+    assert want
+
+
+async def test_since_takes_epoch_seconds_or_iso_dates(daemon):
+    _app, api = daemon
+    starts = sorted(c["started_at"] for c in _all())
+    middle = starts[len(starts) // 2]
+    by_epoch = await api.calls(since=str(middle))
+    assert sorted(c["started_at"] for c in by_epoch) == [s for s in starts if s >= middle]
+    iso = datetime.fromtimestamp(middle, UTC).isoformat()
+    assert await api.calls(since=iso) == by_epoch
+    assert await api.calls(since=iso.replace("+00:00", "Z")) == by_epoch
+    assert await api.calls(since=str(starts[-1] + 1)) == []
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"limit": "0"}, "limit"),
+    ({"limit": "1001"}, "limit"),
+    ({"limit": "ten"}, "limit"),
+    ({"outcome": "lost"}, "outcome"),
+    ({"since": "yesterday"}, "since"),
+    ({"sort": "asc"}, "unknown parameter"),
+])
+async def test_bad_parameters_get_a_400_with_a_json_error(daemon, params, message):
+    _app, api = daemon
+    status, body = await api.get("/api/calls", params=params)
+    assert status == 400
+    assert message in body["error"]
+
+
+async def test_limit_up_to_1000(daemon):
+    _app, api = daemon
+    status, body = await api.get("/api/calls", params={"limit": "1000"})
+    assert status == 200 and len(body["calls"]) == len(_all())
+
+
+async def test_one_call_by_id(daemon):
+    _app, api = daemon
+    want = _all()[0]
+    assert await api.json(f"/api/calls/{want['call_id']}") == want
+    assert await api.json(f"/api/calls/{want['call_id']}", params={"pbx": want["pbx"]}) == want
+    status, body = await api.get(f"/api/calls/{want['call_id']}", params={"pbx": "elsewhere"})
+    assert status == 404 and "no call" in body["error"]
+    status, body = await api.get("/api/calls/1234.5")
+    assert status == 404 and body["error"] == "no call '1234.5'"
+    status, body = await api.get("/api/calls/x", params={"verbose": "1"})
+    assert status == 400
+    status, body = await api.get("/api/nothing-here")
+    assert status == 404 and "error" in body
+
+
+async def test_live_view_while_a_caller_waits():
+    """The stream is held while the caller waits in the queue: /api/live, /api/calls/{id} and the queue
+    gauges show the call in progress; once the stream goes on, it moves to /api/calls."""
+    name = "answered"
+    (ref,) = replay_files([str(DATA / f"{name}.ami")]).journeys
+    visit = ref.caller_visits()[0]
+    recs = load_capture(capture(name))
+    waiting_at = next(i for i, r in enumerate(recs) if r.ts and r.ts > visit.joined_at + 0.5)
+    assert recs[waiting_at].ts < visit.left_at
+    async with fake_pbx(name) as pbx:
+        pbx.plan = {waiting_at: Hold()}
+        async with running(settings_for([("p", pbx.port)])) as app, api_for(app) as api:
+            await wait_until(lambda: pbx.holding.is_set() and pipeline(app, "p").ready, what="holding")
+            await wait_until(lambda: pipeline(app, "p").queue.qsize() == 0, what="drained")
+            live = await api.json("/api/live")
+            assert [c["call_id"] for c in live["calls"]] == [ref.call_id]
+            (call,) = live["calls"]
+            assert call["outcome"] == "in_progress" and call["ended_at"] is None
+            assert call["queues"][0]["result"] == "waiting"
+            assert live["queues"]["p"]["support"]["callers"] == 1
+            assert 0 < live["queues"]["p"]["support"]["oldest_wait_seconds"] < 5
+            assert await api.json(f"/api/calls/{ref.call_id}") == call
+            assert await api.calls() == []
+            m = await api.metrics()
+            assert sample(m, "onechance_queue_callers", pbx="p", queue="support") == 1
+            assert 0 < sample(m, "onechance_queue_oldest_wait_seconds", pbx="p", queue="support") < 5
+            assert sample(m, "onechance_calls_in_progress", pbx="p") == 1
+            pbx.release()
+            await settled(app, "p", pbx)
+            assert (await api.json("/api/live"))["calls"] == []
+            (done,) = await api.calls()
+            assert done["call_id"] == ref.call_id and done["outcome"] == "answered"
+            m = await api.metrics()
+            assert sample(m, "onechance_queue_callers", pbx="p", queue="support") == 0
+
+
+async def test_readyz_says_why_before_the_first_login():
+    async with fake_pbx("answered") as pbx:
+        pbx.refuse_logins = 10**6
+        async with running(settings_for([("p", pbx.port)])) as app, api_for(app) as api:
+            status, body = await api.get("/readyz")
+            assert status == 503 and body["ready"] is False and body["reason"].startswith("p: ")
+            await wait_until(lambda: pipeline(app, "p").link.login_failures >= 1, what="a refused login")
+            status, body = await api.get("/readyz")
+            assert status == 503 and "login refused" in body["reason"]
