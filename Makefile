@@ -1,5 +1,5 @@
 # onechance: two commands do everything on a fresh Debian machine with Python 3.11.
-#   make run   - set up .venv and run the main job (replays a bundled capture when no Asterisk is configured)
+#   make run   - set up .venv and run the daemon (follows an embedded demo PBX when no Asterisk is configured)
 #   make test  - set up .venv with the dev extras and run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,7 +24,7 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/onechance replay service/onechance/data/demo.ami
+	$(BIN)/onechance run
 
 test: $(DEVSTAMP)
 	$(BIN)/python -m pytest
