@@ -80,3 +80,9 @@ async def streaming_server(body: bytes, **kw):  # type: ignore[no-untyped-def]
         yield srv
     finally:
         await srv.stop()
+
+
+# The fake Asterisk that also answers Login (accepting or refusing), Ping, CoreShowChannels, QueueStatus
+# and Logoff, keeps streaming a capture across reconnections like a live PBX and injects faults (cuts,
+# silence, restarts) is in the package, because `onechance run` uses it as its demo PBX:
+# onechance.demo.DemoPbx (the daemon tests use it through tests/livehelp.py).

@@ -178,3 +178,16 @@ async def test_run_follows_a_pbx_from_the_environment_and_sigint_stops_it():
         assert "logged in to AMI" in log
         assert SECRET not in log  # not even at DEBUG
         assert "logoff" in pbx.actions
+
+
+def test_the_sample_settings_file_is_valid(tmp_path: Path):
+    sample = (Path(__file__).parent.parent / "asterisk-conf" / "onechance.toml").read_text(encoding="utf-8")
+    secret = tmp_path / "ami.secret"
+    secret.write_text(SECRET)
+    conf = tmp_path / "onechance.toml"
+    conf.write_text(sample.replace("/etc/onechance/ami.secret", str(secret)), encoding="utf-8")
+    r = _check_config("--config", str(conf))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert cfg["followed_pbxs"] == ["main"] and cfg["queues"]["support"]["short_abandon_seconds"] == 3
+    assert SECRET not in r.stdout
