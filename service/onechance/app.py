@@ -113,7 +113,7 @@ class App:
         return self.ready, detail
 
     def live(self) -> dict[str, Any]:
-        calls = []
+        calls: list[dict[str, Any]] = []
         queues: dict[str, dict[str, Any]] = {}
         for p in self.pipelines:
             calls.extend(j.to_dict() for j in p.tracker.live())

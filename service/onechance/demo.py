@@ -29,7 +29,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,12 +177,12 @@ class PbxState:
                 entries.pop(uid, None)
             return
         for prefix in CHANNEL_PREFIXES:
-            uid = h.get(prefix + "Uniqueid")
-            if not uid or uid == "none" or uid in self.dead:
+            block_uid = h.get(prefix + "Uniqueid")
+            if not block_uid or block_uid == "none" or block_uid in self.dead:
                 continue
-            ch = self.channels.get(uid)
+            ch = self.channels.get(block_uid)
             if ch is None:
-                ch = self.channels[uid] = _Chan({}, self.clock)
+                ch = self.channels[block_uid] = _Chan({}, self.clock)
             for key in CHANNEL_FIELDS:
                 value = h.get(prefix + key)
                 if value is not None:
@@ -480,7 +480,8 @@ class DemoPbx:
         async with conn.lock:
             await self._write(conn, _render(headers))
 
-    async def _list(self, conn: _Conn, head: dict[str, str], message: str, complete: str, items_of) -> None:  # type: ignore[no-untyped-def]
+    async def _list(self, conn: _Conn, head: dict[str, str], message: str, complete: str,
+                    items_of: Callable[[], list[dict[str, str]]]) -> None:
         async with conn.lock:  # a list is written in one piece: no event comes between its items
             items = items_of()
             out = [_render({"Response": "Success", **head, "EventList": "start", "Message": message})]

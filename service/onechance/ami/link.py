@@ -211,7 +211,7 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
         self.responses.pop(action.id, None)
 
     # -- receiving ---------------------------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+    def data_received(self, data: bytes) -> None:
         link = self.link
         link._last_rx = time.time()
         try:
@@ -414,8 +414,8 @@ class AmiLink:
             self._set_state(LinkState.STOPPED)
 
     def _backoff(self, failures: int) -> float:
-        base = min(self.settings.reconnect_max, self.settings.reconnect_min * 2 ** max(0, failures - 1))
-        return base / 2 + self._rng.uniform(0, base / 2)
+        base = min(self.settings.reconnect_max, self.settings.reconnect_min * 2.0 ** max(0, failures - 1))
+        return float(base / 2 + self._rng.uniform(0, base / 2))
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Log off (best effort) and close; :meth:`run` returns soon after."""
