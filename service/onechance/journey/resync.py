@@ -51,10 +51,12 @@ class Gap:
     at: float
     journeys: dict[str, Journey] = field(default_factory=dict)  # call_id -> journey closed uncertain
     channels: dict[str, _ChanInfo] = field(default_factory=dict)  # Uniqueid -> what the tracker knew
+    talking: dict[int, OperatorLeg] = field(default_factory=dict)  # id -> leg the gap cut short
 
     def merge(self, later: Gap) -> None:
         self.journeys.update(later.journeys)
         self.channels.update(later.channels)
+        self.talking.update(later.talking)
 
 
 def close_for_gap(tracker: JourneyTracker, at: float, reason: str = "link_lost",
@@ -64,6 +66,9 @@ def close_for_gap(tracker: JourneyTracker, at: float, reason: str = "link_lost",
     for call in tracker.calls.values():
         j = call.journey
         new.journeys[j.call_id] = j
+        for leg in j.legs:
+            if leg.started_at is not None and leg.ended_at is None:
+                new.talking[id(leg)] = leg
         for uid, ch in call.channels.items():
             if ch.alive:
                 new.channels[uid] = _ChanInfo(j.call_id, ch.name, ch.side, ch.group, ch.leg, ch.app_queue)
@@ -363,9 +368,9 @@ def _legs(tracker: JourneyTracker, call: CallState, added: list[Channel], chans:
             continue
         leg = ch.leg
         if leg is not None and leg in j.legs:
-            if gap is not None and leg.ended_at is not None and abs(leg.ended_at - gap.at) < 1e-6 \
-                    and leg.ended_by is None:
+            if gap is not None and gap.talking.get(id(leg)) is leg:
                 leg.ended_at = None  # the talk went on across the gap
+                leg.ended_by = None
                 changed = True
         elif leg is None:
             snap = chans[ch.uid]
