@@ -115,10 +115,16 @@ class PbxPipeline:
     # ---- running ---------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Handle items until :class:`LinkStopped`; idle periods tick the tracker."""
+        burst = 0
         while True:
+            burst += 1
+            if burst >= 256:  # a long backlog must not starve the HTTP API and the link's watchdog
+                burst = 0
+                await asyncio.sleep(0)
             try:
                 item = self.queue.get_nowait()
             except asyncio.QueueEmpty:
+                burst = 0
                 try:
                     item = await asyncio.wait_for(self.queue.get(), self.tick_interval)
                 except TimeoutError:
