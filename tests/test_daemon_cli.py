@@ -191,3 +191,23 @@ def test_the_sample_settings_file_is_valid(tmp_path: Path):
     cfg = json.loads(r.stdout)
     assert cfg["followed_pbxs"] == ["main"] and cfg["queues"]["support"]["short_abandon_seconds"] == 3
     assert SECRET not in r.stdout
+
+
+async def test_a_second_signal_exits_at_once(monkeypatch):
+    """The first SIGTERM asks for a graceful drain; if that hangs, a second one ends the process (130)."""
+    from onechance import app as app_module
+    from onechance.config import Settings
+
+    async def stuck(self: app_module.App) -> int:
+        self.started.set()
+        await asyncio.Event().wait()  # a drain that never finishes
+        return 0
+
+    monkeypatch.setattr(app_module.App, "run", stuck)
+    task = asyncio.create_task(app_module._serve(Settings(http={"listen": "127.0.0.1:0"})))
+    await asyncio.sleep(0.1)  # the signal handlers are installed
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, 5) == 130
