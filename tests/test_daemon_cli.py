@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,8 +20,13 @@ from .livehelp import SECRET, fake_pbx, wait_until
 ONECHANCE = [sys.executable, "-m", "onechance.cli"]
 
 
+_TMP = tempfile.TemporaryDirectory(prefix="onechance-test-")  # removed when the test process ends
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONECHANCE_")}
+    # every daemon started here gets a fresh data directory (its SQLite store and spool)
+    env["ONECHANCE_DATA_DIR"] = tempfile.mkdtemp(dir=_TMP.name)
     env.update(extra)
     return env
 

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -39,7 +40,7 @@ from .ami.link import AmiLink, LinkStopped
 from .config import AmiSettings, ConfigError, Settings
 from .demo import DemoPbx
 from .http import make_app
-from .journey import JourneyTracker
+from .journey import Journey, JourneyTracker
 from .metrics import CallMetrics, LiveCollector, build_info
 from .pipeline import PbxPipeline
 from .sinks import CallQuery, RecentCalls, Sink
@@ -57,6 +58,12 @@ class Service(Protocol):
     async def aclose(self) -> None: ...
 
 
+class LostCallsLoader(Protocol):
+    """Lost calls not yet recovered for a PBX (from the store), to watch for their callers again."""
+
+    async def __call__(self, pbx: str) -> Sequence[Journey]: ...
+
+
 class App:
     """The daemon: build with settings, ``await run()``; ``request_stop()`` makes ``run()`` return 0."""
 
@@ -68,11 +75,13 @@ class App:
         services: Sequence[Service] = (),
         call_query: CallQuery | None = None,
         registry: CollectorRegistry | None = None,
+        lost_calls: LostCallsLoader | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.recent = RecentCalls(settings.http.recent_calls)
         self.call_query: CallQuery = call_query if call_query is not None else self.recent
+        self.lost_calls = lost_calls
         self.metrics = CallMetrics(self.registry, settings.tracker_settings(), settings.service_level_for)
         self.registry.register(LiveCollector(lambda: self.pipelines))
         build_info(self.registry)
@@ -152,6 +161,25 @@ class App:
                                               tick_interval=self.settings.daemon.tick_interval,
                                               queues=self.settings.queues.keys()))
 
+    async def _load_lost_calls(self) -> None:
+        """Put the callback worklist back on each tracker's watch list, so a caller lost before a restart
+        is still recovered when the same number is answered.  A store that is down only costs that."""
+        if self.lost_calls is None:
+            return
+        for p in self.pipelines:
+            try:
+                async with asyncio.timeout(10):
+                    lost = await self.lost_calls(p.name)
+            except Exception as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("%s: could not load the callback worklist (lost calls are still recorded, but "
+                            "those from before this start will not be marked recovered): %s", p.name, reason)
+                continue
+            for j in lost:
+                p.tracker.remember_lost(j)
+            if lost:
+                log.info("%s: watching %d lost caller(s) from the callback worklist", p.name, len(lost))
+
     async def _start_http(self) -> web.AppRunner:
         token = self.settings.http.token.get_secret_value() if self.settings.http.token else None
         http_app = make_app(registry=self.registry, calls=self.call_query, live=self.live,
@@ -179,10 +207,12 @@ class App:
             self._build_pipelines(pbxs)
             runner = await self._start_http()
             async with asyncio.TaskGroup() as tg:
+                # services first (the store upgrades its schema), then the worklist, then the PBXs
+                service_tasks = [tg.create_task(s.run(), name=f"service-{type(s).__name__}") for s in self.services]
+                await self._load_lost_calls()
                 link_tasks = [tg.create_task(p.link.run(), name=f"ami-link-{p.name}")
                               for p in self.pipelines if p.link is not None]
                 consumer_tasks = [tg.create_task(p.run(), name=f"consumer-{p.name}") for p in self.pipelines]
-                service_tasks = [tg.create_task(s.run(), name=f"service-{type(s).__name__}") for s in self.services]
                 self.started.set()
                 await self._stop.wait()
                 code = await self._drain(link_tasks, consumer_tasks, service_tasks)
@@ -222,7 +252,30 @@ class App:
 
 
 async def _serve(settings: Settings) -> int:
-    app = App(settings)
+    from .sinks import MergedCallQuery, SubmitSink
+    from .store import JourneyWriter, StoreCallQuery, engine_from_settings, load_worklist
+
+    registry = CollectorRegistry()
+    engine = engine_from_settings(settings)
+    writer = JourneyWriter.from_settings(settings, engine, registry)
+    recovery_window = settings.journey.recovery_window
+
+    async def lost_calls(pbx: str) -> Sequence[Journey]:
+        await writer.start()  # idempotent: the service task may not have started it yet
+        if not await writer.wait_ready(timeout=5):
+            raise RuntimeError("the database is not reachable yet")
+        return await load_worklist(engine, since=time.time() - recovery_window, pbx=pbx)
+
+    app = App(settings, registry=registry, sinks=[SubmitSink(writer.submit)], services=[writer],
+              lost_calls=lost_calls)
+    app.call_query = MergedCallQuery(StoreCallQuery(engine), app.recent)
+    try:
+        return await _serve_app(app)
+    finally:
+        await engine.dispose()
+
+
+async def _serve_app(app: App) -> int:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     forced = False

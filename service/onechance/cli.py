@@ -140,9 +140,11 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
             return 2
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from .store import StoreConfigError
+
         try:
             return run_daemon(settings)
-        except ConfigError as exc:
+        except (ConfigError, StoreConfigError) as exc:
             print(f"onechance run: {exc}", file=sys.stderr)
             return 2
 

@@ -202,12 +202,6 @@ class PbxPipeline:
                 self._queues.add(q)
         updates = self.tracker.feed(msg, item.arrival + self.offset)
         if updates:
-            if event != "Newchannel" or h.get("Uniqueid") != h.get("Linkedid"):
-                # a call's first event is the Newchannel of the channel that starts it (Uniqueid ==
-                # Linkedid); anything else: we joined in the middle of the call
-                for u in updates:
-                    if u.kind == UpdateKind.STARTED:
-                        u.journey.uncertain = True
             self._dispatch(updates)
 
     def _stop(self) -> None:

@@ -7,11 +7,13 @@ copy it (``update.journey.to_dict()``): the journey object is the tracker's live
 
 * :class:`RecentCalls` keeps the last ``http.recent_calls`` finished journeys in memory and answers the
   HTTP API (:class:`CallQuery`) until a store-backed query replaces it;
-* :class:`SubmitSink` adapts any ``submit(journey_dict)`` writer (the SQL store's writer, an outbox).
+* :class:`SubmitSink` adapts any ``submit(journey_dict)`` writer (the SQL store's writer, an outbox);
+* :class:`MergedCallQuery` answers the API from the store and the recent calls together.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -19,7 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from .journey import JourneyUpdate, UpdateKind
 
-__all__ = ["FINAL_KINDS", "CallFilter", "CallQuery", "RecentCalls", "Sink", "SubmitSink"]
+log = logging.getLogger(__name__)
+
+__all__ = ["FINAL_KINDS", "CallFilter", "CallQuery", "MergedCallQuery", "RecentCalls", "Sink", "SubmitSink"]
 
 #: updates after which a journey's stored copy must be (re)written: its end, and a later recovery
 FINAL_KINDS = frozenset({UpdateKind.ENDED, UpdateKind.RECOVERED})
@@ -116,3 +120,47 @@ class SubmitSink:
     def handle(self, update: JourneyUpdate) -> None:
         if update.kind in self.kinds:
             self._submit(update.journey.to_dict())
+
+
+def _newest(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if a is None or b is None:
+        return a or b
+    return a if (a.get("updated_at") or 0.0) >= (b.get("updated_at") or 0.0) else b
+
+
+class MergedCallQuery:
+    """The store's answers merged with the journeys still in memory.
+
+    The store holds everything for months but is written in batches (and may be unreachable for a
+    while: the writer spools); the in-memory recent calls are never behind.  Each call is answered from
+    whichever copy is newer (``updated_at``); when the store fails, the memory answers alone.
+    """
+
+    def __init__(self, store: CallQuery, recent: CallQuery) -> None:
+        self.store = store
+        self.recent = recent
+        self.store_failures = 0
+
+    async def list_calls(self, flt: CallFilter) -> list[dict[str, Any]]:
+        try:
+            stored = await self.store.list_calls(flt)
+        except Exception as exc:  # the database is down or broken: answer from memory
+            self.store_failures += 1
+            log.warning("store query failed, answering from memory: %s", exc)
+            stored = []
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for c in [*stored, *await self.recent.list_calls(flt)]:
+            key = (c.get("pbx") or "", c.get("call_id") or "")
+            merged[key] = _newest(merged.get(key), c)  # type: ignore[assignment]
+        found = sorted(merged.values(), key=lambda c: (c.get("started_at") or 0.0, c.get("call_id") or ""),
+                       reverse=True)
+        return found[: flt.limit]
+
+    async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
+        try:
+            stored = await self.store.get_call(call_id, pbx)
+        except Exception as exc:
+            self.store_failures += 1
+            log.warning("store query failed, answering from memory: %s", exc)
+            stored = None
+        return _newest(stored, await self.recent.get_call(call_id, pbx))

@@ -15,7 +15,7 @@ AMI has no replay: what happens while the daemon is disconnected is never seen. 
   out, so a stale list never resurrects a finished call.
 
 These functions read and change the tracker's internals (``calls``, ``channels``, ``by_name``, ``bridges``,
-``open_queue_legs``, ``lost`` and the ``_recent`` id memory): they are the tracker's resync half.
+``open_queue_legs``, ``lost``; ended ids through ``is_ended``/``forget_ended``): they are the tracker's resync half.
 """
 
 from __future__ import annotations
@@ -118,8 +118,7 @@ def _followable(tracker: JourneyTracker, gap: Gap | None, c: _Snap) -> bool:
     outlives the caller): the tracker ignores those channels' events too."""
     if gap is not None and (c.uid in gap.channels or c.linkedid in gap.journeys):
         return True
-    recent = tracker._recent
-    return c.uid not in recent and (c.linkedid not in recent or c.linkedid in tracker.calls)
+    return not tracker.is_ended(c.uid) and (not tracker.is_ended(c.linkedid) or c.linkedid in tracker.calls)
 
 
 def _groups(chans: dict[str, _Snap]) -> list[list[str]]:
@@ -184,7 +183,7 @@ def _register(tracker: JourneyTracker, call: CallState, snap: _Snap) -> Channel:
     ch = Channel(snap.uid, snap.name, call)
     call.channels[snap.uid] = ch
     tracker.channels[snap.uid] = ch
-    tracker._recent.pop(snap.uid, None)
+    tracker.forget_ended(snap.uid)
     if snap.name:
         tracker.by_name[snap.name] = snap.uid
     if snap.bridge:
@@ -272,7 +271,7 @@ def apply_snapshot(
                 call = CallState(journey, originator)
                 call.started_emitted = True
                 tracker.calls[journey.call_id] = call
-                tracker._recent.pop(journey.call_id, None)
+                tracker.forget_ended(journey.call_id)
         fresh = [uid for uid in group if uid not in tracker.channels]
         if not fresh and not any(uid in waiting for uid in group):
             continue

@@ -244,6 +244,15 @@ class JourneyTracker:
                     out.setdefault(v.queue, []).append(v.joined_at)
         return out
 
+    def is_ended(self, uid: str) -> bool:
+        """True for a channel or call id of a call this tracker already finished (late events for it
+        are ignored)."""
+        return uid in self._recent
+
+    def forget_ended(self, uid: str) -> None:
+        """Let a finished channel or call id be followed again (a resync found it alive)."""
+        self._recent.pop(uid, None)
+
     def remember_lost(self, journey: Journey) -> None:
         """Put a lost call (e.g. loaded from the store after a restart) on the recovery watch list."""
         if journey.caller in NO_CALLER_NUMBER or journey.recovered:
@@ -301,9 +310,12 @@ class JourneyTracker:
             )
             call = CallState(journey, originator=linkedid)
             self.calls[linkedid] = call
-            if uid != linkedid:
-                # we joined in the middle of a call: the channel we see first stands for the caller
+            if uid != linkedid or msg.headers.get("Event") != "Newchannel":
+                # A call starts with the Newchannel of its first channel (Uniqueid == Linkedid); anything
+                # else means we joined in the middle of it: the channel we see first stands for the caller
+                # and the start is not known.
                 call.originator = uid
+                journey.uncertain = True
         return self._add_channel(call, uid, h.get(prefix + "Channel") or "", msg, prefix, ts)
 
     def _add_channel(self, call: CallState, uid: str, name: str, msg: AmiMessage, prefix: str,
