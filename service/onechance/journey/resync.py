@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 
 from ..ami.parser import AmiMessage
 from .model import Journey, JourneyUpdate, OperatorLeg, QueueVisit, UpdateKind, VisitResult
-from .tracker import CallState, Channel, JourneyTracker, clean, extension_of
+from .tracker import LOCAL_HALF, CallState, Channel, JourneyTracker, clean, extension_of
 
 __all__ = ["Gap", "apply_snapshot", "close_for_gap"]
 
 _CHANNEL_SUFFIX = re.compile(r"^(.*)-[0-9a-fA-F]{8}(?:;[12])?$")
-_LOCAL_HALF = re.compile(r"^(Local/.+);([12])$")
 
 
 @dataclass(slots=True)
@@ -137,7 +136,7 @@ def _groups(chans: dict[str, _Snap]) -> list[list[str]]:
     by_name = {c.name: uid for uid, c in chans.items() if c.name}
     for uid, c in chans.items():
         union(uid, "L:" + c.linkedid)
-        m = _LOCAL_HALF.match(c.name)
+        m = LOCAL_HALF.match(c.name)
         if m:
             other = by_name.get(f"{m.group(1)};{'1' if m.group(2) == '2' else '2'}")
             if other is not None:
@@ -149,7 +148,7 @@ def _groups(chans: dict[str, _Snap]) -> list[list[str]]:
 
 
 def _partner_name(name: str) -> str | None:
-    m = _LOCAL_HALF.match(name)
+    m = LOCAL_HALF.match(name)
     if not m:
         return None
     return f"{m.group(1)};{'1' if m.group(2) == '2' else '2'}"
