@@ -240,3 +240,65 @@ def test_attended_transfer_to_an_extension_joins_the_consulted_operator_at_compl
     assert legs[1]["talk_from"] > legs[1]["answered_at"]  # talks to the caller from the transfer on
     assert abs(legs[1]["talk_seconds"] - 30) < 0.01
     assert j["hangup_by"] == "caller"
+
+
+def ivr_into_queue(s: Script, n: int, num: str, answered: bool) -> None:
+    """A PJSIP caller whose dialplan Dial()s a Local channel that answers and runs Queue(support)."""
+    uid = f"1800000200.{n}"
+    caller = Chan(f"PJSIP/trunk-0000020{n}", uid, uid, num, "Piret Puu")
+    l1, l2 = local_pair(f"Local/7001@ivr-0000030{n}", 30 + n, uid, num)
+    s.newchannel(caller).newchannel(l1).newchannel(l2)
+    s.ev("DialBegin", caller.block(), l1.block("Dest"), DialString="7001@ivr")
+    s.at(0.01).ev("DialEnd", caller.block(), l1.block("Dest"), DialStatus="ANSWER")
+    s.at(0.5).join(l2, "support")
+    if answered:
+        m1, m2 = local_pair(f"Local/101@agents-0000040{n}", 40 + n, uid, num)
+        s.newchannel(m1).newchannel(m2).called(l2, m1, "support", "Local/101@agents/n", "Anna Tamm")
+        s.at(6).connect(l2, m1, "support", "Local/101@agents/n", "Anna Tamm", 6)
+        s.at(60).hangup(caller).hangup(l1, request=False).hangup(l2, request=False)
+        s.hangup(m1, request=False).hangup(m2, request=False)
+    else:
+        s.at(20).ev("HangupRequest", caller.block(), Cause="16").ev("HangupRequest", l1.block(), Cause="16")
+        s.abandon(l2, "support", 20).hangup(caller, request=False).hangup(l1, request=False)
+        s.hangup(l2, request=False)
+
+
+def test_an_ivr_local_channel_into_a_queue_is_the_caller_not_an_operator():
+    s = Script()
+    caller, _ = pjsip_call(s, 1, "+3725558888")
+    s.newchannel(caller).join(caller, "support").at(30)
+    s.ev("HangupRequest", caller.block(), Cause="16").abandon(caller, "support", 30).hangup(caller, request=False)
+    s.at(100)
+    ivr_into_queue(s, 1, "+3725558888", answered=False)  # lost again: must not recover the first
+    s.at(100)
+    ivr_into_queue(s, 2, "+3725558888", answered=True)  # answered: recovers both
+    _, updates, journeys = run(s)
+    first, second, third = sorted(journeys, key=lambda j: j["started_at"])
+    assert second["outcome"] == "abandoned" and second["operators"] == [] and second["legs"] == []
+    assert [q["queue"] for q in second["queues"]] == ["support"]
+    assert third["outcome"] == "answered" and third["operators"] == ["Anna Tamm"]
+    recovered = [u for u in updates if u.kind == UpdateKind.RECOVERED]
+    assert [(u.journey.call_id, u.detail["by"]) for u in recovered] == [
+        (first["call_id"], third["call_id"]), (second["call_id"], third["call_id"])]
+    answered = [u for u in updates if u.kind == UpdateKind.ANSWERED]
+    assert [u.journey.call_id for u in answered] == [third["call_id"]]
+
+
+def test_a_direct_dial_answered_by_a_local_channel_is_announced_after_a_moment():
+    s = Script()
+    uid = "1800000300.1"
+    caller = Chan("PJSIP/trunk-00000301", uid, uid, "+3725557777")
+    d1, d2 = local_pair("Local/201@agents-00000302", 77, uid)
+    s.newchannel(caller).newchannel(d1).newchannel(d2)
+    s.ev("DialBegin", caller.block(), d1.block("Dest"), DialString="201@agents/n")
+    s.at(3).ev("DialEnd", caller.block(), d1.block("Dest"), DialStatus="ANSWER")
+    s.at(0.5).ev("BridgeEnter", caller.block(), BridgeUniqueid="b1")
+    s.at(0.6).ev("Newstate", caller.block())
+    s.at(10).hangup(caller).hangup(d1, request=False).hangup(d2, request=False)
+    tracker = JourneyTracker()
+    kinds_at = []
+    for m in s.events:
+        kinds_at += [(u.kind, m.headers["Event"]) for u in tracker.feed(m)]
+    assert (UpdateKind.ANSWERED, "Newstate") in kinds_at  # confirmed by the first event a second later
+    answered = [k for k in kinds_at if k[0] == UpdateKind.ANSWERED]
+    assert len(answered) == 1

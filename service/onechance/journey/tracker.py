@@ -22,7 +22,7 @@ How a call is followed (see ``docs/journey.md`` for the reasoning and the AMI tr
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -47,6 +47,8 @@ NO_CALLER_NUMBER = frozenset({"", "anonymous", "Anonymous", "restricted", "unava
 #: SoftHangupRequest cause flag for an async goto (a redirect, not a hang-up)
 SOFTHANGUP_ASYNCGOTO = "2"
 LOCAL_HALF = re.compile(r"^(Local/.+);([12])$")
+#: seconds after a Local channel answered a dial before it counts as an operator answering (see _on_dialend)
+LOCAL_ANSWER_CONFIRM = 1.0
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "?": "?", "a": "\a",
             "b": "\b", "f": "\f", "v": "\v"}
 _ESCAPE_RE = re.compile(r"\\(.)")
@@ -149,6 +151,8 @@ class JourneyTracker:
         self.lost: dict[str, list[Journey]] = {}  # caller number -> lost calls not yet recovered
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._updates: list[JourneyUpdate] = []
+        # dial legs answered by a Local channel, confirmed as a real answer a moment later (see _on_dialend)
+        self._unconfirmed: deque[tuple[float, CallState, OperatorLeg]] = deque()
         self._last_sweep = 0.0
         self.events = 0
         self.errors = 0
@@ -204,6 +208,9 @@ class JourneyTracker:
             except Exception as exc:  # one odd event must never stop the tracker
                 self.errors += 1
                 self.last_error = f"{name}: {type(exc).__name__}: {exc}"
+        while self._unconfirmed and self._unconfirmed[0][0] <= ts:
+            _, call, leg = self._unconfirmed.popleft()
+            self._confirm_answer(call, leg)
         if ts - self._last_sweep >= 60.0:
             self._last_sweep = ts
             self._sweep(ts)
@@ -700,8 +707,20 @@ class JourneyTracker:
         leg.started_at = ts
         call = dest.call
         call.journey.legs.append(leg)
-        if leg.group == "caller":
+        if leg.group != "caller":
+            return
+        if LOCAL_HALF.match(dest.name):
+            # A Local channel answers as soon as its other half runs Answer(): that may be an operator's
+            # phone, or an IVR that only carries the caller into a queue (its QueueCallerJoin follows
+            # within a second and drops this leg).  Announce the answer (and recover lost calls) only
+            # once that moment has passed.
+            self._unconfirmed.append((ts + LOCAL_ANSWER_CONFIRM, call, leg))
+        else:
             self._answered(call, ts, leg.operator, None)
+
+    def _confirm_answer(self, call: CallState, leg: OperatorLeg) -> None:
+        if leg in call.journey.legs and leg.group == "caller" and leg.started_at is not None:
+            self._answered(call, leg.started_at, leg.operator, None)
 
     def _drop_leg(self, call: CallState, leg: OperatorLeg) -> None:
         if leg in call.journey.legs:
@@ -936,6 +955,11 @@ class JourneyTracker:
         if reason is not None:
             j.uncertain = True
             j.closed_reason = reason
+        if self._unconfirmed:
+            mine = [p for p in self._unconfirmed if p[1] is call]
+            for p in mine:
+                self._unconfirmed.remove(p)
+                self._confirm_answer(call, p[2])
         j.ended_at = ts
         j.hangup_by = self._hangup_by(j)
         if j.lost and j.caller not in NO_CALLER_NUMBER:
