@@ -5,34 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
+from .daemonproc import ONECHANCE, clean_env, daemon, get_json
 from .livehelp import SECRET, fake_pbx, wait_until
-
-ONECHANCE = [sys.executable, "-m", "onechance.cli"]
-
-
-_TMP = tempfile.TemporaryDirectory(prefix="onechance-test-")  # removed when the test process ends
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECHANCE_")}
-    # every daemon started here gets a fresh data directory (its SQLite store and spool)
-    env["ONECHANCE_DATA_DIR"] = tempfile.mkdtemp(dir=_TMP.name)
-    env.update(extra)
-    return env
 
 
 def _check_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ONECHANCE, "check-config", *args], capture_output=True, text=True, env=_env(**env),
+    return subprocess.run([*ONECHANCE, "check-config", *args], capture_output=True, text=True, env=clean_env(**env),
                           timeout=30)
 
 
@@ -97,7 +82,7 @@ def test_config_errors_are_one_readable_message_and_exit_2(tmp_path: Path):
     ]
     for env, text in cases:
         for command in ("check-config", "run"):
-            r = subprocess.run([*ONECHANCE, command], capture_output=True, text=True, env=_env(**env), timeout=30)
+            r = subprocess.run([*ONECHANCE, command], capture_output=True, text=True, env=clean_env(**env), timeout=30)
             assert r.returncode == 2, (env, command, r.stdout, r.stderr)
             assert text in r.stderr, (env, r.stderr)
             assert "Traceback" not in r.stderr
@@ -111,78 +96,32 @@ def test_config_errors_are_one_readable_message_and_exit_2(tmp_path: Path):
     assert r.returncode == 2 and "needs a host" in r.stderr
 
 
-async def _wait_port(proc: subprocess.Popen[str], lines: list[str]) -> int:
-    loop = asyncio.get_running_loop()
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = await loop.run_in_executor(None, proc.stderr.readline)
-        lines.append(line)
-        m = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            return int(m.group(1))
-    raise AssertionError("".join(lines))
-
-
-async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, dict]:
-    async with session.get(url) as resp:
-        return resp.status, await resp.json()
-
-
 async def test_run_with_nothing_configured_plays_the_demo_pbx_and_stops_cleanly_on_sigterm():
-    proc = subprocess.Popen([*ONECHANCE, "run"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=_env(ONECHANCE_HTTP__LISTEN="127.0.0.1:0", ONECHANCE_DEMO__SPEED="40"))
-    lines: list[str] = []
-    try:
-        port = await _wait_port(proc, lines)
-        async with aiohttp.ClientSession() as s:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            calls: list = []
-            while time.monotonic() < deadline and not calls:
-                status, _body = await _get(s, base + "/readyz")
-                if status == 200:
-                    calls = (await _get(s, base + "/api/calls"))[1]["calls"]
-                await asyncio.sleep(0.1)
-            assert calls and calls[0]["pbx"] == "demo"
-            assert abs(calls[0]["started_at"] - time.time()) < 600  # the demo plays at the present time
-        proc.send_signal(signal.SIGTERM)
-        _out, err = await asyncio.get_running_loop().run_in_executor(None, proc.communicate, None, 20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = "".join(lines) + err
-    assert proc.returncode == 0, log
-    assert "onechance stopped" in log and "Traceback" not in log
+    async with daemon(ONECHANCE_DEMO__SPEED="40") as d, aiohttp.ClientSession() as s:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (await get_json(s, d.base + "/readyz"))[0] != 200:
+            await asyncio.sleep(0.1)
+        calls = await d.calls_when(s, bool)
+        assert calls and calls[0]["pbx"] == "demo"
+        assert abs(calls[0]["started_at"] - time.time()) < 600  # the demo plays at the present time
+        await d.stop(signal.SIGTERM)
+    assert d.returncode == 0, d.log
+    assert "onechance stopped" in d.log and "Traceback" not in d.log
 
 
 async def test_run_follows_a_pbx_from_the_environment_and_sigint_stops_it():
     async with fake_pbx("answered", speed=0) as pbx:
-        proc = subprocess.Popen([*ONECHANCE, "run"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                env=_env(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(pbx.port),
-                                         ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET,
-                                         ONECHANCE_HTTP__LISTEN="127.0.0.1:0", ONECHANCE_HTTP__TOKEN="t0k",
-                                         ONECHANCE_LOG_LEVEL="DEBUG"))
-        lines: list[str] = []
-        try:
-            port = await _wait_port(proc, lines)
+        async with daemon(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(pbx.port),
+                          ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET,
+                          ONECHANCE_HTTP__TOKEN="t0k", ONECHANCE_LOG_LEVEL="DEBUG") as d:
             await wait_until(lambda: pbx.finished.is_set(), what="capture played")
             async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0k"}) as s:
-                deadline = time.monotonic() + 20
-                calls: list = []
-                while time.monotonic() < deadline and not calls:
-                    calls = (await _get(s, f"http://127.0.0.1:{port}/api/calls"))[1]["calls"]
-                    await asyncio.sleep(0.05)
+                calls = await d.calls_when(s, bool)
             assert [c["outcome"] for c in calls] == ["answered"] and calls[0]["pbx"] == "default"
-            proc.send_signal(signal.SIGINT)
-            _out, err = await asyncio.get_running_loop().run_in_executor(None, proc.communicate, None, 20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        log = "".join(lines) + err
-        assert proc.returncode == 0, log
-        assert "logged in to AMI" in log
-        assert SECRET not in log  # not even at DEBUG
+            await d.stop(signal.SIGINT)
+        assert d.returncode == 0, d.log
+        assert "logged in to AMI" in d.log
+        assert SECRET not in d.log  # not even at DEBUG
         assert "logoff" in pbx.actions
 
 

@@ -3,10 +3,8 @@ lost before a restart is recovered after it."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -14,8 +12,8 @@ import aiohttp
 from onechance.ami.parser import AmiFramer
 from onechance.demo import DemoPbx
 
+from .daemonproc import daemon
 from .livehelp import SECRET, capture, wait_until
-from .test_daemon_cli import ONECHANCE, _env, _get, _wait_port
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
@@ -36,32 +34,18 @@ def split_before_second_call(raw: bytes) -> tuple[bytes, bytes]:
 
 
 async def run_once(stream: bytes, data_dir: Path) -> list[dict]:
+    """Play ``stream`` to a fresh `onechance run` process using ``data_dir``; its calls once all ended."""
     pbx = DemoPbx(stream, speed=0, chunks=(1, 64), username="onechance", secret=SECRET, login_fail_delay=0.05)
     port = await pbx.start()
     try:
-        proc = subprocess.Popen(
-            [*ONECHANCE, "run"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=_env(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(port),
-                     ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET,
-                     ONECHANCE_HTTP__LISTEN="127.0.0.1:0", ONECHANCE_DATA_DIR=str(data_dir),
-                     ONECHANCE_DATABASE__FLUSH_INTERVAL="0.05"))
-        lines: list[str] = []
-        try:
-            http_port = await _wait_port(proc, lines)
+        async with daemon(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(port),
+                          ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET,
+                          ONECHANCE_DATA_DIR=str(data_dir), ONECHANCE_DATABASE__FLUSH_INTERVAL="0.05") as d:
             await wait_until(lambda: pbx.finished.is_set(), what="capture played")
-            calls: list = []
             async with aiohttp.ClientSession() as s:
-                for _ in range(200):
-                    calls = (await _get(s, f"http://127.0.0.1:{http_port}/api/calls"))[1]["calls"]
-                    if calls and all(c["ended_at"] for c in calls):
-                        break
-                    await asyncio.sleep(0.05)
-            proc.send_signal(signal.SIGINT)
-            _out, err = await asyncio.get_running_loop().run_in_executor(None, proc.communicate, None, 30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 0, "".join(lines) + err
+                calls = await d.calls_when(s, lambda cs: bool(cs) and all(c["ended_at"] for c in cs))
+            await d.stop(signal.SIGINT)
+        assert d.returncode == 0, d.log
         return calls
     finally:
         await pbx.stop()
