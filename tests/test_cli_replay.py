@@ -73,3 +73,16 @@ def test_truncated_stream(tmp_path):
 def test_directory_is_a_clean_error(tmp_path):
     r = run_cli("replay", str(tmp_path))
     assert r.returncode == 1 and "directory" in r.stderr
+
+
+def test_a_capture_without_timestamps_is_replayed_with_a_warning(tmp_path):
+    raw = (DATA / "answered.ami").read_bytes()
+    lines = [line for line in raw.split(b"\r\n") if not line.startswith(b"Timestamp: ")]
+    p = tmp_path / "untimed.ami"
+    p.write_bytes(b"\r\n".join(lines))
+    r = run_cli("replay", str(p), "--json")
+    assert r.returncode == 0
+    assert "timestampevents" in r.stderr
+    (call,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert call["outcome"] == "answered" and call["operators"] == ["Anna Tamm"]
+    assert "timestampevents" not in run_cli("replay", str(DATA / "answered.ami")).stderr

@@ -65,6 +65,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"\n{len(result.journeys)} calls, {result.events} AMI messages, "
             f"{result.bad_messages} malformed, from {len(result.files)} file(s)\n"
         )
+    if result.events and not result.timed_events:
+        print("onechance replay: warning: no event carries a Timestamp (Asterisk's manager.conf has "
+              "timestampevents = no): waits and talk times cannot be known from this capture", file=sys.stderr)
     if result.tracker_errors:
         print(f"onechance replay: {result.tracker_errors} event(s) could not be applied; last: "
               f"{result.last_error}", file=sys.stderr)

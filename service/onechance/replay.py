@@ -22,6 +22,7 @@ class ReplayResult:
     events: int = 0
     bad_messages: int = 0
     tracker_errors: int = 0
+    timed_events: int = 0  # none: Asterisk's manager.conf had timestampevents = no
     last_error: str | None = None
     files: list[str] = field(default_factory=list)
 
@@ -65,6 +66,8 @@ def replay_files(
             data = head
             while data:
                 for msg in framer.iter_feed(data):
+                    if "Timestamp" in msg.headers:
+                        result.timed_events += 1
                     for update in tracker.feed(msg):
                         journeys.setdefault(id(update.journey), update.journey)
                         if on_update is not None:
