@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,7 +133,7 @@ def main() -> None:
     ratio = (n_one / t_one) / (n_pano / t_pano)
     print(f"ratio onechance replay / panoramisk parse: {ratio:.2f}x (goal >= 1.25x)")
     if args.keep is None:
-        os.unlink(path)
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
