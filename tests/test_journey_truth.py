@@ -98,3 +98,25 @@ def test_abandon_then_callback_is_recovered():
     assert lost["outcome"] == "abandoned" and lost["recovered"] is True
     assert lost["recovered_by"] == back["call_id"]
     assert back["outcome"] == "answered" and back["recovered"] is False
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_who_hung_up_agrees_with_queue_log(name):
+    """COMPLETECALLER / COMPLETEAGENT of a call's last queue visit say who ended the conversation."""
+    ql = {(qv.callid, qv.queue): qv for qv in parse_queue_log(DATA / f"{name}.queue_log")}
+    checked = 0
+    for j in replay(name):
+        if not j["queues"] or j["outcome"] != "answered":
+            continue
+        last = j["queues"][-1]
+        qv = ql.get((last["callid"], last["queue"]))
+        if qv is None or qv.transfer:
+            continue
+        if "COMPLETECALLER" in qv.events:
+            assert j["hangup_by"] == "caller", j["caller"]
+            checked += 1
+        elif "COMPLETEAGENT" in qv.events:
+            assert j["hangup_by"] == "operator", j["caller"]
+            checked += 1
+    if name == "load_a":
+        assert checked >= 40
