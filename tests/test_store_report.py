@@ -96,6 +96,7 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
     ami = ami_messages(DATA / f"{name}.ami")
     linkedid: dict[str, str] = {}
     hangup: dict[str, float] = {}
+    hangup_asked: dict[str, float] = {}
     queue_app: dict[str, str] = {}
     refused: list[tuple[str, float]] = []
     ami_transferers: list[tuple[str, float]] = []
@@ -105,6 +106,8 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
             linkedid[uid] = m["Linkedid"]
         elif event == "Hangup":
             hangup[uid] = float(m["Timestamp"])
+        elif event in ("HangupRequest", "SoftHangupRequest"):
+            hangup_asked.setdefault(uid, float(m["Timestamp"]))
         elif event == "Newexten" and m.get("Application") == "Queue":
             queue_app[uid] = m.get("AppData", "").split(",")[0]
         elif event == "VarSet" and m.get("Variable") == "QUEUESTATUS" and m.get("Value") in REFUSED:
@@ -112,7 +115,12 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
         elif event == "BlindTransfer" and m.get("Result") == "Success":
             ami_transferers.append((m["TransfererUniqueid"], float(m["Timestamp"])))
         elif event == "AttendedTransfer" and m.get("Result") == "Success":
-            ami_transferers.append((m["OrigTransfererUniqueid"], float(m["Timestamp"])))
+            # A transfer completed after the caller hung up transferred nobody (queue_log says
+            # COMPLETECALLER, no ATTENDEDTRANSFER): the caller's channels asked to hang up first.
+            ts, caller = float(m["Timestamp"]), m.get("TransfereeUniqueid", "")
+            if min(hangup_asked.get(caller, ts), hangup_asked.get(linkedid.get(caller, ""), ts)) < ts:
+                continue
+            ami_transferers.append((m["OrigTransfererUniqueid"], ts))
 
     figures: dict[tuple[str, str], Figures] = defaultdict(Figures)
     open_visits: dict[tuple[str, str], int] = {}  # (callid, queue) -> ENTERQUEUE time

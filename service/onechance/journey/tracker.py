@@ -817,11 +817,15 @@ class JourneyTracker:
         if anchor is None:
             return
         call = anchor.call
+        if not self._caller_present(call):
+            # the caller hung up while the operator was consulting: nothing was transferred (Asterisk's
+            # queue_log too says COMPLETECALLER, not ATTENDEDTRANSFER)
+            return
         from_leg = self._leg_of(orig.uid if orig else None)
         if from_leg is not None:
             if from_leg.ended_at is None:
                 from_leg.ended_at = ts
-            from_leg.ended_by = "transfer"
+            from_leg.ended_by = "transfer"  # even when the operator's hang-up completed it
         if from_leg is not None and from_leg.group != "caller":
             return
         to_queue = None
@@ -835,8 +839,6 @@ class JourneyTracker:
                 if t is not None and any(c.group == t.uid for c in call.channels.values()):
                     group = t.uid
                     break
-        if not self._caller_present(call):
-            group = ""  # the caller hung up during the transfer: nobody to hand over
         if group:
             to_queue = self._adopt(call, group, ts)
         elif target is not None and target.side is None:
