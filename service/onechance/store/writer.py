@@ -352,10 +352,10 @@ class JourneyWriter:
         if self._state == WriterState.UNAVAILABLE:
             delay = max(0.0, self._next_retry - loop.time())
             delay = min(delay, self.flush_interval) if self._pending else delay
-        elif self._pending or self._spool.has_data() or not self._schema_ready:
-            delay = self.flush_interval
         else:
-            delay = 3600.0
+            # also when idle: submit() only wakes the writer for a full batch, so a journey arriving
+            # now must not wait longer than flush_interval
+            delay = self.flush_interval
         if delay <= 0 or self._wake.is_set():
             return
         with contextlib.suppress(TimeoutError):
