@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
 from onechance.demo import Cut, Restart, Silence, load_capture
 from onechance.replay import replay_files
 
-from .livehelp import SECRET, api_for, capture, fake_pbx, pipeline, running, sample, settings_for, settled, wait_until
+from .livehelp import (
+    FAST_AMI,
+    SECRET,
+    api_for,
+    capture,
+    fake_pbx,
+    pipeline,
+    running,
+    sample,
+    settings_for,
+    settled,
+    wait_until,
+)
 from .truthcheck import DATA, check_truth, load_truth
 
 
@@ -157,3 +170,24 @@ async def test_stop_while_the_pbx_is_unreachable_exits_promptly():
         assert p.link.last_error == "connection refused"
     assert time.monotonic() - t0 < 10
     await asyncio.sleep(0)
+
+
+async def test_stop_while_a_tcp_connect_hangs_exits_promptly():
+    """The PBX's address swallows SYNs (a firewall that drops, a host that is down): a stop must not wait
+    for ``connect_timeout``, nor let the drain overrun ``shutdown_timeout`` (exit 1, nothing flushed)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        # the only accept-queue slot is taken and never accepted: the kernel drops further SYNs
+        with socket.create_connection(("127.0.0.1", port)):
+            pbx = {"name": "p", "host": "127.0.0.1", "port": port, "username": "onechance", "secret": SECRET,
+                   **FAST_AMI, "connect_timeout": 60.0}
+            settings = settings_for([], pbx=[pbx], daemon={"shutdown_timeout": 3.0})
+            async with running(settings) as app:
+                link = pipeline(app, "p").link
+                await wait_until(lambda: link.state == "connecting", what="connecting")
+                await asyncio.sleep(0.3)
+                assert link.state == "connecting" and link.connections == 0  # the connect hangs
+                t0 = time.monotonic()
+            assert time.monotonic() - t0 < 2  # and running() checked the exit code is 0

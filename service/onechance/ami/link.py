@@ -333,6 +333,7 @@ class AmiLink:
         self._manager: _Manager | None = None
         self._protocol: FramedAMIProtocol | None = None
         self._closed: asyncio.Event | None = None
+        self._connecting: asyncio.Task[Any] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
         self._last_rx = 0.0
@@ -421,6 +422,8 @@ class AmiLink:
         """Log off (best effort) and close; :meth:`run` returns soon after."""
         self._stopping = True
         self._wake.set()
+        if self._connecting is not None:
+            self._connecting.cancel()
         proto = self._protocol
         if proto is not None and not proto.closed and self._logged_in:
             with contextlib.suppress(AmiError, TimeoutError, OSError):
@@ -453,11 +456,18 @@ class AmiLink:
         self._overflowed = False
         self._logged_in = False
         self._set_state(LinkState.CONNECTING)
-        connect = self._manager.connect()
+        connect = self._connecting = self._manager.connect()
         try:
-            await asyncio.wait_for(connect, self.settings.connect_timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no TCP connection within {self.settings.connect_timeout:g} s") from None
+            done, _ = await asyncio.wait({connect}, timeout=self.settings.connect_timeout)
+        finally:
+            self._connecting = None
+            if not connect.done():
+                connect.cancel()
+        if connect.cancelled():  # stop() gave up on a connect that hangs (SYNs dropped, host down)
+            return
+        if not done:
+            raise TimeoutError(f"no TCP connection within {self.settings.connect_timeout:g} s")
+        connect.result()  # the OSError of a failed connect
         proto = self._protocol
         assert proto is not None
         self.connections += 1
