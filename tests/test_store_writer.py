@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import json
+import sqlite3
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -310,7 +312,6 @@ def test_any_order_and_batching_of_versions_leaves_the_newest(sqlite_url, data):
     asyncio.run(run())
 
 
-
 async def test_a_journey_submitted_to_an_idle_writer_is_written_within_the_flush_interval(engine, tmp_path):
     """A quiet PBX: the writer has had nothing to do for a while when a call ends.  The journey is in
     the database after about ``flush_interval``, without anyone asking for a flush."""
@@ -328,3 +329,48 @@ async def test_a_journey_submitted_to_an_idle_writer_is_written_within_the_flush
         assert ("", j["call_id"]) in await stored_journeys(engine), writer.status()
     await writer.close()
     await assert_store_holds(engine, journeys)
+
+
+async def test_close_that_times_out_mid_write_keeps_the_batch_in_flight(tmp_path, registry):
+    """The database hangs (SQLite locked by another process, long busy timeout) while a batch is being
+    written and the shutdown cannot wait: the batch in flight goes to the spool with the rest, and the
+    next start writes it."""
+    path = tmp_path / "onechance.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}?timeout=1")
+    journeys = final_journeys("load_a")
+    await upgrade(engine)
+    for cancel in (False, True):  # close(timeout) expires; close() itself is cancelled
+        writer = new_writer(engine, tmp_path, registry if not cancel else None)
+        await writer.start()
+        assert await writer.wait_ready(timeout=10)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for j in journeys:
+                writer.submit(j)
+            for _ in range(100):  # the batch has left the queue: it is being written
+                if writer.queue_depth == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert writer.queue_depth == 0 and writer.spooled == 0
+            if cancel:
+                closing = asyncio.ensure_future(writer.close())
+                await asyncio.sleep(0.2)
+                closing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await closing
+            else:
+                await writer.close(timeout=0.3)
+            assert writer.spooled == len(journeys)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        writer._spool.close()  # a cancelled close() leaves it open; closing twice is harmless
+        writer = new_writer(engine, tmp_path)  # the next start
+        await writer.start()
+        await wait_drained(writer)
+        await writer.close()
+        await assert_store_holds(engine, journeys)
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DELETE FROM calls")
+    await engine.dispose()

@@ -283,6 +283,8 @@ class JourneyWriter:
                     await task
             except asyncio.CancelledError:
                 task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task  # let it put its batch in flight back before spilling
                 raise
             finally:
                 self._spill_pending()
@@ -394,7 +396,12 @@ class JourneyWriter:
             keys = list(islice(self._pending, self.batch_size))
             batch = [self._pending.pop(k) for k in keys]
             self._busy = True
-            if not await self._write(batch):
+            try:
+                ok = await self._write(batch)
+            except BaseException:  # cancelled mid-write (close() timed out or was cancelled)
+                self._keep_in_memory(batch)  # close() spools them
+                raise
+            if not ok:
                 self._spool_journeys(batch)
                 return False
             self._progress.set()
@@ -417,13 +424,17 @@ class JourneyWriter:
             # the disk refuses too: keep them in memory (beyond the bound) rather than lose them
             self.m_failures.labels("spool").inc()
             log.error("%s; keeping %d journeys in memory", exc, len(batch))
-            for j in batch:
-                key = journey_key(j)
-                old = self._pending.get(key)
-                if old is None or version_of(j) > version_of(old):
-                    self._pending[key] = j
+            self._keep_in_memory(batch)
         else:
             self.m_spooled.inc(len(batch))
+
+    def _keep_in_memory(self, batch: list[Journey]) -> None:
+        """Put journeys back in the queue (beyond its bound), unless a newer version waits there."""
+        for j in batch:
+            key = journey_key(j)
+            old = self._pending.get(key)
+            if old is None or version_of(j) > version_of(old):
+                self._pending[key] = j
 
     # ---- database --------------------------------------------------------------------------------------
     async def _prepare_schema(self) -> None:
