@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
 
 import pytest
 
@@ -105,3 +107,31 @@ def test_an_unusable_directory_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SpoolError, match=r"spool directory .*file/spool"):
         Spool(tmp_path / "file" / "spool").open()
+
+
+def test_a_write_the_disk_refused_halfway_never_damages_later_journeys(tmp_path):
+    """The disk fills up in the middle of an append (here: a file size limit, EFBIG): that append
+    fails (its journeys stay in the writer's memory), and what is appended once there is room again
+    reads back intact, not glued to a torn line."""
+    def big(n: int) -> dict:
+        return dict(j(n), padding="x" * 20000)  # larger than a write buffer: written partly
+
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append([big(1)])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (spool.nbytes + 30000, hard))
+    try:
+        with pytest.raises(SpoolError, match="cannot write the spool"):
+            spool.append([big(2), big(3)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert spool.journeys == 1
+    spool.append([big(4)])
+    assert spool.journeys == 2
+    assert [x["call_id"] for x in drain(spool)] == ["c1", "c4"]
+    assert not (tmp_path / "rejected.jsonl").exists()
+    assert list(tmp_path.glob("spool-*.jsonl")) == []
+    spool.close()

@@ -10,6 +10,7 @@ store's upserts are idempotent.  One process at a time owns a spool directory (`
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -155,14 +156,20 @@ class Spool:
         data = b"".join(lines)
         fh = self._active_file(len(data))
         assert self._active is not None
+        size = self._segments.get(self._active, 0)
         try:
-            fh.write(data)
-            fh.flush()
+            view = memoryview(data)
+            while view:  # unbuffered: a failed write leaves nothing behind to be written later
+                n = fh.write(view)
+                if not n:
+                    raise OSError(errno.EIO, "nothing written")
+                view = view[n:]
             if sync:
                 os.fsync(fh.fileno())
             else:
                 self._dirty = True
         except OSError as exc:
+            self._abandon_active(size)
             raise SpoolError(f"cannot write the spool in {self.directory}: {exc.strerror or exc}") from None
         self._segments[self._active] = self._segments.get(self._active, 0) + len(data)
         self._lines[self._active] = self._lines.get(self._active, 0) + len(lines)
@@ -183,7 +190,7 @@ class Spool:
         index = max(self._segments, default=0) + 1
         path = self.directory / _segment_name(index)
         try:
-            self._fh = open(path, "ab")  # closed by _close_active()
+            self._fh = open(path, "ab", buffering=0)  # closed by _close_active()
         except OSError as exc:
             raise SpoolError(f"cannot create {path}: {exc.strerror or exc}") from None
         _fsync_dir(self.directory)
@@ -191,6 +198,24 @@ class Spool:
         self._segments.setdefault(index, 0)
         self._lines.setdefault(index, 0)
         return self._fh
+
+    def _abandon_active(self, size: int) -> None:
+        """After a failed append: cut what it wrote (a torn line) and never append to this segment again
+        (if the cut fails too, the torn line stays last in a sealed segment, where it is skipped)."""
+        index = self._active
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fh.fileno(), size)
+            if self._dirty:  # earlier appends with sync=False
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fh.fileno())
+            with contextlib.suppress(OSError):
+                self._fh.close()
+        self._fh = None
+        self._active = None
+        self._dirty = False
+        if index is not None and size == 0 and not self._lines.get(index):
+            self._drop_segment(index)
 
     def _close_active(self) -> None:
         if self._fh is not None:
