@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from onechance.store import JourneyWriter, WriterState, make_engine, upgrade
 
@@ -137,3 +139,48 @@ def test_journeys_spooled_by_a_killed_daemon_are_written_after_restart(db_url, t
             await engine.dispose()
 
     asyncio.run(check())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("refusal", ["lock timeout", "password changed"])
+async def test_a_server_refusing_for_its_own_reasons_is_waited_out_not_blamed_on_the_journeys(
+    refusal, pg_url, tmp_path, registry
+):
+    """PostgreSQL refuses the writes for reasons that have nothing to do with the journeys: a lock held
+    too long by another session (``lock_timeout``), or the role's password changed before the daemon's
+    settings.  The journeys wait in the spool and are written once the server accepts them again; none
+    ends up in rejected.jsonl."""
+    u = make_url(pg_url)
+    admin = await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                                  database=u.database)
+    await admin.execute(f'ALTER DATABASE "{u.database}" SET lock_timeout = \'100ms\'')
+    engine = make_engine(pg_url)
+    await upgrade(engine)
+    journeys = final_journeys("answered", "abandoned", "bounced")
+    writer = writer_for(engine, tmp_path, registry)
+    await writer.start()
+    assert await writer.wait_ready(timeout=30)
+    locked = admin.transaction()
+    try:
+        if refusal == "lock timeout":
+            await locked.start()
+            await admin.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+        else:
+            await admin.execute("ALTER ROLE CURRENT_USER PASSWORD 'rotated-by-the-dba'")
+            await engine.dispose()  # new connections from now on, as after a server restart
+        for j in journeys:
+            writer.submit(j)
+        assert not await writer.flush(timeout=10)
+        assert writer.state == WriterState.UNAVAILABLE and writer.spooled == len(journeys), writer.status()
+    finally:
+        if refusal == "lock timeout":
+            await locked.rollback()
+        else:
+            await admin.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{u.password}'")
+    await wait_drained(writer)
+    await writer.close()
+    await assert_store_holds(engine, journeys)
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+    assert not registry.get_sample_value("onechance_store_write_failures_total", {"reason": "rejected"})
+    await engine.dispose()
+    await admin.close()

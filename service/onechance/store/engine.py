@@ -24,8 +24,10 @@ _DRIVERS = {
     POSTGRES: POSTGRES,
 }
 #: SQLSTATE classes/codes that mean "try again later": connection exception, operator intervention
-#: (admin shutdown, cannot connect now), insufficient resources, transaction rollback (deadlock...)
-_RETRYABLE_SQLSTATE_PREFIXES = ("08", "57P", "53", "40", "58")
+#: (admin shutdown, cannot connect now, statement_timeout or a canceled query), insufficient resources,
+#: transaction rollback (deadlock...), system error, lock_timeout; and the server's own settings, not the
+#: journeys': login refused (password changed, pg_hba), no such database, privilege revoked
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "57", "53", "40", "58", "55P03", "28", "3D000", "42501")
 
 
 class StoreError(Exception):
@@ -153,7 +155,8 @@ def is_unavailable(err: BaseException) -> bool:
         if cause is not None and _is_asyncpg_connection_error(cause):
             return True
         return _is_asyncpg_connection_error(orig)
-    return _is_asyncpg_connection_error(err)
+    # asyncpg's errors while connecting are raised as they are, not wrapped in a DBAPIError
+    return _sqlstate(err).startswith(_RETRYABLE_SQLSTATE_PREFIXES) or _is_asyncpg_connection_error(err)
 
 
 def is_schema_missing(err: BaseException) -> bool:
