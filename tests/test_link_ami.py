@@ -193,3 +193,24 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_maximum():
 
 def test_capture_helper_sees_every_message():
     assert len(load_capture(capture("answered"))) == sum(1 for _ in AmiFramer().feed(capture("answered")))
+
+
+async def test_back_pressure_is_not_taken_for_a_dead_pbx():
+    """While the consumer lags, socket reading is paused and the answers to our Ping and resync lists wait
+    unread behind the events: the PBX is not at fault, so no timeout, no reconnect, nothing lost."""
+    name = "transfer_then_abandon"
+    want = _capture_events(name)
+    fast = {"queue_size": 100, "ping_interval": 0.05, "ping_timeout": 0.15, "action_timeout": 0.15}
+    async with fake_pbx(name, chunks=None) as pbx, _link(pbx.port, **fast) as link:
+        items: list[LinkItem] = []
+        while (sum(isinstance(i, AmiEvent) for i in items) < len(want) + 1
+               or not any(isinstance(i, Snapshot) for i in items)):
+            items.append(await asyncio.wait_for(link.queue.get(), 10))
+            link.item_done()
+            await asyncio.sleep(0.005)  # 50 items (high to low water mark) take longer than any timeout
+        assert link.pauses >= 1
+        assert not any(isinstance(i, LinkDown) for i in items)
+        assert sum(isinstance(i, Snapshot) for i in items) == 1
+        assert [i.msg.headers for i in items if isinstance(i, AmiEvent)][1:] == want
+        assert link.watchdog_timeouts == 0 and link.reconnects == 0 and pbx.logins == 1
+        assert link.ready

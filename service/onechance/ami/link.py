@@ -14,7 +14,8 @@ gets wrong for a long-running daemon (``../shared/notes/ami-semantics.md`` secti
   rebuilds a consistent view rather than silently losing events;
 * **no action replay**: ``forgetable_actions`` contains every action and pending futures fail with
   :class:`LinkLost` when the connection closes, so nothing is ever re-sent after a reconnect;
-* **timeouts**: every action is awaited with :func:`asyncio.wait_for`;
+* **timeouts**: every action is awaited at most ``action_timeout`` (or ``ping_timeout``), not counting time
+  during which reading was paused by back-pressure (the answer may be waiting unread behind events);
 * **watchdog**: a Ping every ``ping_interval`` seconds must be answered within ``ping_timeout``,
   otherwise the link is declared dead, the socket aborted and a new connection made;
 * **reconnect**: exponential backoff with jitter between ``reconnect_min`` and ``reconnect_max``; a refused
@@ -427,7 +428,7 @@ class AmiLink:
         proto = self._protocol
         if proto is not None and not proto.closed and self._logged_in:
             with contextlib.suppress(AmiError, TimeoutError, OSError):
-                await self._action({"Action": "Logoff"}, timeout=timeout)
+                await self._action({"Action": "Logoff"}, timeout=timeout, strict=True)
         proto = self._protocol
         if proto is not None and not proto.closed:
             proto.close()
@@ -574,22 +575,31 @@ class AmiLink:
                 return
 
     async def _action(self, fields: dict[str, str], timeout: float | None = None,
-                      on_complete: Callable[[list[Message]], None] | None = None) -> Any:
+                      on_complete: Callable[[list[Message]], None] | None = None, strict: bool = False) -> Any:
         """Send one action and await its response(s), at most ``timeout`` (``action_timeout``) seconds.
-        ``on_complete`` runs synchronously when the last response is read, in stream order."""
+        ``on_complete`` runs synchronously when the last response is read, in stream order.
+
+        Time spent with socket reading paused (back-pressure: the answer may be waiting unread behind
+        the events) does not count against the PBX, unless ``strict``."""
         proto = self._protocol
         if proto is None or proto.closed:
             raise LinkLost("not connected")
         self._next_id += 1
         action = proto.submit({**fields, "ActionID": f"{self._id_prefix}{self._next_id}"},
                               on_complete=on_complete)
+        limit = timeout or self.settings.action_timeout
         try:
-            return await asyncio.wait_for(action.future, timeout or self.settings.action_timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no answer to {fields['Action']} within "
-                               f"{timeout or self.settings.action_timeout:g} s") from None
+            while True:
+                pauses = self.pauses
+                done, _ = await asyncio.wait({action.future}, timeout=limit)
+                if done:
+                    return action.future.result()
+                if strict or not (self._paused or self.pauses != pauses):
+                    raise TimeoutError(f"no answer to {fields['Action']} within {limit:g} s")
         finally:
             proto.forget(action)
+            if not action.future.done():
+                action.future.cancel()
 
     # ---- protocol callbacks (synchronous, inside data_received / connection_lost) ------------------------
     def _connection_made(self, proto: FramedAMIProtocol) -> None:
