@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -320,3 +321,38 @@ def test_report_errors_are_one_line(cli_env, capsys, tmp_path):
     assert main(["report"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("onechance report: database unavailable") and "secret" not in err
+
+
+def _shifted(value, delta: float):
+    """A journey dict with every ``*_at`` time moved by ``delta`` seconds."""
+    if isinstance(value, dict):
+        return {k: (v + delta if k.endswith("_at") and isinstance(v, float) else _shifted(v, delta))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shifted(v, delta) for v in value]
+    return value
+
+
+def test_the_default_day_is_today_in_the_reports_time_zone(cli_env, sqlite_url, capsys):
+    """``report --tz ZONE`` without ``--from`` reports today as the clock in ZONE says, the same days
+    its rows are counted in (here a zone whose date differs from UTC's right now)."""
+    utc_now = datetime.now(UTC)
+    tz = ZoneInfo("Etc/GMT-14" if utc_now.hour >= 12 else "Etc/GMT+12")  # UTC+14 / UTC-12
+    today = datetime.now(tz).date()
+    assert today != utc_now.date()
+    journey = final_journeys("answered")[0]
+    noon = datetime(today.year, today.month, today.day, 12, tzinfo=tz).timestamp()
+    journey = _shifted(journey, noon - journey["queues"][0]["joined_at"])
+
+    async def store() -> None:
+        engine = make_engine(sqlite_url)
+        try:
+            await upgrade(engine)
+            await store_journeys(engine, [journey], stored_at=0.0)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(store())
+    assert main(["report", "--tz", tz.key, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["date"], r["answered"]) for r in rows] == [(today.isoformat(), 1)]

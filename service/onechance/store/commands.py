@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -128,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             tz = ZoneInfo(args.tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise CommandError(f"unknown time zone {args.tz!r} (e.g. UTC, Europe/Tallinn)", 2) from None
-        today = time.strftime("%Y-%m-%d", time.gmtime())
+        today = datetime.now(tz).date().isoformat()  # the days of the report are days in --tz
         first = args.date_from or today
         last = args.date_to or first
         try:
