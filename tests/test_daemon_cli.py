@@ -79,13 +79,14 @@ def test_config_errors_are_one_readable_message_and_exit_2(tmp_path: Path):
         ({"ONECHANCE_AMI__HOST": "pbx.example", "ONECHANCE_AMI__SECRET_FILE": str(tmp_path / "missing")},
          "secret_file"),
         ({"ONECHANCE_CONFIG": str(tmp_path / "absent.toml")}, "not found"),
+        ({"ONECHANCE_PBX": f'[{{"name": "a", "host": "h", "secret": "{SECRET}"'}, 'field "pbx"'),
     ]
     for env, text in cases:
         for command in ("check-config", "run"):
             r = subprocess.run([*ONECHANCE, command], capture_output=True, text=True, env=clean_env(**env), timeout=30)
             assert r.returncode == 2, (env, command, r.stdout, r.stderr)
             assert text in r.stderr, (env, r.stderr)
-            assert "Traceback" not in r.stderr
+            assert "Traceback" not in r.stderr and SECRET not in r.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[[pbx]]\nname = 'a'\n[ami\n")
     r = _check_config("--config", str(bad))

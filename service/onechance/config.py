@@ -243,6 +243,7 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     Raises :class:`ConfigError` with a readable message on any problem.
     """
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     path = config_file or os.environ.get(CONFIG_ENV)
     data: dict[str, Any] = {}
@@ -266,3 +267,6 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
             lines.append(f"{loc}: {err['msg']}")
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid configuration{where}:\n  " + "\n  ".join(lines)) from None
+    except SettingsError as exc:  # e.g. ONECHANCE_PBX='[{...' (its value is never shown: it may hold secrets)
+        raise ConfigError(f"invalid configuration: {exc} (an ONECHANCE_<SECTION> variable that holds a whole "
+                          f"section or list must be valid JSON)") from None
