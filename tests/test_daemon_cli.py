@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -95,6 +96,21 @@ def test_config_errors_are_one_readable_message_and_exit_2(tmp_path: Path):
     two.write_text("[[pbx]]\nname = 'a'\nhost = 'h'\nsecret = 'x'\n[[pbx]]\nname = 'b'\n")
     r = _check_config("--config", str(two))
     assert r.returncode == 2 and "needs a host" in r.stderr
+
+
+def test_run_reports_an_unusable_listen_address_or_demo_capture_as_a_config_error(tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cases = [
+            ({"ONECHANCE_HTTP__LISTEN": f"127.0.0.1:{busy.getsockname()[1]}"}, "http.listen 127.0.0.1:"),
+            ({"ONECHANCE_HTTP__LISTEN": "127.0.0.1:0", "ONECHANCE_DEMO__CAPTURE": str(tmp_path / "none.ami")},
+             "demo.capture"),
+        ]
+        for env, text in cases:
+            r = subprocess.run([*ONECHANCE, "run"], capture_output=True, text=True, env=clean_env(**env), timeout=30)
+            assert r.returncode == 2, (env, r.stderr)
+            assert text in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 async def test_run_with_nothing_configured_plays_the_demo_pbx_and_stops_cleanly_on_sigterm():

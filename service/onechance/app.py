@@ -139,8 +139,11 @@ class App:
         base = self.settings.ami
         demo_cfg = self.settings.demo
         secret = secrets.token_hex(16)
-        self.demo = DemoPbx(demo_cfg.capture, speed=demo_cfg.speed, loop=demo_cfg.loop, username="demo",
-                            secret=secret)
+        try:
+            self.demo = DemoPbx(demo_cfg.capture, speed=demo_cfg.speed, loop=demo_cfg.loop, username="demo",
+                                secret=secret)
+        except OSError as exc:
+            raise ConfigError(f"demo.capture {demo_cfg.capture}: {exc.strerror or exc}") from None
         self.demo.start_at_present()
         port = await self.demo.start()
         name = base.name if base.name != "default" else "demo"
@@ -187,7 +190,12 @@ class App:
         runner = web.AppRunner(http_app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http.host, self.settings.http.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # address in use, not an address of this machine, a privileged port
+            await runner.cleanup()
+            raise ConfigError(f"http.listen {self.settings.http.listen}: cannot listen there: "
+                              f"{exc.strerror or exc}") from None
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http.port
