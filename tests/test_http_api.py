@@ -51,6 +51,18 @@ async def test_api_needs_the_bearer_token(daemon):
     assert status == 200
 
 
+async def test_a_token_that_is_not_utf8_gets_a_401_not_a_500(daemon):
+    app, _api = daemon
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.http_port)
+    writer.write(b"GET /api/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe" + TOKEN.encode()
+                 + b"\r\nConnection: close\r\n\r\n")
+    status_line = await reader.readline()
+    body = await reader.read()
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 401 "), status_line
+    assert body.endswith(b'{"error": "missing or wrong bearer token"}')
+
+
 async def test_health_ready_and_metrics_need_no_token(daemon):
     _app, api = daemon
     status, body = await api.get("/healthz", headers={})

@@ -113,7 +113,8 @@ def make_app(
         if not request.path.startswith("/api/"):
             return await handler(request)
         if expected is not None:
-            given = request.headers.get("Authorization", "").encode()
+            # header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise (500)
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="onechance"'})
         try:
