@@ -115,6 +115,8 @@ async def test_since_takes_epoch_seconds_or_iso_dates(daemon):
     ({"limit": "ten"}, "limit"),
     ({"outcome": "lost"}, "outcome"),
     ({"since": "yesterday"}, "since"),
+    ({"since": "nan"}, "since"),
+    ({"since": "inf"}, "since"),
     ({"sort": "asc"}, "unknown parameter"),
 ])
 async def test_bad_parameters_get_a_400_with_a_json_error(daemon, params, message):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -58,9 +59,13 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def parse_time(text: str) -> float:
     """Epoch seconds, or an ISO 8601 date-time (UTC when it has no offset)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):  # "nan" matched every call in memory and none in the store
+            raise BadRequest("since: expected epoch seconds or an ISO 8601 date-time")
+        return value
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
