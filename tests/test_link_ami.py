@@ -214,3 +214,16 @@ async def test_back_pressure_is_not_taken_for_a_dead_pbx():
         assert [i.msg.headers for i in items if isinstance(i, AmiEvent)][1:] == want
         assert link.watchdog_timeouts == 0 and link.reconnects == 0 and pbx.logins == 1
         assert link.ready
+
+
+async def test_the_looping_demo_pbx_does_not_grow_pass_after_pass():
+    """``make run`` loops the demo capture for as long as it runs: its model of the PBX must stay flat."""
+    pbx = DemoPbx(capture("answered"), speed=0, loop=True, username="onechance", secret=SECRET)
+    async with pbx, _link(pbx.port) as link:
+        sizes = []
+        while len(sizes) < 4:
+            await asyncio.wait_for(link.queue.get(), 10)
+            link.item_done()
+            if pbx.passes > len(sizes):
+                sizes.append(len(pbx.state.dead) + len(pbx.state.channels))
+        assert sizes[-1] <= sizes[0], sizes

@@ -557,6 +557,7 @@ class DemoPbx:
     def _next_pass(self) -> None:
         self.passes += 1
         self.position = 0
+        self.state.dead.clear()  # the next pass has fresh ids: keeping these would grow without bound
         span = self._span()
         if span is not None:
             first, last = span
