@@ -374,3 +374,29 @@ async def test_close_that_times_out_mid_write_keeps_the_batch_in_flight(tmp_path
         async with engine.begin() as conn:
             await conn.exec_driver_sql("DELETE FROM calls")
     await engine.dispose()
+
+
+
+async def test_a_journey_submitted_while_the_database_is_down_reaches_the_spool_within_the_flush_interval(
+    tmp_path,
+):
+    """The database has been down for a while and the next retry is far away: a call that ends now is
+    on disk after about ``flush_interval`` (a crash must not lose it), not at the next retry."""
+    journeys = final_journeys("answered", "abandoned")
+    down = make_engine(UNREACHABLE)
+    writer = new_writer(down, tmp_path, flush_interval=0.05, retry_interval=60, max_retry_interval=60)
+    try:
+        await writer.start()
+        writer.submit(journeys[0])
+        assert not await writer.flush(timeout=10)
+        assert writer.state == WriterState.UNAVAILABLE and writer.spooled == 1
+        await asyncio.sleep(0.2)
+        writer.submit(journeys[1])
+        for _ in range(100):
+            if writer.spooled == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert writer.spooled == 2 and writer.queue_depth == 0, writer.status()
+    finally:
+        await writer.close()
+        await down.dispose()

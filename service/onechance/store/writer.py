@@ -351,13 +351,11 @@ class JourneyWriter:
                 self._progress.set()
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop) -> None:
+        # submit() only wakes the writer for a full batch: a journey arriving while it sleeps (idle, or
+        # waiting for the next retry) must not wait in memory longer than flush_interval
+        delay = self.flush_interval
         if self._state == WriterState.UNAVAILABLE:
-            delay = max(0.0, self._next_retry - loop.time())
-            delay = min(delay, self.flush_interval) if self._pending else delay
-        else:
-            # also when idle: submit() only wakes the writer for a full batch, so a journey arriving
-            # now must not wait longer than flush_interval
-            delay = self.flush_interval
+            delay = min(max(0.0, self._next_retry - loop.time()), delay)
         if delay <= 0 or self._wake.is_set():
             return
         with contextlib.suppress(TimeoutError):
