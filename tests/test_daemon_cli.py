@@ -76,6 +76,7 @@ def test_config_errors_are_one_readable_message_and_exit_2(tmp_path: Path):
     cases = [
         ({"ONECHANCE_AMI__PORT": "not-a-port"}, "ami.port"),
         ({"ONECHANCE_HTTP__LISTEN": "nowhere"}, "http.listen"),
+        ({"ONECHANCE_HTTP__TOKEN": ""}, "http.token"),
         ({"ONECHANCE_AMI__HOST": "pbx.example"}, "no AMI secret"),
         ({"ONECHANCE_AMI__HOST": "pbx.example", "ONECHANCE_AMI__SECRET_FILE": str(tmp_path / "missing")},
          "secret_file"),

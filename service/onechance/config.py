@@ -86,6 +86,14 @@ class HttpSettings(_Section):
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9648 (port 0: any free port)")
         return v
 
+    @field_validator("token")
+    @classmethod
+    def _token_ok(cls, v: SecretStr | None) -> SecretStr | None:
+        # an empty token (e.g. ONECHANCE_HTTP__TOKEN=${UNSET}) would silently leave /api/* open
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("must not be empty (leave http.token unset to serve /api/* without a token)")
+        return v
+
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
