@@ -7,7 +7,9 @@ import contextlib
 import copy
 import inspect
 import json
+import os
 import sqlite3
+import sys
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -397,6 +399,42 @@ async def test_a_journey_submitted_while_the_database_is_down_reaches_the_spool_
                 break
             await asyncio.sleep(0.02)
         assert writer.spooled == 2 and writer.queue_depth == 0, writer.status()
+    finally:
+        await writer.close()
+        await down.dispose()
+
+
+async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path):
+    """While the database is down, every flush interval appends the waiting journeys to the spool and
+    fsyncs them.  The fsync (tens of milliseconds on a busy disk, seconds on a sick one) runs in a
+    worker thread: the event loop, which reads AMI and serves HTTP, never waits for the disk."""
+    journeys = final_journeys("load_a")
+    down = make_engine(UNREACHABLE)
+    writer = new_writer(down, tmp_path, flush_interval=0.01, retry_interval=60, max_retry_interval=60)
+    on_loop: list[str] = []
+
+    def watch(frame, event, arg) -> None:  # profiles this thread (the event loop's) only
+        if event == "c_call" and arg is os.fsync:
+            on_loop.append(frame.f_code.co_name)
+
+    try:
+        await writer.start()
+        writer.submit(journeys[0])
+        assert not await writer.flush(timeout=10)  # unavailable; the spool segment exists
+        assert writer.spooled == 1
+        sys.setprofile(watch)
+        try:
+            for j in journeys[1:]:
+                writer.submit(j)
+                await asyncio.sleep(0.001)
+            for _ in range(200):
+                if writer.spooled == len(journeys):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            sys.setprofile(None)
+        assert writer.spooled == len(journeys)
+        assert on_loop == []
     finally:
         await writer.close()
         await down.dispose()

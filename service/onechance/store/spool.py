@@ -9,6 +9,7 @@ store's upserts are idempotent.  One process at a time owns a spool directory (`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -45,6 +46,13 @@ class SpoolBatch:
 
 def _segment_name(index: int) -> str:
     return f"spool-{index:012d}.jsonl"
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -181,6 +189,19 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.fsync(self._fh.fileno())
         self._dirty = False
+
+    async def sync_in_thread(self) -> None:
+        """:meth:`sync` in a worker thread, so that the event loop does not wait for the disk (appends
+        may go on meanwhile; a later call syncs them)."""
+        if not self._dirty or self._fh is None:
+            self._dirty = False
+            return
+        fd = os.dup(self._fh.fileno())  # the segment may be sealed and closed while the thread runs
+        self._dirty = False
+        try:
+            await asyncio.to_thread(_fsync_and_close, fd)
+        except OSError as exc:
+            log.error("cannot fsync the spool in %s: %s", self.directory, exc.strerror or exc)
 
     def _active_file(self, incoming: int) -> IO[bytes]:
         if self._fh is not None and self._active is not None:

@@ -287,7 +287,7 @@ class JourneyWriter:
                     await task  # let it put its batch in flight back before spilling
                 raise
             finally:
-                self._spill_pending()
+                await self._spill_pending()
         elif self._pending:
             # never started: nothing was written, keep it all on disk
             try:
@@ -295,7 +295,7 @@ class JourneyWriter:
                 self._started = True
             except SpoolError as exc:
                 log.error("%s: %d journeys submitted before start() are lost", exc, len(self._pending))
-            self._spill_pending()
+            await self._spill_pending()
         self._spool.close()
         self._task = None
         self._state = WriterState.CLOSED
@@ -320,9 +320,9 @@ class JourneyWriter:
                 if not self._closing:
                     await self._sleep(loop)
                 self._wake.clear()
-                self._spool.sync()
+                await self._spool.sync_in_thread()
                 if self._state == WriterState.UNAVAILABLE and loop.time() < self._next_retry:
-                    self._spill_pending()
+                    await self._spill_pending()
                     if self._closing:
                         return
                     continue
@@ -332,7 +332,7 @@ class JourneyWriter:
                 if ok and not self._closing and (not self._schema_ready or self._state != WriterState.OK):
                     ok = await self._probe()
                 if not ok:
-                    self._spill_pending()
+                    await self._spill_pending()
                     if self._closing:
                         return
                 elif self._closing and not self._pending and not self._spool.has_data():
@@ -342,7 +342,7 @@ class JourneyWriter:
             except Exception as exc:  # never let the writer die: everything is still in memory/spool
                 log.exception("store writer error; retrying")
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self._spill_pending()
+                await self._spill_pending()
                 if self._closing:
                     return
                 await asyncio.sleep(self.retry_interval)
@@ -400,24 +400,25 @@ class JourneyWriter:
                 self._keep_in_memory(batch)  # close() spools them
                 raise
             if not ok:
-                self._spool_journeys(batch)
+                await self._spool_journeys(batch)
                 return False
             self._progress.set()
             if not self._closing and len(self._pending) < self.batch_size:
                 break  # the rest waits for the next flush interval
         return True
 
-    def _spill_pending(self) -> None:
+    async def _spill_pending(self) -> None:
         """Move everything waiting in memory to the spool (the database is unavailable, or closing)."""
         if not self._pending or not self._started:
             return
         batch = list(self._pending.values())
         self._pending.clear()
-        self._spool_journeys(batch)
+        await self._spool_journeys(batch)
 
-    def _spool_journeys(self, batch: list[Journey]) -> None:
+    async def _spool_journeys(self, batch: list[Journey]) -> None:
+        """Append to the spool and fsync, the fsync in a worker thread (the loop never waits for it)."""
         try:
-            self._spool.append(batch, sync=True)
+            self._spool.append(batch, sync=False)
         except SpoolError as exc:
             # the disk refuses too: keep them in memory (beyond the bound) rather than lose them
             self.m_failures.labels("spool").inc()
@@ -425,6 +426,7 @@ class JourneyWriter:
             self._keep_in_memory(batch)
         else:
             self.m_spooled.inc(len(batch))
+            await self._spool.sync_in_thread()
 
     def _keep_in_memory(self, batch: list[Journey]) -> None:
         """Put journeys back in the queue (beyond its bound), unless a newer version waits there."""
