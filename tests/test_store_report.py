@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import tracemalloc
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,9 +28,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import insert
 
 from onechance.cli import main
 from onechance.store import daily_figures, make_engine, store_journeys, upgrade
+from onechance.store.models import calls, queue_visits
 from onechance.store.report import FIELDS, parse_bound, render
 
 from .storehelp import CAPTURES, DATA, final_journeys
@@ -356,3 +359,29 @@ def test_the_default_day_is_today_in_the_reports_time_zone(cli_env, sqlite_url, 
     assert main(["report", "--tz", tz.key, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["date"], r["answered"]) for r in rows] == [(today.isoformat(), 1)]
+
+
+async def test_a_long_report_keeps_only_the_daily_figures_in_memory(sqlite_url):
+    """A report over a year of a busy PBX reads millions of visits: they are streamed, so the memory it
+    takes does not grow with the number of visits (here 8000 visits, 3 queues, 10 days)."""
+    engine = make_engine(sqlite_url)
+    try:
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            await conn.execute(insert(calls), [dict(
+                pbx="", call_id="c", caller="", caller_name="", started_at=0.0, updated_at=0.0,
+                outcome="answered", journey={}, stored_at=0.0)])
+            await conn.execute(insert(queue_visits), [dict(
+                pbx="", call_id="c", seq=i, queue=f"q{i % 3}", joined_at=1.79e9 + i * 100.5,
+                left_at=1.79e9 + i * 100.5 + 12.25, wait_seconds=12.25, result="answered",
+                consultation=False, caller_visit=True, short_abandon=False) for i in range(8000)])
+        tracemalloc.start()
+        try:
+            rows = await daily_figures(engine, 0, 4e9)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        await engine.dispose()
+    assert sum(r.answered for r in rows) == 8000 and len(rows) == 3 * 10
+    assert peak < 1_500_000, f"{peak / 1e6:.1f} MB for 8000 visits"
