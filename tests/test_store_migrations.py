@@ -154,3 +154,12 @@ def test_an_unreachable_database_is_a_one_line_error(env, capsys):
     err = capsys.readouterr().err
     assert err.startswith("onechance db upgrade: database unavailable:")
     assert err.count("\n") == 1 and "secret" not in err
+
+
+@pytest.mark.postgres
+def test_a_libpq_style_sslmode_in_the_url_is_understood(env, pg_url, capsys):
+    """``postgresql://...?sslmode=prefer``, as libpq, psql and hosting providers write it (asyncpg
+    calls it ``ssl``)."""
+    env.setenv("ONECHANCE_DATABASE__URL", pg_url.replace("postgresql+asyncpg://", "postgresql://") + "?sslmode=prefer")
+    assert main(["db", "upgrade"]) == 0, capsys.readouterr().err
+    assert "sslmode=prefer" in capsys.readouterr().out  # the URL as configured (password hidden)

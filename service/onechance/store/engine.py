@@ -72,6 +72,12 @@ def normalize_url(url: str) -> URL:
         raise StoreConfigError(f"{mask_url(parsed)}: a SQLite URL needs a file path (sqlite+aiosqlite:///PATH)")
     if driver == POSTGRES and not parsed.database:
         raise StoreConfigError(f"{mask_url(parsed)}: a PostgreSQL URL needs a database name")
+    if driver == POSTGRES and "sslmode" in parsed.query:
+        # libpq's name (psql, hosting providers' URLs); asyncpg takes the same values as ``ssl``
+        mode = parsed.query["sslmode"]
+        parsed = parsed.difference_update_query(["sslmode"])
+        if "ssl" not in parsed.query:
+            parsed = parsed.update_query_dict({"ssl": mode})
     return parsed
 
 
