@@ -49,6 +49,8 @@ __all__ = ["App", "Service", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
+HTTP_SHUTDOWN_TIMEOUT = 1.0  # seconds a request still in flight at shutdown may take (after the drain)
+
 
 class Service(Protocol):
     """A long-running component with pending work to finish at shutdown (e.g. the store writer)."""
@@ -187,7 +189,9 @@ class App:
         token = self.settings.http.token.get_secret_value() if self.settings.http.token else None
         http_app = make_app(registry=self.registry, calls=self.call_query, live=self.live,
                             readiness=self.readiness, token=token, version=__version__)
-        runner = web.AppRunner(http_app, access_log=None, handle_signals=False)
+        # at shutdown, requests still in flight get HTTP_SHUTDOWN_TIMEOUT, not aiohttp's 60 s (per stage)
+        runner = web.AppRunner(http_app, access_log=None, handle_signals=False,
+                               shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http.host, self.settings.http.port)
         try:
