@@ -385,3 +385,15 @@ async def test_a_long_report_keeps_only_the_daily_figures_in_memory(sqlite_url):
         await engine.dispose()
     assert sum(r.answered for r in rows) == 8000 and len(rows) == 3 * 10
     assert peak < 1_500_000, f"{peak / 1e6:.1f} MB for 8000 visits"
+
+
+def test_a_date_time_from_without_to_runs_to_the_end_of_its_day(cli_env, capsys):
+    assert main(["replay", str(DATA / "load_a.ami"), "--store"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--from", "2026-11-22", "--format", "json"]) == 0
+    whole_day = json.loads(capsys.readouterr().out)
+    assert whole_day
+    assert main(["report", "--from", "2026-11-22T00:00", "--format", "json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out) == whole_day
+    assert main(["report", "--from", "2026-11-22T23:59", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # the capture's calls are earlier that day

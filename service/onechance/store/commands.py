@@ -130,9 +130,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise CommandError(f"unknown time zone {args.tz!r} (e.g. UTC, Europe/Tallinn)", 2) from None
         today = datetime.now(tz).date().isoformat()  # the days of the report are days in --tz
         first = args.date_from or today
-        last = args.date_to or first
         try:
             start = parse_bound(first, tz)
+            # without --to: to the end of the --from day (also when --from is a date-time)
+            last = args.date_to or datetime.fromtimestamp(start, tz).date().isoformat()
             end = parse_bound(last, tz, end=True)
         except ValueError as exc:
             raise CommandError(str(exc), 2) from None
