@@ -193,7 +193,8 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     rp = sub.add_parser("report", help="per-queue daily figures: offered, answered, abandoned, ASA, SL...")
     rp.add_argument("--from", dest="date_from", metavar="DAY",
                     help="first day, YYYY-MM-DD (or a date-time YYYY-MM-DDTHH:MM); default: today")
-    rp.add_argument("--to", dest="date_to", metavar="DAY", help="last day, included (default: --from)")
+    rp.add_argument("--to", dest="date_to", metavar="DAY",
+                    help="last day, included (default: the day of --from)")
     rp.add_argument("--queue", help="only this queue")
     rp.add_argument("--pbx", help="only this PBX")
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table",
