@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from onechance.demo import Hold, load_capture
 from onechance.replay import replay_files
+from onechance.sinks import MergedCallQuery, RecentCalls
 
 from .livehelp import api_for, capture, fake_pbx, pipeline, running, sample, settings_for, settled, wait_until
 from .truthcheck import DATA
@@ -195,19 +196,21 @@ async def test_readyz_says_why_before_the_first_login():
             assert status == 503 and "login refused" in body["reason"]
 
 
+class StuckStore:
+    """A store whose queries never return (a locked table, a connection to a server that vanished)."""
+
+    async def list_calls(self, flt: Any) -> list[dict[str, Any]]:
+        await asyncio.Event().wait()
+        return []
+
+    async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
+        await asyncio.Event().wait()
+        return None
+
+
 async def test_a_request_stuck_in_flight_does_not_hold_up_the_exit():
     """SIGTERM while a request waits on a store query that never returns (a locked table): the process
     still exits promptly instead of waiting aiohttp's default 60 s per shutdown stage."""
-
-    class StuckStore:
-        async def list_calls(self, flt: Any) -> list[dict[str, Any]]:
-            await asyncio.Event().wait()
-            return []
-
-        async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
-            await asyncio.Event().wait()
-            return None
-
     async with fake_pbx("answered") as pbx:
         async with running(settings_for([("p", pbx.port)]), call_query=StuckStore()) as app:
             async with api_for(app) as api:
@@ -217,3 +220,15 @@ async def test_a_request_stuck_in_flight_does_not_hold_up_the_exit():
                 request.cancel()
             t0 = time.monotonic()
         assert time.monotonic() - t0 < 5  # and running() checked the exit code is 0
+
+
+async def test_a_stuck_store_query_is_answered_from_memory():
+    merged = MergedCallQuery(StuckStore(), RecentCalls(), timeout=0.3)
+    async with fake_pbx("answered") as pbx, running(settings_for([("p", pbx.port)]), call_query=merged) as app:
+        merged.recent = app.recent
+        await settled(app, "p", pbx)
+        async with api_for(app) as api:
+            calls = await asyncio.wait_for(api.calls(), 3)
+            assert [c["outcome"] for c in calls] == ["answered"]
+            assert await asyncio.wait_for(api.json(f"/api/calls/{calls[0]['call_id']}"), 3) == calls[0]
+    assert merged.store_failures == 2

@@ -13,6 +13,7 @@ copy it (``update.journey.to_dict()``): the journey object is the tracker's live
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
@@ -122,6 +123,10 @@ class SubmitSink:
             self._submit(update.journey.to_dict())
 
 
+def _why(exc: Exception) -> str:
+    return "no answer in time" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+
+
 def _newest(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
     if a is None or b is None:
         return a or b
@@ -133,20 +138,23 @@ class MergedCallQuery:
 
     The store holds everything for months but is written in batches (and may be unreachable for a
     while: the writer spools); the in-memory recent calls are never behind.  Each call is answered from
-    whichever copy is newer (``updated_at``); when the store fails, the memory answers alone.
+    whichever copy is newer (``updated_at``); when the store fails or does not answer within ``timeout``
+    seconds (a locked table, a connection to a vanished server), the memory answers alone.
     """
 
-    def __init__(self, store: CallQuery, recent: CallQuery) -> None:
+    def __init__(self, store: CallQuery, recent: CallQuery, timeout: float = 5.0) -> None:
         self.store = store
         self.recent = recent
+        self.timeout = timeout
         self.store_failures = 0
 
     async def list_calls(self, flt: CallFilter) -> list[dict[str, Any]]:
         try:
-            stored = await self.store.list_calls(flt)
-        except Exception as exc:  # the database is down or broken: answer from memory
+            async with asyncio.timeout(self.timeout):
+                stored = await self.store.list_calls(flt)
+        except Exception as exc:  # the database is down, broken or stuck: answer from memory
             self.store_failures += 1
-            log.warning("store query failed, answering from memory: %s", exc)
+            log.warning("store query failed, answering from memory: %s", _why(exc))
             stored = []
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         for c in [*stored, *await self.recent.list_calls(flt)]:
@@ -158,9 +166,10 @@ class MergedCallQuery:
 
     async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
         try:
-            stored = await self.store.get_call(call_id, pbx)
+            async with asyncio.timeout(self.timeout):
+                stored = await self.store.get_call(call_id, pbx)
         except Exception as exc:
             self.store_failures += 1
-            log.warning("store query failed, answering from memory: %s", exc)
+            log.warning("store query failed, answering from memory: %s", _why(exc))
             stored = None
         return _newest(stored, await self.recent.get_call(call_id, pbx))
