@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -113,7 +114,10 @@ def test_journeys_spooled_by_a_killed_daemon_are_written_after_restart(db_url, t
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        line = daemon.stdout.readline() if daemon.stdout else ""
+        assert daemon.stdout is not None
+        # wait at most a minute for the driver's report, so a driver that never prints fails the test
+        ready, _, _ = select.select([daemon.stdout], [], [], 60)
+        line = daemon.stdout.readline() if ready else ""
         assert line.startswith("SPOOLED "), (line, daemon.stderr.read() if daemon.poll() is not None else "")
         assert int(line.split()[1]) > 0
     finally:
