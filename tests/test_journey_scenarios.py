@@ -302,3 +302,19 @@ def test_a_direct_dial_answered_by_a_local_channel_is_announced_after_a_moment()
     assert (UpdateKind.ANSWERED, "Newstate") in kinds_at  # confirmed by the first event a second later
     answered = [k for k in kinds_at if k[0] == UpdateKind.ANSWERED]
     assert len(answered) == 1
+
+
+def test_lost_calls_of_a_number_expire_one_by_one():
+    """A number lost again and again is not watched forever: each lost call leaves the recovery watch
+    list when it is older than the recovery window."""
+    settings = TrackerSettings(recovery_window=86400)
+    s = Script()
+    for day in range(5):
+        caller, _ = pjsip_call(s, day + 1, "+3725556666")
+        s.at(86400 * 0.6).newchannel(caller).join(caller, "support").at(30)
+        s.abandon(caller, "support", 30).at(1).hangup(caller)  # a timeout each time
+    tracker, _, journeys = run(s, settings)
+    assert len(journeys) == 5
+    watched = tracker.lost["+3725556666"]
+    assert 1 <= len(watched) <= 2
+    assert all(j.ended_at >= s.t - 86400 for j in watched)

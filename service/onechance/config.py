@@ -70,6 +70,8 @@ class AmiSettings(_Section):
                 return self.secret_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"ami.secret_file {self.secret_file}: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"ami.secret_file {self.secret_file}: not UTF-8 text") from None
         return self.secret.get_secret_value() if self.secret is not None else ""
 
 

@@ -985,8 +985,12 @@ class JourneyTracker:
         for call in [c for c in self.calls.values() if c.journey.started_at < limit]:
             self._finish(call, now, reason="max_age")
         horizon = now - self.settings.recovery_window
-        for number in [n for n, js in self.lost.items() if all((j.ended_at or 0) < horizon for j in js)]:
-            del self.lost[number]
+        for number, journeys in list(self.lost.items()):
+            kept = [j for j in journeys if (j.ended_at or 0) >= horizon]
+            if not kept:
+                del self.lost[number]
+            elif len(kept) < len(journeys):
+                self.lost[number] = kept
 
 
 def _int_or_none(value: str | None) -> int | None:
