@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from onechance.ami.parser import AmiFramer, AmiMessage
 from onechance.journey import JourneyTracker
+from onechance.replay import JourneyLog
 
 from .truthcheck import DATA
 
@@ -26,13 +27,10 @@ def frame_all(data: bytes, cuts: list[int] | None = None) -> tuple[list[AmiMessa
 
 def journeys(messages: list[AmiMessage]) -> list[dict]:
     tracker = JourneyTracker()
-    seen = {}
+    log = JourneyLog()
     for m in messages:
-        for u in tracker.feed(m):
-            seen.setdefault(id(u.journey), u.journey)
-    for j in tracker.live():
-        seen.setdefault(id(j), j)
-    return [j.to_dict() for j in sorted(seen.values(), key=lambda j: j.started_at)]
+        log.add(tracker.feed(m))
+    return [j.to_dict() for j in log.ordered(tracker)]
 
 
 REFERENCE, _ = frame_all(ANSWERED)

@@ -4,6 +4,7 @@ the dialplan event class, thresholds, missing hang-ups, escaped names."""
 from __future__ import annotations
 
 from onechance.journey import JourneyTracker, QueueRules, TrackerSettings, UpdateKind
+from onechance.replay import JourneyLog
 
 from .amibuild import Chan, Script
 
@@ -13,12 +14,9 @@ def run(script: Script, settings: TrackerSettings | None = None, tracker: Journe
     updates = []
     for m in script.events:
         updates.extend(tracker.feed(m, arrival=script.t))
-    journeys = {}
-    for u in updates:
-        journeys.setdefault(id(u.journey), u.journey)
-    for j in tracker.live():
-        journeys.setdefault(id(j), j)
-    return tracker, updates, [j.to_dict() for j in journeys.values()]
+    log = JourneyLog()
+    log.add(updates)
+    return tracker, updates, [j.to_dict() for j in log.ordered(tracker)]
 
 
 def pjsip_call(s: Script, n: int = 1, num: str = "+3725551000") -> tuple[Chan, Chan]:

@@ -10,7 +10,7 @@ import pytest
 
 from onechance.ami.parser import AmiFramer
 from onechance.journey import JourneyTracker
-from onechance.replay import replay_files
+from onechance.replay import JourneyLog, replay_files
 
 from .fakeami import capture_body, streaming_server
 from .truthcheck import DATA, check_truth, load_truth, scenarios
@@ -22,7 +22,7 @@ async def journeys_over_tcp(raw: bytes, seed: int) -> tuple[list[dict], AmiFrame
     rng = random.Random(seed)
     framer = AmiFramer()
     tracker = JourneyTracker()
-    seen = {}
+    log = JourneyLog()
     reads = 0
     async with streaming_server(capture_body(raw), seed=seed) as srv:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
@@ -30,15 +30,11 @@ async def journeys_over_tcp(raw: bytes, seed: int) -> tuple[list[dict], AmiFrame
             while data := await reader.read(rng.randint(1, 64)):
                 reads += 1
                 for msg in framer.iter_feed(data):
-                    for u in tracker.feed(msg):
-                        seen.setdefault(id(u.journey), u.journey)
+                    log.add(tracker.feed(msg))
         finally:
             writer.close()
     assert reads >= len(raw) // 64
-    for j in tracker.live():
-        seen.setdefault(id(j), j)
-    ordered = sorted(seen.values(), key=lambda j: (j.started_at, j.call_id))
-    return [j.to_dict() for j in ordered], framer
+    return [j.to_dict() for j in log.ordered(tracker)], framer
 
 
 @pytest.mark.parametrize("name", scenarios())

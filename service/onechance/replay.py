@@ -12,6 +12,24 @@ from .journey import Journey, JourneyTracker, JourneyUpdate, TrackerSettings
 CHUNK = 256 * 1024
 
 
+class JourneyLog:
+    """Every journey a tracker reported, kept by object (a call id may come back after a PBX restart)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, Journey] = {}
+
+    def add(self, updates: Iterable[JourneyUpdate]) -> None:
+        for update in updates:
+            self._seen.setdefault(id(update.journey), update.journey)
+
+    def ordered(self, tracker: JourneyTracker | None = None) -> list[Journey]:
+        """The journeys in start order, with the calls still open in ``tracker`` (``in_progress``)."""
+        if tracker is not None:
+            for j in tracker.live():
+                self._seen.setdefault(id(j), j)
+        return sorted(self._seen.values(), key=lambda j: (j.started_at, j.call_id))
+
+
 class ReplayError(Exception):
     """A capture that cannot be replayed (missing, not AMI, truncated).  The message is one line."""
 
@@ -46,7 +64,7 @@ def replay_files(
     """Run capture files, one after the other, through one tracker; return every journey seen,
     ordered by start time (calls still open at the end are reported ``in_progress``)."""
     tracker = JourneyTracker(settings, pbx=pbx)
-    journeys: dict[int, Journey] = {}  # by object: a call id may come back after a PBX restart
+    log = JourneyLog()
     result = ReplayResult(journeys=[])
     for path in paths:
         try:
@@ -68,9 +86,10 @@ def replay_files(
                 for msg in framer.iter_feed(data):
                     if "Timestamp" in msg.headers:
                         result.timed_events += 1
-                    for update in tracker.feed(msg):
-                        journeys.setdefault(id(update.journey), update.journey)
-                        if on_update is not None:
+                    updates = tracker.feed(msg)
+                    log.add(updates)
+                    if on_update is not None:
+                        for update in updates:
                             on_update(update)
                 data = fh.read(CHUNK)
         clean = framer.finish()
@@ -83,7 +102,5 @@ def replay_files(
         result.files.append(path)
     result.tracker_errors = tracker.errors
     result.last_error = tracker.last_error
-    for j in tracker.live():
-        journeys.setdefault(id(j), j)
-    result.journeys = sorted(journeys.values(), key=lambda j: (j.started_at, j.call_id))
+    result.journeys = log.ordered(tracker)
     return result
