@@ -141,6 +141,10 @@ class JourneyTracker:
 
     def __init__(self, settings: TrackerSettings | None = None, pbx: str = "") -> None:
         self.settings = settings or TrackerSettings()
+        # per-queue short-abandon thresholds, shared (read-only) by every journey
+        self._short_by_queue = {
+            q: r.short_abandon_seconds for q, r in self.settings.queues.items() if r.short_abandon_seconds is not None
+        } or None
         self.pbx = pbx
         self.calls: dict[str, CallState] = {}  # call_id -> live call
         self.channels: dict[str, Channel] = {}  # Uniqueid -> channel of a live call
@@ -307,12 +311,7 @@ class JourneyTracker:
                 started_at=ts,
                 pbx=self.pbx,
                 short_abandon_seconds=self.settings.short_abandon_seconds,
-                short_abandon_by_queue={
-                    q: r.short_abandon_seconds
-                    for q, r in self.settings.queues.items()
-                    if r.short_abandon_seconds is not None
-                }
-                or None,
+                short_abandon_by_queue=self._short_by_queue,
                 updated_at=ts,
             )
             call = CallState(journey, originator=linkedid)
