@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..ami.parser import AmiMessage
@@ -129,9 +129,6 @@ class CallState:
         self.channels: dict[str, Channel] = {}
         self.started_emitted = False
 
-    def alive_channels(self) -> int:
-        return sum(1 for ch in self.channels.values() if ch.alive)
-
 
 Handler = Callable[[AmiMessage, float], None]
 
@@ -221,12 +218,6 @@ class JourneyTracker:
         if not self._updates:
             return []
         out, self._updates = self._updates, []
-        return out
-
-    def feed_all(self, messages: Iterable[AmiMessage], arrival: float = 0.0) -> list[JourneyUpdate]:
-        out: list[JourneyUpdate] = []
-        for msg in messages:
-            out.extend(self.feed(msg, arrival))
         return out
 
     def tick(self, now: float) -> list[JourneyUpdate]:
@@ -376,9 +367,6 @@ class JourneyTracker:
         name = clean(h.get(prefix + "CallerIDName"))
         if name:
             call.journey.caller_name = name
-
-    def _caller_side(self, ch: Channel) -> bool:
-        return ch.side == "caller"
 
     def _member_label(self, interface: str | None, member: str | None) -> str:
         name = clean(member)
