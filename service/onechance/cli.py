@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 
 from . import __version__
-from .journey import Journey, TrackerSettings
+from .journey import CallPolicy, CallRecord, QueueRule
 from .replay import ReplayError, replay_files
 
 
@@ -19,11 +19,11 @@ def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
-def _table(journeys: Sequence[Journey]) -> str:
+def _table(records: Sequence[CallRecord]) -> str:
     head = ("started (UTC)", "caller", "name", "outcome", "queues", "operators", "wait", "talk", "alerts")
     rows = [head]
-    for j in journeys:
-        d = j.to_dict()
+    for j in records:
+        d = j.to_json()
         outcome = d["outcome"] + (" (short)" if d["short_abandon"] else "")
         if d["recovered"]:
             outcome += " recovered"
@@ -48,17 +48,46 @@ def _table(journeys: Sequence[Journey]) -> str:
     return "\n".join(lines)
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    settings = TrackerSettings(short_abandon_seconds=args.short_abandon, bounce_transfers=args.bounce)
+def _replay_policy(args: argparse.Namespace) -> tuple[CallPolicy, object] | None:
+    """The policy and tracker settings of the configuration (``--config``, ``ONECHANCE_*``), with the command
+    line's ``--short-abandon`` and ``--bounce`` over every queue's rule."""
+    import dataclasses
+
+    from .config import ConfigError, load_settings
+
     try:
-        result = replay_files(args.files, settings, pbx=args.pbx)
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"onechance replay: {exc}", file=sys.stderr)
+        return None
+    policy = CallPolicy.from_settings(settings)
+    changes: dict[str, object] = {}
+    if args.short_abandon is not None:
+        changes["short_abandon_seconds"] = args.short_abandon
+    if args.bounce is not None:
+        changes["bounce_transfers"] = args.bounce
+    if changes:
+        def over(rule: QueueRule) -> QueueRule:
+            return dataclasses.replace(rule, **changes)  # type: ignore[arg-type]
+
+        policy = CallPolicy(over(policy.default), {q: over(r) for q, r in policy.queues.items()})
+    return policy, settings.tracker_settings()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    found = _replay_policy(args)
+    if found is None:
+        return 2
+    policy, tracker_settings = found
+    try:
+        result = replay_files(args.files, policy, tracker_settings, pbx=args.pbx)  # type: ignore[arg-type]
     except ReplayError as exc:
         print(f"onechance replay: {exc}", file=sys.stderr)
         return 1
     out = sys.stdout
     if args.json:
         for j in result.journeys:
-            out.write(json.dumps(j.to_dict(), ensure_ascii=False) + "\n")
+            out.write(json.dumps(j.to_json(), ensure_ascii=False) + "\n")
     else:
         out.write(_table(result.journeys) + "\n")
         out.write(
@@ -90,10 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="replay AMI capture files and print the call journeys")
     p.add_argument("files", nargs="+", metavar="FILE", help="raw AMI stream(s), as recorded from port 5038")
     p.add_argument("--json", action="store_true", help="one JSON object per call, one per line")
-    p.add_argument("--short-abandon", type=float, default=5.0, metavar="SECONDS",
-                   help="abandons shorter than this are short abandons (default 5)")
-    p.add_argument("--bounce", type=int, default=2, metavar="N",
-                   help="a call is bounced at its N-th transfer (default 2)")
+    p.add_argument("--short-abandon", type=float, default=None, metavar="SECONDS",
+                   help="abandons shorter than this are short abandons, in every queue (default: the "
+                        "configuration's [journey] and [queues.*] rules, 5 s unless set)")
+    p.add_argument("--bounce", type=int, default=None, metavar="N",
+                   help="a call is bounced at its N-th transfer, in every queue (default: the configuration's, "
+                        "2 unless set)")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML settings file (default: $ONECHANCE_CONFIG): its [journey] and [queues.*] rules "
+                        "judge the calls, as in the daemon")
     p.add_argument("--pbx", default="", help="PBX name to stamp on the journeys")
     p.add_argument("--store", action="store_true",
                    help="also write the journeys into the configured database (ONECHANCE_DATABASE__URL)")
@@ -135,7 +169,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     def cmd_run(args: argparse.Namespace) -> int:
         import logging
 
-        from .app import run_daemon
+        from .compose import run_daemon
         from .config import ConfigError
 
         settings = load(args, "run")
@@ -143,6 +177,8 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
             return 2
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for noisy in ("alembic", "aiosqlite", "asyncio", "aiohttp.access"):  # quiet unless something is wrong
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
         from .store import StoreConfigError
 
         try:

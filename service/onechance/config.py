@@ -15,7 +15,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .journey import QueueRules, TrackerSettings
+from .journey import AlertKind, TrackerSettings
+
+AlertKindName = Literal["abandoned", "timeout", "rejected", "exited", "bounced", "long_wait"]
 
 CONFIG_ENV = "ONECHANCE_CONFIG"
 DEFAULT_DATA_DIR = "./data"
@@ -79,6 +81,7 @@ class HttpSettings(_Section):
     listen: str = "127.0.0.1:9648"
     token: SecretStr | None = None
     recent_calls: int = Field(10000, ge=1)  # journeys kept in memory for the API
+    store_timeout: float = Field(5.0, gt=0)  # a store query not answered within this: the memory answers alone
 
     @field_validator("listen")
     @classmethod
@@ -116,17 +119,42 @@ class DatabaseSettings(_Section):
 
 
 class QueueSettings(_Section):
+    """``[queues.<name>]``: one queue's rules (unset: the ``[journey]`` default)."""
+
     short_abandon_seconds: float | None = Field(None, ge=0)
     service_level_seconds: float | None = Field(None, ge=0)
     bounce_transfers: int | None = Field(None, ge=1)
+    alert_kinds: list[AlertKindName] | None = None
+    long_wait_seconds: float | None = Field(None, gt=0)
 
 
 class JourneySettings(_Section):
+    """``[journey]``: how calls are judged (defaults for every queue) and followed."""
+
     short_abandon_seconds: float = Field(5.0, ge=0)
     service_level_seconds: float = Field(20.0, ge=0)
     bounce_transfers: int = Field(2, ge=1)
+    #: the alert kinds raised (long_wait also needs long_wait_seconds)
+    alert_kinds: list[AlertKindName] = Field(
+        default_factory=lambda: [str(k) for k in AlertKind if k != AlertKind.LONG_WAIT])  # type: ignore[misc]
+    long_wait_seconds: float | None = Field(None, gt=0)  # a caller still waiting this long raises long_wait
     max_call_age: float = Field(6 * 3600.0, gt=0)
     recovery_window: float = Field(7 * 86400.0, gt=0)
+    #: region for caller numbers written without a country code (ISO 3166 code, e.g. EE), so 5550107,
+    #: +3725550107 and 003725550107 are one caller
+    default_region: str | None = None
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_ok(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import phonenumbers
+
+        code = v.strip().upper()
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {v!r}: a two-letter country code such as EE, FI, DE")
+        return code
 
 
 class DemoSettings(_Section):
@@ -204,22 +232,8 @@ class Settings(BaseSettings):
 
     def tracker_settings(self) -> TrackerSettings:
         j = self.journey
-        return TrackerSettings(
-            short_abandon_seconds=j.short_abandon_seconds,
-            bounce_transfers=j.bounce_transfers,
-            max_call_age=j.max_call_age,
-            recovery_window=j.recovery_window,
-            queues={
-                name: QueueRules(q.short_abandon_seconds, q.service_level_seconds, q.bounce_transfers)
-                for name, q in self.queues.items()
-            },
-        )
-
-    def service_level_for(self, queue: str) -> float:
-        q = self.queues.get(queue)
-        if q is not None and q.service_level_seconds is not None:
-            return q.service_level_seconds
-        return self.journey.service_level_seconds
+        return TrackerSettings(max_call_age=j.max_call_age, recovery_window=j.recovery_window,
+                               default_region=j.default_region)
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked (for ``check-config``)."""

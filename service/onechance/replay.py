@@ -7,27 +7,51 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .ami.parser import BANNER_PREFIX, AmiFramer
-from .journey import Journey, JourneyTracker, JourneyUpdate, TrackerSettings
+from .journey import CallPolicy, CallRecord, JourneyTracker, Recovered, TrackerSettings, Update, UpdateKind
 
 CHUNK = 256 * 1024
 
+_Key = tuple[str, str, float]
+
 
 class JourneyLog:
-    """Every journey a tracker reported, kept by object (a call id may come back after a PBX restart)."""
+    """The newest record of every call a tracker reported, with recoveries applied.  Calls are told apart
+    by PBX, call id and start (a call id may come back after a PBX restart)."""
 
     def __init__(self) -> None:
-        self._seen: dict[int, Journey] = {}
+        self._records: dict[_Key, CallRecord] = {}
+        self._latest: dict[tuple[str, str], _Key] = {}
 
-    def add(self, updates: Iterable[JourneyUpdate]) -> None:
+    def handle(self, update: Update) -> None:
+        """As a sink."""
+        self.add((update,))
+
+    def add(self, updates: Iterable[Update]) -> None:
         for update in updates:
-            self._seen.setdefault(id(update.journey), update.journey)
+            if isinstance(update, Recovered):
+                key = self._latest.get((update.pbx, update.call_id))
+                if key is not None:
+                    self._records[key] = self._records[key].with_recovery(update.by, update.at, update.how)
+                continue
+            self.put(update.record, merged=update.kind == UpdateKind.MERGED)
 
-    def ordered(self, tracker: JourneyTracker | None = None) -> list[Journey]:
-        """The journeys in start order, with the calls still open in ``tracker`` (``in_progress``)."""
+    def put(self, record: CallRecord, merged: bool = False) -> None:
+        key = (record.pbx, record.call_id, record.started_at)
+        if merged:  # part of another call now: not a call of its own
+            self._records.pop(key, None)
+            return
+        old = self._records.get(key)
+        if old is not None and old.recovered and not record.recovered:
+            record = record.with_recovery(old.recovered_by or "", old.recovered_at or 0.0, old.recovered_how)
+        self._records[key] = record
+        self._latest[(record.pbx, record.call_id)] = key
+
+    def ordered(self, tracker: JourneyTracker | None = None) -> list[CallRecord]:
+        """The records in start order, with the calls still open in ``tracker`` (``in_progress``)."""
         if tracker is not None:
-            for j in tracker.live():
-                self._seen.setdefault(id(j), j)
-        return sorted(self._seen.values(), key=lambda j: (j.started_at, j.call_id))
+            for r in tracker.live():
+                self.put(r)
+        return sorted(self._records.values(), key=lambda r: (r.started_at, r.call_id))
 
 
 class ReplayError(Exception):
@@ -36,7 +60,7 @@ class ReplayError(Exception):
 
 @dataclass
 class ReplayResult:
-    journeys: list[Journey]
+    journeys: list[CallRecord]
     events: int = 0
     bad_messages: int = 0
     tracker_errors: int = 0
@@ -56,14 +80,15 @@ def _looks_like_ami(head: bytes) -> bool:
 
 def replay_files(
     paths: Iterable[str],
+    policy: CallPolicy | None = None,
     settings: TrackerSettings | None = None,
     pbx: str = "",
-    on_update: Callable[[JourneyUpdate], None] | None = None,
+    on_update: Callable[[Update], None] | None = None,
     allow_truncated: bool = False,
 ) -> ReplayResult:
-    """Run capture files, one after the other, through one tracker; return every journey seen,
+    """Run capture files, one after the other, through one tracker; return every call seen,
     ordered by start time (calls still open at the end are reported ``in_progress``)."""
-    tracker = JourneyTracker(settings, pbx=pbx)
+    tracker = JourneyTracker(policy, settings, pbx=pbx)
     log = JourneyLog()
     result = ReplayResult(journeys=[])
     for path in paths:

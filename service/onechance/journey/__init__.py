@@ -1,31 +1,37 @@
-"""Call journeys: the model and the pure tracker that builds it from AMI events."""
+"""Call journeys: the pure tracker that follows calls, the policy that judges them, the records sinks read."""
 
-from .model import (
-    ALERT_KINDS,
-    LOST_OUTCOMES,
-    Journey,
-    JourneyUpdate,
-    OperatorLeg,
-    Outcome,
-    QueueVisit,
-    Transfer,
-    UpdateKind,
-    VisitResult,
-)
-from .tracker import JourneyTracker, QueueRules, TrackerSettings
+from .model import Direction, EndedBy, LegKind, Outcome, Side, TransferKind, UpdateKind, VisitResult
+from .policy import DEFAULT_ALERT_KINDS, LOST_OUTCOMES, AlertKind, CallPolicy, QueueRule, Verdict
+from .record import CallJson, CallRecord, LegRecord, TransferRecord, VisitRecord, record_of
+from .tracker import JourneyTracker, TrackerSettings, lost_calls_of
+from .updates import JourneyUpdate, LostCall, Recovered, Update
 
 __all__ = [
-    "ALERT_KINDS",
+    "DEFAULT_ALERT_KINDS",
     "LOST_OUTCOMES",
-    "Journey",
+    "AlertKind",
+    "CallJson",
+    "CallPolicy",
+    "CallRecord",
+    "Direction",
+    "EndedBy",
     "JourneyTracker",
     "JourneyUpdate",
-    "OperatorLeg",
+    "LegKind",
+    "LegRecord",
+    "LostCall",
     "Outcome",
-    "QueueRules",
-    "QueueVisit",
+    "QueueRule",
+    "Recovered",
+    "Side",
     "TrackerSettings",
-    "Transfer",
+    "TransferKind",
+    "TransferRecord",
+    "Update",
     "UpdateKind",
+    "Verdict",
+    "VisitRecord",
     "VisitResult",
+    "lost_calls_of",
+    "record_of",
 ]

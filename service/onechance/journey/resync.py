@@ -14,8 +14,7 @@ AMI has no replay: what happens while the daemon is disconnected is never seen. 
 * channels that hung up between the lists and the moment the snapshot is applied (``hung_up``) are left
   out, so a stale list never resurrects a finished call.
 
-These functions read and change the tracker's internals (``calls``, ``channels``, ``by_name``, ``bridges``,
-``open_queue_legs``, ``lost``; ended ids through ``is_ended``/``forget_ended``): they are the tracker's resync half.
+Everything goes through the tracker's :class:`~onechance.journey.index.ChannelIndex` API and its ``report``.
 """
 
 from __future__ import annotations
@@ -25,8 +24,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from ..ami.parser import AmiMessage
-from .model import Journey, JourneyUpdate, OperatorLeg, QueueVisit, UpdateKind, VisitResult
-from .tracker import LOCAL_HALF, CallState, Channel, JourneyTracker, clean, extension_of
+from .index import CallState, Channel, local_partner_name
+from .model import CALLER_GROUP, Journey, LegKind, OperatorLeg, QueueVisit, Side, UpdateKind, VisitResult
+from .tracker import JourneyTracker, clean, extension_of
+from .updates import Update
 
 __all__ = ["Gap", "apply_snapshot", "close_for_gap"]
 
@@ -37,7 +38,7 @@ _CHANNEL_SUFFIX = re.compile(r"^(.*)-[0-9a-fA-F]{8}(?:;[12])?$")
 class _ChanInfo:
     call_id: str
     name: str
-    side: str | None
+    side: Side | None
     group: str
     leg: OperatorLeg | None
     app_queue: str | None
@@ -59,7 +60,7 @@ class Gap:
 
 
 def close_for_gap(tracker: JourneyTracker, at: float, reason: str = "link_lost",
-                  gap: Gap | None = None) -> tuple[list[JourneyUpdate], Gap]:
+                  gap: Gap | None = None) -> tuple[list[Update], Gap]:
     """Finish every live call as uncertain; return the updates and the (merged) :class:`Gap`."""
     new = Gap(at)
     for call in tracker.calls.values():
@@ -80,6 +81,8 @@ def close_for_gap(tracker: JourneyTracker, at: float, reason: str = "link_lost",
 
 @dataclass(slots=True)
 class _Snap:
+    """One channel as ``CoreShowChannels`` listed it."""
+
     uid: str
     linkedid: str
     name: str
@@ -91,33 +94,22 @@ class _Snap:
     cname: str
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """A caller ``QueueStatus`` listed as waiting."""
+
+    queue: str
+    wait: float
+    num: str
+    cname: str
+
+
 def _duration(text: str | None) -> float:
     try:
         h, m, s = (int(x) for x in (text or "").split(":"))
     except ValueError:
         return 0.0
     return float(h * 3600 + m * 60 + s)
-
-
-def _snap_channels(items: Iterable[AmiMessage], hung_up: Collection[str]) -> dict[str, _Snap]:
-    out = {}
-    for m in items:
-        h = m.headers
-        uid = h.get("Uniqueid")
-        if not uid or uid in hung_up:
-            continue
-        out[uid] = _Snap(uid, h.get("Linkedid") or uid, h.get("Channel") or "", h.get("Application") or "",
-                         h.get("ApplicationData") or "", h.get("BridgeId") or "", _duration(h.get("Duration")),
-                         clean(h.get("CallerIDNum")), clean(h.get("CallerIDName")))
-    return out
-
-
-def _followable(tracker: JourneyTracker, gap: Gap | None, c: _Snap) -> bool:
-    """False for what is left of a call the tracker already finished (e.g. a consultation channel that
-    outlives the caller): the tracker ignores those channels' events too."""
-    if gap is not None and (c.uid in gap.channels or c.linkedid in gap.journeys):
-        return True
-    return not tracker.is_ended(c.uid) and (not tracker.is_ended(c.linkedid) or c.linkedid in tracker.calls)
 
 
 def _groups(chans: dict[str, _Snap]) -> list[list[str]]:
@@ -136,68 +128,264 @@ def _groups(chans: dict[str, _Snap]) -> list[list[str]]:
     by_name = {c.name: uid for uid, c in chans.items() if c.name}
     for uid, c in chans.items():
         union(uid, "L:" + c.linkedid)
-        m = LOCAL_HALF.match(c.name)
-        if m:
-            other = by_name.get(f"{m.group(1)};{'1' if m.group(2) == '2' else '2'}")
-            if other is not None:
-                union(uid, other)
+        other_name = local_partner_name(c.name)
+        other = by_name.get(other_name) if other_name else None
+        if other is not None:
+            union(uid, other)
     groups: dict[str, list[str]] = {}
     for uid in chans:
         groups.setdefault(find(uid), []).append(uid)
     return list(groups.values())
 
 
-def _partner_name(name: str) -> str | None:
-    m = LOCAL_HALF.match(name)
-    if not m:
+class _Resync:
+    """One snapshot being applied, step by step."""
+
+    def __init__(self, tracker: JourneyTracker, gap: Gap | None, at: float) -> None:
+        self.tracker = tracker
+        self.index = tracker.index
+        self.gap = gap
+        self.at = at
+        self.locations: list[str] = []
+        self.revived: set[str] = set()
+
+    # ---- step 1: what the PBX listed -------------------------------------------------------------------
+    def learn_members(self, members: Iterable[AmiMessage]) -> None:
+        for m in members:
+            self.tracker.feed(m, self.at)  # learns member names (QueueMember: Name, Location)
+            loc = m.headers.get("Location")
+            if loc:
+                self.locations.append(loc)
+
+    def live_channels(self, items: Iterable[AmiMessage], hung_up: Collection[str]) -> dict[str, _Snap]:
+        """The listed channels still worth following (not hung up meanwhile, not left over from a call
+        the tracker already finished, e.g. a consultation channel outliving the caller)."""
+        out = {}
+        for m in items:
+            h = m.headers
+            uid = h.get("Uniqueid")
+            if not uid or uid in hung_up:
+                continue
+            snap = _Snap(uid, h.get("Linkedid") or uid, h.get("Channel") or "", h.get("Application") or "",
+                         h.get("ApplicationData") or "", h.get("BridgeId") or "", _duration(h.get("Duration")),
+                         clean(h.get("CallerIDNum")), clean(h.get("CallerIDName")))
+            if self._followable(snap):
+                out[uid] = snap
+        return out
+
+    def _followable(self, c: _Snap) -> bool:
+        gap = self.gap
+        if gap is not None and (c.uid in gap.channels or c.linkedid in gap.journeys):
+            return True
+        index = self.index
+        return not index.is_ended(c.uid) and (not index.is_ended(c.linkedid) or c.linkedid in index.calls)
+
+    @staticmethod
+    def waiting_callers(entries: Iterable[AmiMessage], chans: dict[str, _Snap]) -> dict[str, _Waiting]:
+        waiting = {}
+        for m in entries:
+            h = m.headers
+            uid = h.get("Uniqueid") or ""
+            if uid not in chans:
+                continue
+            try:
+                wait = float(h.get("Wait") or 0)
+            except ValueError:
+                wait = 0.0
+            waiting[uid] = _Waiting(h.get("Queue") or "", wait, clean(h.get("CallerIDNum")),
+                                    clean(h.get("CallerIDName")))
+        return waiting
+
+    # ---- step 2: one call per group of channels ----------------------------------------------------------
+    def take_up(self, group: list[str], chans: dict[str, _Snap], waiting: dict[str, _Waiting]) -> None:
+        call, revived = self._call_for(group, chans, waiting)
+        fresh = [uid for uid in group if uid not in self.index.channels]
+        if not fresh and not any(uid in waiting for uid in group):
+            return
+        journey = call.journey
+        prev = {uid: info for uid in fresh if (info := self._gap_info(uid)) is not None
+                and info.call_id == journey.call_id}
+        added = [self._register(call, chans[uid]) for uid in fresh]
+        self._assign_sides(call, added, chans, waiting, prev)
+        changed = bool(added)
+        changed |= self._visits(call, group, waiting, set(fresh))
+        changed |= self._legs(call, added, chans)
+        self._identify_caller(call, group, chans, waiting)
+        if changed or revived:
+            journey.uncertain = True
+            self.tracker.report(UpdateKind.STARTED, call, self.at, resync=True, revived=revived)
+
+    def _gap_info(self, uid: str) -> _ChanInfo | None:
+        return self.gap.channels.get(uid) if self.gap is not None else None
+
+    def _call_for(self, group: list[str], chans: dict[str, _Snap],
+                  waiting: dict[str, _Waiting]) -> tuple[CallState, bool]:
+        """The live call these channels belong to: already followed, taken up again from the gap, or new."""
+        index = self.index
+        for uid in group:
+            ch = index.get(uid)
+            if ch is not None:
+                return ch.call, False
+        old = self._closed_at_gap(group)
+        if old is not None:
+            old.ended_at = None
+            old.closed_reason = None
+            old.hangup_by = None
+            old.uncertain = True
+            self.revived.add(old.call_id)
+            self.tracker.unwatch(old.call_id, old.caller)
+            call = index.new_call(old, self._originator(old.call_id, group, chans, waiting))
+            call.started_emitted = True
+            return call, True
+        linked = [chans[u].linkedid for u in group]
+        call_id = max(set(linked), key=linked.count)
+        existing = index.calls.get(call_id)
+        if existing is not None:
+            return existing, False
+        longest = max(group, key=lambda u: chans[u].duration)
+        journey = self.tracker.new_journey(call_id, self.at - chans[longest].duration, uncertain=True)
+        call = index.new_call(journey, self._originator(call_id, group, chans, waiting))
+        call.started_emitted = True
+        return call, False
+
+    def _closed_at_gap(self, group: list[str]) -> Journey | None:
+        if self.gap is None:
+            return None
+        for uid in group:
+            info = self.gap.channels.get(uid)
+            if info is not None and info.call_id not in self.revived and info.call_id not in self.index.calls:
+                old = self.gap.journeys.get(info.call_id)
+                if old is not None:
+                    return old
         return None
-    return f"{m.group(1)};{'1' if m.group(2) == '2' else '2'}"
 
+    @staticmethod
+    def _originator(call_id: str, group: list[str], chans: dict[str, _Snap], waiting: dict[str, _Waiting]) -> str:
+        if call_id in group:
+            return call_id
+        return next((u for u in group if u in waiting), max(group, key=lambda u: chans[u].duration))
 
-def _interface(tracker: JourneyTracker, name: str, locations: Iterable[str]) -> tuple[str, str]:
-    """(interface, operator label) of an operator channel, from the queue members the PBX reported."""
-    m = _CHANNEL_SUFFIX.match(name)
-    base = m.group(1) if m else name
-    for iface in [*tracker.members, *locations]:
-        if iface == base or iface.startswith(base + "/"):
-            return iface, tracker.members.get(iface) or extension_of(iface)
-    return base, extension_of(base)
+    def _register(self, call: CallState, snap: _Snap) -> Channel:
+        ch = self.index.add_channel(call, snap.uid, snap.name)
+        if snap.bridge:
+            self.index.enter_bridge(ch, snap.bridge)
+        if snap.app == "Queue":
+            ch.app_queue = snap.appdata.split(",", 1)[0].strip()
+        return ch
 
+    # ---- step 3: sides, visits, legs, caller -------------------------------------------------------------
+    def _assign_sides(self, call: CallState, added: list[Channel], chans: dict[str, _Snap],
+                      waiting: dict[str, _Waiting], prev: dict[str, _ChanInfo]) -> None:
+        index = self.index
+        caller_bridges = set()
+        for ch in added:
+            info = prev.get(ch.uid)
+            if info is not None:
+                index.set_side(ch, info.side, info.group, info.leg, follow_partner=False)
+                ch.leg = info.leg
+                ch.app_queue = ch.app_queue or info.app_queue
+            elif ch.uid == call.originator or ch.uid in waiting:
+                index.set_side(ch, Side.CALLER, follow_partner=False)
+            if ch.side == Side.CALLER and ch.bridge:
+                caller_bridges.add(ch.bridge)
+        for ch in added:
+            if ch.side is not None:
+                continue
+            snap = chans[ch.uid]
+            if snap.app == "AppQueue" or (snap.bridge and snap.bridge in caller_bridges):
+                index.set_side(ch, Side.OPERATOR, follow_partner=False)
+        # Local halves share a side (and an operator's leg)
+        for ch in added:
+            other_name = local_partner_name(ch.name)
+            other = index.by_name(other_name) if other_name else None
+            if other is not None and other.call is call:
+                index.pair(ch, other)
 
-def _new_journey(tracker: JourneyTracker, call_id: str, started_at: float) -> Journey:
-    s = tracker.settings
-    return Journey(
-        call_id=call_id,
-        started_at=started_at,
-        pbx=tracker.pbx,
-        short_abandon_seconds=s.short_abandon_seconds,
-        short_abandon_by_queue={q: r.short_abandon_seconds for q, r in s.queues.items()
-                                if r.short_abandon_seconds is not None} or None,
-        updated_at=started_at,
-        uncertain=True,
-    )
+    def _visits(self, call: CallState, group: list[str], waiting: dict[str, _Waiting], fresh: set[str]) -> bool:
+        """A waiting visit for each caller ``QueueEntry`` lists, unless the tracker already has it."""
+        changed = False
+        j = call.journey
+        for uid in group:
+            entry = waiting.get(uid)
+            if entry is None:
+                continue
+            if uid not in fresh and any(v.channel == uid and v.queue == entry.queue for v in j.visits):
+                continue  # followed all along: the tracker knows better (it may be ahead of the list)
+            ch = call.channels[uid]
+            ch.app_queue = entry.queue
+            visit = next((v for v in reversed(j.visits) if v.channel == uid and v.queue == entry.queue), None)
+            if visit is not None and visit.left_at is None and visit.result in (VisitResult.WAITING,
+                                                                                 VisitResult.UNKNOWN):
+                if visit.result != VisitResult.WAITING:
+                    visit.result = VisitResult.WAITING
+                    changed = True
+                continue
+            consult = ch.side == Side.CONSULT
+            j.visits.append(QueueVisit(queue=entry.queue, channel=uid, joined_at=self.at - entry.wait,
+                                       consultation=consult, group=ch.group if consult else CALLER_GROUP))
+            changed = True
+        return changed
 
+    def _legs(self, call: CallState, added: list[Channel], chans: dict[str, _Snap]) -> bool:
+        """Operator channels bridged with the caller: an answered leg (reopened when the gap cut it short)."""
+        changed = False
+        j = call.journey
+        caller_bridges = {ch.bridge for ch in call.channels.values() if ch.side == Side.CALLER and ch.bridge}
+        for ch in added:
+            if ch.side != Side.OPERATOR or not ch.bridge or ch.bridge not in caller_bridges:
+                continue
+            leg = ch.leg
+            if leg is not None and leg in j.legs:
+                if self.gap is not None and self.gap.talking.get(id(leg)) is leg:
+                    leg.ended_at = None  # the talk went on across the gap
+                    leg.ended_by = None
+                    changed = True
+            elif leg is None:
+                leg = self._new_leg(j, ch, chans[ch.uid])
+                changed = True
+            else:
+                continue
+            self.tracker.track_queue_leg(leg)
+        return changed
 
-def _register(tracker: JourneyTracker, call: CallState, snap: _Snap) -> Channel:
-    ch = Channel(snap.uid, snap.name, call)
-    call.channels[snap.uid] = ch
-    tracker.channels[snap.uid] = ch
-    tracker.forget_ended(snap.uid)
-    if snap.name:
-        tracker.by_name[snap.name] = snap.uid
-    if snap.bridge:
-        tracker.bridges.setdefault(snap.bridge, set()).add(snap.uid)
-        ch.bridge = snap.bridge
-    if snap.app == "Queue":
-        ch.app_queue = snap.appdata.split(",", 1)[0].strip()
-    return ch
+    def _new_leg(self, j: Journey, ch: Channel, snap: _Snap) -> OperatorLeg:
+        iface, label = self._interface(snap.name)
+        visits = j.caller_visits()
+        from_queue = snap.app == "AppQueue"
+        queue = visits[-1].queue if visits and from_queue else None
+        leg = OperatorLeg(operator=label, kind=LegKind.QUEUE if from_queue else LegKind.DIAL, channel=ch.uid,
+                          queue=queue, interface=iface, group=CALLER_GROUP,
+                          rang_at=max(j.started_at, self.at - snap.duration), started_at=self.at)
+        j.legs.append(leg)
+        self.index.set_side(ch, Side.OPERATOR, leg=leg)
+        if visits and visits[-1].result in (VisitResult.WAITING, VisitResult.UNKNOWN) and queue:
+            visits[-1].operator = visits[-1].operator or label
+        return leg
 
+    def _interface(self, name: str) -> tuple[str, str]:
+        """(interface, operator label) of an operator channel, from the queue members the PBX reported."""
+        m = _CHANNEL_SUFFIX.match(name)
+        base = m.group(1) if m else name
+        members = self.tracker.members
+        for iface in [*members, *self.locations]:
+            if iface == base or iface.startswith(base + "/"):
+                return iface, members.get(iface) or extension_of(iface)
+        return base, extension_of(base)
 
-def _reopen(journey: Journey) -> None:
-    journey.ended_at = None
-    journey.closed_reason = None
-    journey.hangup_by = None
-    journey.uncertain = True
+    @staticmethod
+    def _identify_caller(call: CallState, group: list[str], chans: dict[str, _Snap],
+                         waiting: dict[str, _Waiting]) -> None:
+        j = call.journey
+        if j.caller:
+            return
+        for uid in group:
+            entry = waiting.get(uid)
+            if entry is not None:
+                j.caller = entry.num or j.caller
+                j.caller_name = entry.cname or j.caller_name
+        orig = chans.get(call.originator)
+        if not j.caller and orig is not None:
+            j.caller, j.caller_name = orig.num, orig.cname or j.caller_name
 
 
 def apply_snapshot(
@@ -209,184 +397,13 @@ def apply_snapshot(
     at: float,
     gap: Gap | None = None,
     hung_up: Collection[str] = (),
-) -> list[JourneyUpdate]:
+) -> list[Update]:
     """Make the tracker follow the calls the PBX lists as live at ``at``; return the updates (``STARTED``
     with ``{"resync": True, "revived": bool}`` for each call rebuilt or taken up again)."""
-    locations: list[str] = []
-    for m in members:
-        tracker.feed(m, at)  # learns member names (QueueMember: Name, Location)
-        loc = m.headers.get("Location")
-        if loc:
-            locations.append(loc)
-    chans = {uid: c for uid, c in _snap_channels(channels, hung_up).items() if _followable(tracker, gap, c)}
-    waiting: dict[str, tuple[str, float, AmiMessage]] = {}
-    for m in entries:
-        h = m.headers
-        uid = h.get("Uniqueid") or ""
-        if uid in chans:
-            try:
-                wait = float(h.get("Wait") or 0)
-            except ValueError:
-                wait = 0.0
-            waiting[uid] = (h.get("Queue") or "", wait, m)
-    updates: list[JourneyUpdate] = []
-    revived_ids: set[str] = set()
+    rs = _Resync(tracker, gap, at)
+    rs.learn_members(members)
+    chans = rs.live_channels(channels, hung_up)
+    waiting = rs.waiting_callers(entries, chans)
     for group in _groups(chans):
-        known = [uid for uid in group if uid in tracker.channels]
-        revived = False
-        if known:
-            call = tracker.channels[known[0]].call
-        else:
-            old = None
-            if gap is not None:
-                for uid in group:
-                    info = gap.channels.get(uid)
-                    if info is not None and info.call_id not in revived_ids and info.call_id not in tracker.calls:
-                        old = gap.journeys.get(info.call_id)
-                        if old is not None:
-                            break
-            longest = max(group, key=lambda u: chans[u].duration)
-            if old is not None:
-                journey = old
-                _reopen(journey)
-                revived = True
-                revived_ids.add(journey.call_id)
-                for lost in tracker.lost.values():
-                    if journey in lost:
-                        lost.remove(journey)
-            else:
-                linked = [chans[u].linkedid for u in group]
-                call_id = max(set(linked), key=linked.count)
-                existing = tracker.calls.get(call_id)
-                if existing is not None:
-                    known = [next(iter(existing.channels))] if existing.channels else []
-                    call = existing
-                    journey = existing.journey
-                else:
-                    journey = _new_journey(tracker, call_id, at - chans[longest].duration)
-            if not known:
-                originator = journey.call_id if journey.call_id in group else next(
-                    (u for u in group if u in waiting), longest)
-                call = CallState(journey, originator)
-                call.started_emitted = True
-                tracker.calls[journey.call_id] = call
-                tracker.forget_ended(journey.call_id)
-        fresh = [uid for uid in group if uid not in tracker.channels]
-        if not fresh and not any(uid in waiting for uid in group):
-            continue
-        journey = call.journey
-        prev = {uid: gap.channels[uid] for uid in fresh if gap is not None and uid in gap.channels
-                and gap.channels[uid].call_id == journey.call_id}
-        added = [_register(tracker, call, chans[uid]) for uid in fresh]
-        changed = bool(added)
-        _assign_sides(tracker, call, added, chans, waiting, prev)
-        changed |= _visits(call, group, waiting, set(fresh), at)
-        changed |= _legs(tracker, call, added, chans, prev, gap, locations, at)
-        if not journey.caller:
-            orig = chans.get(call.originator)
-            for source in [w[2] for u, w in waiting.items() if u in group]:
-                journey.caller = clean(source.headers.get("CallerIDNum")) or journey.caller
-                journey.caller_name = clean(source.headers.get("CallerIDName")) or journey.caller_name
-            if not journey.caller and orig is not None:
-                journey.caller, journey.caller_name = orig.num, orig.cname or journey.caller_name
-        if changed or revived:
-            journey.uncertain = True
-            journey.updated_at = max(journey.updated_at, at)
-            updates.append(JourneyUpdate(UpdateKind.STARTED, journey, at, {"resync": True, "revived": revived}))
-    return updates
-
-
-def _assign_sides(tracker: JourneyTracker, call: CallState, added: list[Channel], chans: dict[str, _Snap],
-                  waiting: dict[str, tuple[str, float, AmiMessage]], prev: dict[str, _ChanInfo]) -> None:
-    caller_bridges = set()
-    for ch in added:
-        info = prev.get(ch.uid)
-        if info is not None:
-            ch.side, ch.group, ch.leg = info.side, info.group, info.leg
-            ch.app_queue = ch.app_queue or info.app_queue
-        elif ch.uid == call.originator or ch.uid in waiting:
-            ch.side = "caller"
-        if ch.side == "caller" and ch.bridge:
-            caller_bridges.add(ch.bridge)
-    for ch in added:
-        if ch.side is not None:
-            continue
-        snap = chans[ch.uid]
-        if snap.app == "AppQueue" or (snap.bridge and snap.bridge in caller_bridges):
-            ch.side = "operator"
-    # Local halves share a side (and an operator's leg)
-    for ch in added:
-        other_name = _partner_name(ch.name)
-        other_uid = tracker.by_name.get(other_name) if other_name else None
-        other = call.channels.get(other_uid) if other_uid else None
-        if other is None:
-            continue
-        ch.partner, other.partner = other.uid, ch.uid
-        if ch.side is None and other.side is not None:
-            ch.side, ch.group, ch.leg = other.side, other.group, other.leg
-        elif other.side is None and ch.side is not None:
-            other.side, other.group, other.leg = ch.side, ch.group, ch.leg
-
-
-def _visits(call: CallState, group: list[str], waiting: dict[str, tuple[str, float, AmiMessage]],
-            fresh: set[str], at: float) -> bool:
-    """A waiting visit for each caller ``QueueEntry`` lists, unless the tracker already has it."""
-    changed = False
-    j = call.journey
-    for uid in group:
-        if uid not in waiting:
-            continue
-        queue, wait, _msg = waiting[uid]
-        if uid not in fresh and any(v.channel == uid and v.queue == queue for v in j.visits):
-            continue  # followed all along: the tracker knows better (it may be ahead of the list)
-        ch = call.channels[uid]
-        ch.app_queue = queue
-        visit = next((v for v in reversed(j.visits) if v.channel == uid and v.queue == queue), None)
-        if visit is not None and visit.left_at is None and visit.result in (VisitResult.WAITING,
-                                                                             VisitResult.UNKNOWN):
-            if visit.result != VisitResult.WAITING:
-                visit.result = VisitResult.WAITING
-                changed = True
-            continue
-        consult = ch.side == "consult"
-        j.visits.append(QueueVisit(queue=queue, channel=uid, joined_at=at - wait, consultation=consult,
-                                   group=ch.group if consult else "caller"))
-        changed = True
-    return changed
-
-
-def _legs(tracker: JourneyTracker, call: CallState, added: list[Channel], chans: dict[str, _Snap],
-          prev: dict[str, _ChanInfo], gap: Gap | None, locations: list[str], at: float) -> bool:
-    """Operator channels bridged with the caller: an answered leg (reopened when the gap cut it short)."""
-    changed = False
-    j = call.journey
-    caller_bridges = {ch.bridge for ch in call.channels.values() if ch.side == "caller" and ch.bridge}
-    for ch in added:
-        if ch.side != "operator" or not ch.bridge or ch.bridge not in caller_bridges:
-            continue
-        leg = ch.leg
-        if leg is not None and leg in j.legs:
-            if gap is not None and gap.talking.get(id(leg)) is leg:
-                leg.ended_at = None  # the talk went on across the gap
-                leg.ended_by = None
-                changed = True
-        elif leg is None:
-            snap = chans[ch.uid]
-            iface, label = _interface(tracker, snap.name, locations)
-            visits = j.caller_visits()
-            queue = visits[-1].queue if visits and snap.app == "AppQueue" else None
-            leg = OperatorLeg(operator=label, kind="queue" if snap.app == "AppQueue" else "dial",
-                              channel=ch.uid, queue=queue, interface=iface, group="caller",
-                              rang_at=max(j.started_at, at - snap.duration), started_at=at)
-            j.legs.append(leg)
-            ch.leg = leg
-            if ch.partner and ch.partner in call.channels:
-                call.channels[ch.partner].leg = leg
-            if visits and visits[-1].result in (VisitResult.WAITING, VisitResult.UNKNOWN) and queue:
-                visits[-1].operator = visits[-1].operator or label
-            changed = True
-        else:
-            continue
-        if leg.kind == "queue" and leg.queue and leg.interface and leg.ended_at is None:
-            tracker.open_queue_legs[(leg.queue, leg.interface)] = leg
-    return changed
+        rs.take_up(group, chans, waiting)
+    return tracker.take_updates()

@@ -1,54 +1,72 @@
-"""The journey tracker: a pure, synchronous state machine from AMI events to call journeys.
+"""The journey tracker: a pure, synchronous state machine from AMI events to call records.
 
 No asyncio, no I/O, no clock reads: time comes from each event's ``Timestamp`` header, or from the
-arrival time the caller passes in.  Feed it events with :meth:`JourneyTracker.feed`; it returns the
-:class:`~onechance.journey.model.JourneyUpdate` objects the event caused.
+arrival time the caller passes in.  Feed it events with :meth:`JourneyTracker.feed`; it returns the updates
+the event caused: :class:`~onechance.journey.updates.JourneyUpdate` (each with an immutable
+:class:`~onechance.journey.record.CallRecord` of the call right after the event) and
+:class:`~onechance.journey.updates.Recovered` (a lost caller reached again).
 
 How a call is followed (see ``docs/journey.md`` for the reasoning and the AMI traps behind each rule):
 
-* calls are keyed by the ``Linkedid`` of their first channel; an index ``Uniqueid -> channel`` keeps
-  channels attached to their call even when Asterisk re-homes linkedids;
-* each channel has a *side*: ``caller`` (the outside caller and its Local ``;1/;2`` halves),
-  ``operator`` (a queue member or a dialled extension, with everything it dials), or ``consult`` (the
-  consultation call an operator places during an attended transfer);
+* calls are keyed by the ``Linkedid`` of their first channel; the :class:`~onechance.journey.index.ChannelIndex`
+  keeps channels attached to their call even when Asterisk re-homes linkedids;
+* each channel has a :class:`~onechance.journey.model.Side`: the caller (the outside caller and its Local
+  ``;1/;2`` halves), an operator (a queue member or a dialled extension, with everything it dials), or a
+  consultation (the call an operator places during an attended transfer);
 * a queue visit belongs to the caller unless its channel is a consultation channel; a consultation
-  visit joins the caller's journey when the attended transfer completes;
+  visit joins the caller's journey when the attended transfer completes -- also a phone's consultation call
+  that has a Linkedid of its own (REFER with Replaces);
 * ``QueueCallerAbandon`` is an abandon only when the caller's side asked for a hang-up first, otherwise
   the queue gave up (timeout); ``VarSet QUEUESTATUS`` overrides when it is present;
 * a refused caller raises no queue event at all, only ``QUEUESTATUS`` (FULL, JOINEMPTY, JOINUNAVAIL);
-* a call ends when its last channel hangs up, or is closed after ``max_call_age`` seconds.
+* a caller who presses a key while waiting and then leaves the queue without an abandon, carrying on in the
+  dialplan at that key, exited the queue (``exited``);
+* after a pickup the operator is the phone that picked the call up, not the member who was rung;
+* a phone dialling an outside number through a trunk is an outbound call (``direction: outbound``, ``callee``);
+* a call ends when its last channel hangs up, or is closed after ``max_call_age`` seconds;
+* outcome, short abandon, loss and alerts are the :class:`~onechance.journey.policy.CallPolicy`'s to decide.
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from ..ami.parser import AmiMessage
+from .index import LOCAL_HALF, CallState, Channel, ChannelIndex
 from .model import (
+    CALLER_GROUP,
+    Direction,
+    EndedBy,
     Journey,
-    JourneyUpdate,
+    LegKind,
     OperatorLeg,
     Outcome,
     QueueVisit,
+    Side,
     Transfer,
+    TransferKind,
     UpdateKind,
     VisitResult,
 )
+from .numbers import number_key
+from .policy import CallPolicy
+from .record import CallRecord, record_of
+from .updates import JourneyUpdate, LostCall, Recovered, Update
 
-__all__ = ["JourneyTracker", "QueueRules", "TrackerSettings"]
+__all__ = ["JourneyTracker", "TrackerSettings", "clean", "extension_of", "interface_of"]
 
 UNKNOWN_VALUES = frozenset({"", "<unknown>", "<Unknown>", "unknown"})
 REFUSED_STATUSES = frozenset({"FULL", "JOINEMPTY", "JOINUNAVAIL"})
 GAVE_UP_STATUSES = frozenset({"TIMEOUT", "LEAVEEMPTY", "LEAVEUNAVAIL", "WITHDRAW"})
-NO_CALLER_NUMBER = frozenset({"", "anonymous", "Anonymous", "restricted", "unavailable"})
 #: SoftHangupRequest cause flag for an async goto (a redirect, not a hang-up)
 SOFTHANGUP_ASYNCGOTO = "2"
-LOCAL_HALF = re.compile(r"^(Local/.+);([12])$")
 #: seconds after a Local channel answered a dial before it counts as an operator answering (see _on_dialend)
 LOCAL_ANSWER_CONFIRM = 1.0
+#: how often (PBX seconds) over-age calls are closed and expired lost calls leave the watch list
+SWEEP_INTERVAL = 60.0
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "?": "?", "a": "\a",
             "b": "\b", "f": "\f", "v": "\v"}
 _ESCAPE_RE = re.compile(r"\\(.)")
@@ -67,94 +85,46 @@ def clean(value: str | None) -> str:
     return unescape(value)
 
 
-@dataclass(slots=True, frozen=True)
-class QueueRules:
-    """Per-queue thresholds (None: use the tracker-wide default)."""
-
-    short_abandon_seconds: float | None = None
-    service_level_seconds: float | None = None
-    bounce_transfers: int | None = None
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TrackerSettings:
-    short_abandon_seconds: float = 5.0
-    bounce_transfers: int = 2
+    """How the tracker keeps its state (what it decides about calls is the policy's)."""
+
     max_call_age: float = 6 * 3600.0
     recovery_window: float = 7 * 86400.0
     recent_ids: int = 20000  # ended channel ids remembered, so late events do not revive a call
-    queues: dict[str, QueueRules] = field(default_factory=dict)
+    default_region: str | None = None  # phone number region for caller numbers without a country code
+    extension_digits: int = 6  # a number of at most this many digits (no '+') is an internal extension
 
-    def short_abandon_for(self, queue: str) -> float:
-        rules = self.queues.get(queue)
-        if rules and rules.short_abandon_seconds is not None:
-            return rules.short_abandon_seconds
-        return self.short_abandon_seconds
-
-    def bounce_for(self, queue: str) -> int:
-        rules = self.queues.get(queue)
-        if rules and rules.bounce_transfers is not None:
-            return rules.bounce_transfers
-        return self.bounce_transfers
-
-
-class Channel:
-    """What the tracker knows of one Asterisk channel."""
-
-    __slots__ = ("alive", "app_queue", "bridge", "call", "group", "hangup_requested", "leg", "name",
-                 "partner", "side", "uid")
-
-    def __init__(self, uid: str, name: str, call: CallState) -> None:
-        self.uid = uid
-        self.name = name
-        self.call = call
-        self.partner: str | None = None  # the other half of a Local pair
-        self.side: str | None = None  # "caller", "operator", "consult"
-        self.group: str = ""  # consultation group id (for "consult")
-        self.leg: OperatorLeg | None = None  # operator leg this channel carries
-        self.alive = True
-        self.hangup_requested = False
-        self.bridge: str | None = None
-        self.app_queue: str | None = None  # queue named by the last Queue() the channel ran
-
-
-class CallState:
-    """A live call: its journey plus the channels behind it."""
-
-    __slots__ = ("channels", "journey", "originator", "started_emitted")
-
-    def __init__(self, journey: Journey, originator: str) -> None:
-        self.journey = journey
-        self.originator = originator
-        self.channels: dict[str, Channel] = {}
-        self.started_emitted = False
+    def is_extension(self, number: str) -> bool:
+        """An internal extension (``101``, ``7003``), not an outside number."""
+        return bool(number) and not number.startswith("+") and number.isdigit() and \
+            len(number) <= self.extension_digits
 
 
 Handler = Callable[[AmiMessage, float], None]
+ErrorHook = Callable[[str, BaseException], None]
+_Pending = tuple[UpdateKind, CallState, float, "dict[str, object] | None"] | Recovered
 
 
 class JourneyTracker:
     """Follows every call of one PBX.  Not thread-safe; feed it from one place, in stream order."""
 
-    def __init__(self, settings: TrackerSettings | None = None, pbx: str = "") -> None:
+    def __init__(self, policy: CallPolicy | None = None, settings: TrackerSettings | None = None, *,
+                 pbx: str = "", on_error: ErrorHook | None = None) -> None:
+        self.policy = policy or CallPolicy()
         self.settings = settings or TrackerSettings()
-        # per-queue short-abandon thresholds, shared (read-only) by every journey
-        self._short_by_queue = {
-            q: r.short_abandon_seconds for q, r in self.settings.queues.items() if r.short_abandon_seconds is not None
-        } or None
         self.pbx = pbx
-        self.calls: dict[str, CallState] = {}  # call_id -> live call
-        self.channels: dict[str, Channel] = {}  # Uniqueid -> channel of a live call
-        self.by_name: dict[str, str] = {}  # channel name -> Uniqueid (live channels)
-        self.bridges: dict[str, set[str]] = {}  # bridge id -> Uniqueids in it
+        self.index = ChannelIndex(self.settings.recent_ids)
         self.members: dict[str, str] = {}  # interface -> member name, learnt from queue events
-        self.open_queue_legs: dict[tuple[str, str], OperatorLeg] = {}  # (queue, interface) -> leg
-        self.lost: dict[str, list[Journey]] = {}  # caller number -> lost calls not yet recovered
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._updates: list[JourneyUpdate] = []
+        self._queue_legs: dict[tuple[str, str], OperatorLeg] = {}  # (queue, interface) -> answered leg
+        self._watch: dict[str, dict[str, LostCall]] = {}  # caller key -> call id -> lost call
+        self._watch_order: deque[tuple[float, str, str]] = deque()  # (ended_at, key, call_id), oldest first
+        self._pending: list[_Pending] = []
         # dial legs answered by a Local channel, confirmed as a real answer a moment later (see _on_dialend)
         self._unconfirmed: deque[tuple[float, CallState, OperatorLeg]] = deque()
+        self._key_exits: dict[str, QueueVisit] = {}  # caller Uniqueid -> visit left after a key press
         self._last_sweep = 0.0
+        self.on_error = on_error
         self.events = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -166,6 +136,7 @@ class JourneyTracker:
             "Newexten": self._on_newexten,
             "DialBegin": self._on_dialbegin,
             "DialEnd": self._on_dialend,
+            "DTMFEnd": self._on_dtmf,
             "QueueCallerJoin": self._on_queue_join,
             "QueueCallerLeave": self._on_queue_leave,
             "QueueCallerAbandon": self._on_queue_abandon,
@@ -178,6 +149,7 @@ class JourneyTracker:
             "BridgeLeave": self._on_bridge_leave,
             "BlindTransfer": self._on_blind_transfer,
             "AttendedTransfer": self._on_attended_transfer,
+            "Pickup": self._on_pickup,
             "HangupRequest": self._on_hangup_request,
             "SoftHangupRequest": self._on_hangup_request,
             "Hangup": self._on_hangup,
@@ -188,185 +160,187 @@ class JourneyTracker:
         }
 
     # ---- public API ------------------------------------------------------------------------------------
-    def feed(self, msg: AmiMessage, arrival: float = 0.0) -> list[JourneyUpdate]:
-        """Apply one AMI message; return the journey updates it caused (often none)."""
-        name = msg.headers.get("Event")
+    @property
+    def calls(self) -> dict[str, CallState]:
+        """Live calls by call id (read-only use)."""
+        return self.index.calls
+
+    def feed(self, msg: AmiMessage, arrival: float = 0.0) -> list[Update]:
+        """Apply one AMI message; return the updates it caused (often none)."""
+        headers = msg.headers
+        name = headers.get("Event")
         if name is None:
             return []
         self.events += 1
-        handler = self._handlers.get(name)
-        ts_text = msg.headers.get("Timestamp")
+        ts_text = headers.get("Timestamp")
+        ts = arrival
         if ts_text:
             try:
                 ts = float(ts_text)
             except ValueError:
                 ts = arrival
-        else:
-            ts = arrival
+        handler = self._handlers.get(name)
         if handler is not None:
             try:
                 handler(msg, ts)
             except Exception as exc:  # one odd event must never stop the tracker
-                self.errors += 1
-                self.last_error = f"{name}: {type(exc).__name__}: {exc}"
+                self._handler_failed(name, msg, exc)
+        if self._key_exits:
+            self._check_key_exit(msg, ts)
         while self._unconfirmed and self._unconfirmed[0][0] <= ts:
             _, call, leg = self._unconfirmed.popleft()
             self._confirm_answer(call, leg)
-        if ts - self._last_sweep >= 60.0:
+        if ts - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = ts
             self._sweep(ts)
-        if not self._updates:
+        if not self._pending:
             return []
-        out, self._updates = self._updates, []
-        return out
+        return self.take_updates()
 
-    def tick(self, now: float) -> list[JourneyUpdate]:
-        """Close calls older than ``max_call_age`` (call it now and then when no events arrive)."""
+    def tick(self, now: float) -> list[Update]:
+        """The passing of time without events: close over-age calls, raise long waits (call it now and then)."""
         self._sweep(now)
-        out, self._updates = self._updates, []
-        return out
+        return self.take_updates()
 
-    def close_all(self, at: float, reason: str = "link_lost") -> list[JourneyUpdate]:
+    def close_all(self, at: float, reason: str = "link_lost") -> list[Update]:
         """Finish every live call as ``uncertain`` (the event stream was interrupted)."""
-        for call in list(self.calls.values()):
+        for call in list(self.index.calls.values()):
             self._finish(call, at, reason=reason)
-        self.bridges.clear()
-        out, self._updates = self._updates, []
-        return out
+        self.index.clear_bridges()
+        return self.take_updates()
 
-    def live(self) -> list[Journey]:
-        return [c.journey for c in self.calls.values()]
+    def live(self) -> list[CallRecord]:
+        """A record of every call in progress."""
+        return [record_of(c.journey, self.policy) for c in self.index.calls.values()]
+
+    def live_journey(self, call_id: str) -> CallRecord | None:
+        call = self.index.calls.get(call_id)
+        return record_of(call.journey, self.policy) if call is not None else None
 
     def waiting_by_queue(self) -> dict[str, list[float]]:
         """Queue -> join times of the callers waiting there now (consultations included)."""
         out: dict[str, list[float]] = {}
-        for call in self.calls.values():
+        for call in self.index.calls.values():
             for v in call.journey.visits:
                 if v.result == VisitResult.WAITING and v.left_at is None:
                     out.setdefault(v.queue, []).append(v.joined_at)
         return out
 
-    def is_ended(self, uid: str) -> bool:
-        """True for a channel or call id of a call this tracker already finished (late events for it
-        are ignored)."""
-        return uid in self._recent
-
-    def forget_ended(self, uid: str) -> None:
-        """Let a finished channel or call id be followed again (a resync found it alive)."""
-        self._recent.pop(uid, None)
-
-    def remember_lost(self, journey: Journey) -> None:
-        """Put a lost call (e.g. loaded from the store after a restart) on the recovery watch list."""
-        if journey.caller in NO_CALLER_NUMBER or journey.recovered:
+    def remember_lost(self, lost: LostCall) -> None:
+        """Watch for a lost call's caller (e.g. loaded from the store after a restart)."""
+        key = number_key(lost.caller, self.settings.default_region)
+        if key is None:
             return
-        self.lost.setdefault(journey.caller, []).append(journey)
+        self._watch.setdefault(key, {})[lost.call_id] = lost
+        self._watch_order.append((lost.ended_at, key, lost.call_id))
 
-    # ---- helpers ---------------------------------------------------------------------------------------
-    def _emit(self, kind: UpdateKind, call: CallState, ts: float, **detail: object) -> None:
+    def unwatch(self, call_id: str, caller: str) -> None:
+        """Stop watching a call (it was taken up again after a resync: not lost after all, or not yet)."""
+        key = number_key(caller, self.settings.default_region)
+        if key is None:
+            return
+        entries = self._watch.get(key)
+        if entries is not None:
+            entries.pop(call_id, None)
+            if not entries:
+                del self._watch[key]
+
+    def watched(self) -> int:
+        """Lost calls on the watch list."""
+        return sum(len(v) for v in self._watch.values())
+
+    def take_updates(self) -> list[Update]:
+        """The updates reported since the last call, each with the record of its call as it is now."""
+        pending, self._pending = self._pending, []
+        out: list[Update] = []
+        records: dict[int, CallRecord] = {}
+        for item in pending:
+            if isinstance(item, Recovered):
+                out.append(item)
+                continue
+            kind, call, ts, detail = item
+            record = records.get(id(call))
+            if record is None:
+                record = records[id(call)] = record_of(call.journey, self.policy)
+            out.append(JourneyUpdate(kind, record, ts, detail))
+        return out
+
+    # ---- for the resync (resync.py) ----------------------------------------------------------------------
+    def new_journey(self, call_id: str, started_at: float, *, uncertain: bool = False) -> Journey:
+        return Journey(call_id=call_id, started_at=started_at, pbx=self.pbx, updated_at=started_at,
+                       uncertain=uncertain)
+
+    def report(self, kind: UpdateKind, call: CallState, ts: float, **detail: object) -> None:
+        """Report an update of a live call (its record is built by :meth:`take_updates`)."""
         j = call.journey
         j.updated_at = max(j.updated_at, ts)
-        self._updates.append(JourneyUpdate(kind, j, ts, detail or None))
+        self._pending.append((kind, call, ts, detail or None))
 
-    def _call_for(self, uid: str | None, linkedid: str | None) -> CallState | None:
-        if uid:
-            ch = self.channels.get(uid)
-            if ch is not None:
-                return ch.call
-        if linkedid:
-            call = self.calls.get(linkedid)
+    def track_queue_leg(self, leg: OperatorLeg) -> None:
+        """An answered queue leg, to be found by ``AgentComplete`` (which may lack its channel blocks)."""
+        if leg.kind == LegKind.QUEUE and leg.queue and leg.interface and leg.ended_at is None:
+            self._queue_legs[(leg.queue, leg.interface)] = leg
+
+    # ---- errors ------------------------------------------------------------------------------------------
+    def _handler_failed(self, name: str, msg: AmiMessage, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{name}: {type(exc).__name__}: {exc}"
+        h = msg.headers
+        # what the event was about can no longer be trusted: say so on the call
+        for prefix in ("", "Dest", "Transferee", "Transferer", "OrigTransferer", "LocalOne"):
+            call = self.index.call_for(h.get(prefix + "Uniqueid"), h.get(prefix + "Linkedid"))
             if call is not None:
-                return call
-            ch = self.channels.get(linkedid)
-            if ch is not None:
-                return ch.call
-        return None
+                call.journey.uncertain = True
+                break
+        if self.on_error is not None:
+            self.on_error(name, exc)
 
+    # ---- helpers ---------------------------------------------------------------------------------------
     def _channel(self, msg: AmiMessage, ts: float, prefix: str = "", create: bool = True) -> Channel | None:
         """The channel an event's (prefixed) channel block describes, created when new."""
         h = msg.headers
         uid = h.get(prefix + "Uniqueid")
         if not uid or uid == "none":
             return None
-        ch = self.channels.get(uid)
+        index = self.index
+        ch = index.channels.get(uid)
         if ch is not None:
             return ch
-        if not create or uid in self._recent:
+        if not create or index.is_ended(uid):
             return None
         linkedid = h.get(prefix + "Linkedid") or uid
-        if linkedid in self._recent and linkedid not in self.calls:
+        if index.is_ended(linkedid) and linkedid not in index.calls:
             return None
-        call = self._call_for(None, linkedid)
+        call = index.call_for(None, linkedid)
         if call is None:
-            journey = Journey(
-                call_id=linkedid,
-                started_at=ts,
-                pbx=self.pbx,
-                short_abandon_seconds=self.settings.short_abandon_seconds,
-                short_abandon_by_queue=self._short_by_queue,
-                updated_at=ts,
-            )
-            call = CallState(journey, originator=linkedid)
-            self.calls[linkedid] = call
-            if uid != linkedid or msg.headers.get("Event") != "Newchannel":
+            call = index.new_call(self.new_journey(linkedid, ts), originator=linkedid)
+            if uid != linkedid or h.get("Event") != "Newchannel":
                 # A call starts with the Newchannel of its first channel (Uniqueid == Linkedid); anything
                 # else means we joined in the middle of it: the channel we see first stands for the caller
                 # and the start is not known.
                 call.originator = uid
-                journey.uncertain = True
-        return self._add_channel(call, uid, h.get(prefix + "Channel") or "", msg, prefix, ts)
-
-    def _add_channel(self, call: CallState, uid: str, name: str, msg: AmiMessage, prefix: str,
-                     ts: float) -> Channel:
-        ch = Channel(uid, name, call)
-        call.channels[uid] = ch
-        self.channels[uid] = ch
-        if name:
-            self.by_name[name] = uid
-            m = LOCAL_HALF.match(name)
-            if m:
-                other = self.by_name.get(f"{m.group(1)};{'1' if m.group(2) == '2' else '2'}")
-                if other is not None and other in self.channels:
-                    self._pair(uid, other)
+                call.journey.uncertain = True
+        ch = index.add_channel(call, uid, h.get(prefix + "Channel") or "")
         if uid == call.originator:
-            ch.side = "caller"
+            index.set_side(ch, Side.CALLER)
             self._learn_caller(call, msg, prefix)
             if not call.started_emitted:
                 call.started_emitted = True
-                self._emit(UpdateKind.STARTED, call, ts)
-        elif ch.partner is not None:
-            partner = self.channels[ch.partner]
-            if partner.side is not None:
-                self._set_side(ch, partner.side, partner.group, partner.leg)
+                self.report(UpdateKind.STARTED, call, ts)
         return ch
-
-    def _pair(self, a: str, b: str) -> None:
-        ca, cb = self.channels.get(a), self.channels.get(b)
-        if ca is None or cb is None:
-            return
-        ca.partner, cb.partner = b, a
-        if ca.side is None and cb.side is not None:
-            self._set_side(ca, cb.side, cb.group, cb.leg)
-        elif cb.side is None and ca.side is not None:
-            self._set_side(cb, ca.side, ca.group, ca.leg)
-
-    def _set_side(self, ch: Channel, side: str, group: str = "", leg: OperatorLeg | None = None,
-                  follow_partner: bool = True) -> None:
-        ch.side = side
-        ch.group = group
-        ch.leg = leg if side == "operator" else None
-        if follow_partner and ch.partner is not None:
-            p = self.channels.get(ch.partner)
-            if p is not None and (p.side != side or p.group != group):
-                self._set_side(p, side, group, leg, follow_partner=False)
 
     def _learn_caller(self, call: CallState, msg: AmiMessage, prefix: str = "") -> None:
         h = msg.headers
+        j = call.journey
         num = clean(h.get(prefix + "CallerIDNum"))
         if num:
-            call.journey.caller = num
+            j.caller = num
+            j.caller_key = number_key(num, self.settings.default_region)
+            if j.direction != Direction.OUTBOUND:
+                j.direction = Direction.INTERNAL if self.settings.is_extension(num) else Direction.INBOUND
         name = clean(h.get(prefix + "CallerIDName"))
         if name:
-            call.journey.caller_name = name
+            j.caller_name = name
 
     def _member_label(self, interface: str | None, member: str | None) -> str:
         name = clean(member)
@@ -378,11 +352,6 @@ class JourneyTracker:
                 return known
             return extension_of(interface)
         return name or "?"
-
-    def _remember_ended(self, uid: str) -> None:
-        self._recent[uid] = None
-        if len(self._recent) > self.settings.recent_ids:
-            self._recent.popitem(last=False)
 
     # ---- channels --------------------------------------------------------------------------------------
     def _on_newchannel(self, msg: AmiMessage, ts: float) -> None:
@@ -397,17 +366,13 @@ class JourneyTracker:
         one = self._channel(msg, ts, "LocalOne")
         two = self._channel(msg, ts, "LocalTwo")
         if one is not None and two is not None and one.call is two.call:
-            self._pair(one.uid, two.uid)
+            self.index.pair(one, two)
 
     def _on_rename(self, msg: AmiMessage, ts: float) -> None:
-        uid = msg.headers.get("Uniqueid")
+        ch = self.index.get(msg.headers.get("Uniqueid"))
         new = msg.headers.get("Newname")
-        ch = self.channels.get(uid or "")
-        if ch is None or not new:
-            return
-        self.by_name.pop(ch.name, None)
-        ch.name = new
-        self.by_name[new] = ch.uid
+        if ch is not None and new:
+            self.index.rename(ch, new)
 
     def _on_newexten(self, msg: AmiMessage, ts: float) -> None:
         if msg.headers.get("Application") != "Queue":
@@ -425,9 +390,11 @@ class JourneyTracker:
             if not value:
                 return
             ch = self._channel(msg, ts)
-            transferer = self.by_name.get(value)
-            if ch is not None and ch.side != "caller":
-                self._set_side(ch, "consult", transferer or value)
+            transferer = self.index.by_name(value)
+            # a channel the transferring operator just created is the consultation; on a phone's REFER
+            # Asterisk also sets it on the channels being swapped (already the caller's or an operator's)
+            if ch is not None and ch.side is None:
+                self.index.set_side(ch, Side.CONSULT, transferer.uid if transferer is not None else value)
 
     def _on_queuestatus(self, msg: AmiMessage, ts: float) -> None:
         status = (msg.headers.get("Value") or "").upper()
@@ -437,9 +404,9 @@ class JourneyTracker:
         call = ch.call
         if status in REFUSED_STATUSES:
             queue = ch.app_queue or ""
-            consult = ch.side == "consult"
-            if not consult and ch.side != "caller":
-                self._set_side(ch, "caller")
+            consult = ch.side == Side.CONSULT
+            if not consult and ch.side != Side.CALLER:
+                self.index.set_side(ch, Side.CALLER)
             visit = QueueVisit(
                 queue=queue,
                 channel=ch.uid,
@@ -447,33 +414,37 @@ class JourneyTracker:
                 left_at=ts,
                 result=VisitResult.REJECTED,
                 consultation=consult,
-                group=ch.group if consult else "caller",
+                group=ch.group if consult else CALLER_GROUP,
                 exit_status=status,
             )
             call.journey.visits.append(visit)
-            self._emit(UpdateKind.REJECTED, call, ts, queue=queue, status=status)
+            self.report(UpdateKind.REJECTED, call, ts, queue=queue, status=status)
             return
         visit = self._last_visit(call, ch.uid)
         if visit is None:
             return
         visit.exit_status = status
         if status in GAVE_UP_STATUSES and visit.result in (VisitResult.ABANDONED, VisitResult.LEFT,
-                                                          VisitResult.WAITING):
+                                                          VisitResult.WAITING, VisitResult.EXITED):
             changed = visit.result != VisitResult.TIMEOUT
             visit.result = VisitResult.TIMEOUT
+            visit.exit_key = None
+            self._key_exits.pop(visit.channel, None)
             if visit.left_at is None:
                 visit.left_at = ts
             if changed:
-                self._emit(UpdateKind.TIMED_OUT, call, ts, queue=visit.queue, status=status)
+                self.report(UpdateKind.TIMED_OUT, call, ts, queue=visit.queue, status=status)
 
     # ---- queues ----------------------------------------------------------------------------------------
-    def _last_visit(self, call: CallState, uid: str) -> QueueVisit | None:
+    @staticmethod
+    def _last_visit(call: CallState, uid: str) -> QueueVisit | None:
         for v in reversed(call.journey.visits):
             if v.channel == uid:
                 return v
         return None
 
-    def _open_visit(self, call: CallState, uid: str, queue: str | None = None) -> QueueVisit | None:
+    @staticmethod
+    def _open_visit(call: CallState, uid: str, queue: str | None = None) -> QueueVisit | None:
         for v in reversed(call.journey.visits):
             if v.channel == uid and (queue is None or v.queue == queue):
                 if v.result in (VisitResult.WAITING, VisitResult.LEFT) or v.left_at is None:
@@ -487,31 +458,64 @@ class JourneyTracker:
             return
         call = ch.call
         queue = msg.headers.get("Queue") or ""
-        consult = ch.side == "consult"
-        if not consult and ch.side != "caller":
-            if ch.side == "operator" and ch.leg is not None and ch.leg.kind == "dial":
+        consult = ch.side == Side.CONSULT
+        if not consult and ch.side != Side.CALLER:
+            if ch.side == Side.OPERATOR and ch.leg is not None and ch.leg.kind == LegKind.DIAL:
                 # a Local channel that only proxied the caller into the queue: not an operator
                 self._drop_leg(call, ch.leg)
-            self._set_side(ch, "caller")
-        if ch.side == "caller":
+            self.index.set_side(ch, Side.CALLER)
+        if ch.side == Side.CALLER:
             self._learn_caller(call, msg)
+        ch.context = msg.headers.get("Context")
+        ch.dtmf = None
         visit = QueueVisit(
             queue=queue,
             channel=ch.uid,
             joined_at=ts,
             consultation=consult,
-            group=ch.group if consult else "caller",
+            group=ch.group if consult else CALLER_GROUP,
         )
         call.journey.visits.append(visit)
-        self._emit(UpdateKind.QUEUED, call, ts, queue=queue, consultation=consult)
+        self.report(UpdateKind.QUEUED, call, ts, queue=queue, consultation=consult)
+
+    def _on_dtmf(self, msg: AmiMessage, ts: float) -> None:
+        h = msg.headers
+        if h.get("Direction", "Received") != "Received":
+            return
+        ch = self.index.get(h.get("Uniqueid"))
+        if ch is not None and self._open_visit(ch.call, ch.uid) is not None:
+            ch.dtmf = h.get("Digit") or None
 
     def _on_queue_leave(self, msg: AmiMessage, ts: float) -> None:
         ch = self._channel(msg, ts, create=False)
         if ch is None:
             return
         visit = self._open_visit(ch.call, ch.uid, msg.headers.get("Queue"))
-        if visit is not None and visit.left_at is None:
-            visit.left_at = ts
+        if visit is None or visit.left_at is not None:
+            return
+        visit.left_at = ts
+        if ch.dtmf and visit.result == VisitResult.WAITING:
+            # left with no abandon right after a key: a key exit if the dialplan now runs at that key
+            visit.exit_key = ch.dtmf
+            self._key_exits[ch.uid] = visit
+        ch.dtmf = None
+
+    def _check_key_exit(self, msg: AmiMessage, ts: float) -> None:
+        """A caller who left a queue after a key press and whose channel now runs the exit context at that
+        key (``Exten`` = the key, another ``Context``) exited the queue by that key."""
+        h = msg.headers
+        uid = h.get("Uniqueid")
+        visit = self._key_exits.get(uid) if uid else None
+        if visit is None or h.get("Event") in ("QueueCallerLeave", "DTMFEnd", "DTMFBegin"):
+            return
+        ch = self.index.get(uid)
+        if ch is None or visit.result != VisitResult.WAITING:
+            del self._key_exits[uid]  # type: ignore[arg-type]
+            return
+        if h.get("Exten") == visit.exit_key and h.get("Context") not in (None, ch.context):
+            del self._key_exits[uid]  # type: ignore[arg-type]
+            visit.result = VisitResult.EXITED
+            self.report(UpdateKind.EXITED, ch.call, ts, queue=visit.queue, key=visit.exit_key)
 
     def _on_queue_abandon(self, msg: AmiMessage, ts: float) -> None:
         ch = self._channel(msg, ts, create=False)
@@ -522,20 +526,22 @@ class JourneyTracker:
         if visit is None:
             return
         visit.left_at = ts
+        visit.exit_key = None
+        self._key_exits.pop(ch.uid, None)
         visit.hold_time = _int_or_none(msg.headers.get("HoldTime"))
-        partner = self.channels.get(ch.partner) if ch.partner else None
+        partner = self.index.partner(ch)
         hung_up = ch.hangup_requested or (partner is not None and partner.hangup_requested)
         visit.caller_hung_up = hung_up
         if visit.exit_status in GAVE_UP_STATUSES:
             return
         if hung_up:
             visit.result = VisitResult.ABANDONED
-            short = visit.wait_seconds < self.settings.short_abandon_for(visit.queue)
-            self._emit(UpdateKind.ABANDONED, call, ts, queue=visit.queue, short=short,
-                       consultation=visit.consultation)
+            short = self.policy.is_short_abandon(visit.queue, visit.wait_seconds)
+            self.report(UpdateKind.ABANDONED, call, ts, queue=visit.queue, short=short,
+                        consultation=visit.consultation)
         else:
             visit.result = VisitResult.TIMEOUT
-            self._emit(UpdateKind.TIMED_OUT, call, ts, queue=visit.queue, consultation=visit.consultation)
+            self.report(UpdateKind.TIMED_OUT, call, ts, queue=visit.queue, consultation=visit.consultation)
 
     def _on_agent_called(self, msg: AmiMessage, ts: float) -> None:
         caller = self._channel(msg, ts, create=False)
@@ -554,85 +560,90 @@ class JourneyTracker:
         if dest is not None and dest.call is call:
             leg = OperatorLeg(
                 operator=self._member_label(interface, member),
-                kind="queue",
+                kind=LegKind.QUEUE,
                 channel=dest.uid,
                 queue=queue,
                 interface=interface,
-                group=visit.group if visit is not None else "caller",
+                group=visit.group if visit is not None else CALLER_GROUP,
                 rang_at=ts,
             )
-            self._set_side(dest, "operator", leg=leg)
+            self.index.set_side(dest, Side.OPERATOR, leg=leg)
         if visit is not None and visit.rings == 1:
-            self._emit(UpdateKind.RINGING, call, ts, queue=queue)
+            self.report(UpdateKind.RINGING, call, ts, queue=queue)
 
     def _on_agent_ring_no_answer(self, msg: AmiMessage, ts: float) -> None:
-        dest = self.channels.get(msg.headers.get("DestUniqueid") or "")
+        dest = self.index.get(msg.headers.get("DestUniqueid"))
         if dest is not None and dest.leg is not None and dest.leg.started_at is None:
             dest.leg.ended_at = ts
-            dest.leg.ended_by = "no_answer"
+            dest.leg.ended_by = EndedBy.NO_ANSWER
 
     def _on_agent_connect(self, msg: AmiMessage, ts: float) -> None:
         caller = self._channel(msg, ts, create=False)
         if caller is None:
             return
         call = caller.call
-        queue = msg.headers.get("Queue") or ""
-        interface = msg.headers.get("Interface")
-        member = msg.headers.get("MemberName")
+        h = msg.headers
+        queue = h.get("Queue") or ""
+        interface = h.get("Interface")
+        member = h.get("MemberName")
         visit = self._open_visit(call, caller.uid, queue) or self._last_visit(call, caller.uid)
-        label = self._member_label(interface, member)
         dest = self._channel(msg, ts, "Dest")
-        group = visit.group if visit is not None else ("caller" if caller.side == "caller" else caller.group)
+        group = visit.group if visit is not None else (CALLER_GROUP if caller.side == Side.CALLER else caller.group)
         leg = dest.leg if dest is not None and dest.leg is not None else None
         if leg is None:
-            leg = OperatorLeg(operator=label, kind="queue", channel=dest.uid if dest else "",
-                              queue=queue, interface=interface, group=group, rang_at=ts)
+            leg = OperatorLeg(operator=self._member_label(interface, member), kind=LegKind.QUEUE,
+                              channel=dest.uid if dest else "", queue=queue, interface=interface, group=group,
+                              rang_at=ts)
             if dest is not None:
-                self._set_side(dest, "operator", leg=leg)
-        leg.operator = label
+                self.index.set_side(dest, Side.OPERATOR, leg=leg)
+        if not leg.picked_up:  # after a pickup AgentConnect still names the member who was rung
+            leg.operator = self._member_label(interface, member)
+        label = leg.operator
         leg.group = group
         leg.started_at = ts
         leg.ended_at = None
         leg.ended_by = None
         call.journey.legs.append(leg)
         if interface:
-            self.open_queue_legs[(queue, interface)] = leg
+            self._queue_legs[(queue, interface)] = leg
         if visit is not None:
             if visit.left_at is None:
                 visit.left_at = ts
             visit.result = VisitResult.ANSWERED
+            visit.exit_key = None
+            self._key_exits.pop(visit.channel, None)
             visit.operator = label
-            visit.hold_time = _int_or_none(msg.headers.get("HoldTime"))
-        if group == "caller":
+            visit.member = self._member_label(interface, member)
+            visit.hold_time = _int_or_none(h.get("HoldTime"))
+        if group == CALLER_GROUP:
             self._answered(call, ts, label, queue)
 
     def _answered(self, call: CallState, ts: float, operator: str, queue: str | None) -> None:
-        self._emit(UpdateKind.ANSWERED, call, ts, operator=operator, queue=queue)
-        self._recover(call, ts)
+        self.report(UpdateKind.ANSWERED, call, ts, operator=operator, queue=queue)
+        j = call.journey
+        if j.direction == Direction.OUTBOUND:
+            self._recover(j.callee or "", j.call_id, ts, "outbound")
+        else:
+            self._recover(j.caller, j.call_id, ts, "inbound")
 
-    def _recover(self, call: CallState, ts: float) -> None:
-        number = call.journey.caller
-        if number in NO_CALLER_NUMBER:
+    def _recover(self, number: str, by: str, ts: float, how: str) -> None:
+        key = number_key(number, self.settings.default_region) if number else None
+        if key is None:
             return
-        lost = self.lost.pop(number, None)
+        lost = self._watch.pop(key, None)
         if not lost:
             return
-        for j in lost:
-            if j.recovered or j.call_id == call.journey.call_id:
+        for entry in lost.values():
+            if entry.call_id == by:
                 continue
-            j.recovered = True
-            j.recovered_by = call.journey.call_id
-            j.recovered_at = ts
-            j.updated_at = max(j.updated_at, ts)
-            self._updates.append(JourneyUpdate(UpdateKind.RECOVERED, j, ts,
-                                               {"by": call.journey.call_id}))
+            self._pending.append(Recovered(entry.pbx, entry.call_id, entry.caller, entry.queue, by, ts, how))
 
     def _on_agent_complete(self, msg: AmiMessage, ts: float) -> None:
         h = msg.headers
         queue = h.get("Queue") or ""
         interface = h.get("Interface") or ""
-        leg = self.open_queue_legs.pop((queue, interface), None)
-        dest = self.channels.get(h.get("DestUniqueid") or "")
+        leg = self._queue_legs.pop((queue, interface), None)
+        dest = self.index.get(h.get("DestUniqueid"))
         if dest is not None and dest.leg is not None:
             leg = dest.leg
         if leg is None or leg.started_at is None:
@@ -640,14 +651,18 @@ class JourneyTracker:
         reason = h.get("Reason") or ""
         if leg.ended_at is None:
             leg.ended_at = ts
-        if reason in ("caller", "agent", "transfer"):
-            leg.ended_by = {"agent": "operator"}.get(reason, reason)
+        if reason == "agent":
+            leg.ended_by = EndedBy.OPERATOR
+        elif reason == "caller":
+            leg.ended_by = EndedBy.CALLER
+        elif reason == "transfer":
+            leg.ended_by = EndedBy.TRANSFER
 
     def _on_agent_dump(self, msg: AmiMessage, ts: float) -> None:
-        dest = self.channels.get(msg.headers.get("DestUniqueid") or "")
+        dest = self.index.get(msg.headers.get("DestUniqueid"))
         if dest is not None and dest.leg is not None and dest.leg.ended_at is None:
             dest.leg.ended_at = ts
-            dest.leg.ended_by = "operator"
+            dest.leg.ended_by = EndedBy.OPERATOR
 
     def _on_member(self, msg: AmiMessage, ts: float) -> None:
         h = msg.headers
@@ -666,27 +681,41 @@ class JourneyTracker:
         if src is None or dest is None or dest.side is not None or src.call is not dest.call:
             return
         call = src.call
-        if src.side == "operator":
+        if src.side == Side.OPERATOR:
             # an operator's channel dialling onwards (a Local member reaching the real phone)
-            self._set_side(dest, "operator", leg=src.leg)
+            self.index.set_side(dest, Side.OPERATOR, leg=src.leg)
             return
-        if src.side not in ("caller", "consult"):
+        if src.side not in (Side.CALLER, Side.CONSULT):
             return
-        if src.side == "caller" and self._open_visit(call, src.uid) is not None:
+        if src.side == Side.CALLER and self._open_visit(call, src.uid) is not None:
             return  # app_queue ringing a member: AgentCalled/AgentConnect tell the story
         dial_string = msg.headers.get("DialString") or ""
         interface = interface_of(dest.name, dial_string)
+        j = call.journey
+        if src.side == Side.CALLER and j.direction == Direction.INTERNAL and not j.visits:
+            number = dialled_number(dial_string) or clean(msg.headers.get("Exten"))
+            if number and not self.settings.is_extension(number):
+                # an extension dialling an outside number: an outbound call; its operator is who dialled
+                j.direction = Direction.OUTBOUND
+                j.callee = number
+                src_iface = interface_of(src.name, "")
+                j.dialled_by = (self.members.get(src_iface) or self._label_for_extension(j.caller) or j.caller_name
+                               or j.caller)
+                leg = OperatorLeg(operator=j.dialled_by, kind=LegKind.DIAL, channel=dest.uid, queue=None,
+                                  interface=src_iface, group=CALLER_GROUP, rang_at=ts)
+                self.index.set_side(dest, Side.OPERATOR, leg=leg)
+                return
         label = self.members.get(interface) or extension_of(interface) or dial_string
-        leg = OperatorLeg(operator=label, kind="dial", channel=dest.uid, queue=None, interface=interface,
-                          group="caller" if src.side == "caller" else src.group, rang_at=ts)
-        self._set_side(dest, "operator", leg=leg)
+        leg = OperatorLeg(operator=label, kind=LegKind.DIAL, channel=dest.uid, queue=None, interface=interface,
+                          group=CALLER_GROUP if src.side == Side.CALLER else src.group, rang_at=ts)
+        self.index.set_side(dest, Side.OPERATOR, leg=leg)
 
     def _on_dialend(self, msg: AmiMessage, ts: float) -> None:
         if msg.headers.get("DialStatus") != "ANSWER":
             return
-        dest = self.channels.get(msg.headers.get("DestUniqueid") or "")
-        src = self.channels.get(msg.headers.get("Uniqueid") or "")
-        if dest is None or src is None or dest.leg is None or dest.leg.kind != "dial":
+        dest = self.index.get(msg.headers.get("DestUniqueid"))
+        src = self.index.get(msg.headers.get("Uniqueid"))
+        if dest is None or src is None or dest.leg is None or dest.leg.kind != LegKind.DIAL:
             return
         leg = dest.leg
         if leg.started_at is not None or leg.channel != dest.uid:
@@ -694,7 +723,7 @@ class JourneyTracker:
         leg.started_at = ts
         call = dest.call
         call.journey.legs.append(leg)
-        if leg.group != "caller":
+        if leg.group != CALLER_GROUP:
             return
         if LOCAL_HALF.match(dest.name):
             # A Local channel answers as soon as its other half runs Answer(): that may be an operator's
@@ -706,7 +735,7 @@ class JourneyTracker:
             self._answered(call, ts, leg.operator, None)
 
     def _confirm_answer(self, call: CallState, leg: OperatorLeg) -> None:
-        if leg in call.journey.legs and leg.group == "caller" and leg.started_at is not None:
+        if leg in call.journey.legs and leg.group == CALLER_GROUP and leg.started_at is not None:
             self._answered(call, leg.started_at, leg.operator, None)
 
     def _drop_leg(self, call: CallState, leg: OperatorLeg) -> None:
@@ -723,54 +752,39 @@ class JourneyTracker:
         ch = self._channel(msg, ts, create=False)
         if not bid or ch is None:
             return
-        members = self.bridges.setdefault(bid, set())
-        ch.bridge = bid
-        others = [self.channels[u] for u in members if u in self.channels]
-        members.add(ch.uid)
+        others = self.index.enter_bridge(ch, bid)
         # An operator moving into a bridge with channels of nobody's side: a consultation call.
-        if ch.side == "operator":
+        if ch.side == Side.OPERATOR:
             for o in others:
                 if o.side is None and o.call is ch.call:
-                    self._set_side(o, "consult", ch.uid)
+                    self.index.set_side(o, Side.CONSULT, ch.uid)
         elif ch.side is None:
             for o in others:
-                if o.side == "operator" and o.call is ch.call:
-                    self._set_side(ch, "consult", o.uid)
+                if o.side == Side.OPERATOR and o.call is ch.call:
+                    self.index.set_side(ch, Side.CONSULT, o.uid)
                     break
 
     def _on_bridge_leave(self, msg: AmiMessage, ts: float) -> None:
         bid = msg.headers.get("BridgeUniqueid")
         uid = msg.headers.get("Uniqueid")
-        if not bid or not uid:
-            return
-        members = self.bridges.get(bid)
-        if members is not None:
-            members.discard(uid)
-            if not members:
-                del self.bridges[bid]
-        ch = self.channels.get(uid)
-        if ch is not None and ch.bridge == bid:
-            ch.bridge = None
+        if bid and uid:
+            self.index.leave_bridge(uid, bid)
 
-    def _leg_of(self, uid: str | None) -> OperatorLeg | None:
-        ch = self.channels.get(uid or "")
+    def _leg_of(self, ch: Channel | None) -> OperatorLeg | None:
         if ch is None:
             return None
         if ch.leg is not None:
             return ch.leg
-        if ch.partner:
-            p = self.channels.get(ch.partner)
-            if p is not None:
-                return p.leg
-        return None
+        p = self.index.partner(ch)
+        return p.leg if p is not None else None
 
     def _transferred(self, call: CallState, transfer: Transfer, ts: float) -> None:
         j = call.journey
         j.transfers.append(transfer)
-        self._emit(UpdateKind.TRANSFERRED, call, ts, transfer=transfer.kind, to=transfer.to)
-        if not j.bounced and len(j.transfers) >= self.settings.bounce_for(j.first_queue):
+        self.report(UpdateKind.TRANSFERRED, call, ts, transfer=str(transfer.kind), to=transfer.to)
+        if not j.bounced and self.policy.bounce_reached(j.first_queue, len(j.transfers)):
             j.bounced = True
-            self._emit(UpdateKind.BOUNCED, call, ts, transfers=len(j.transfers))
+            self.report(UpdateKind.BOUNCED, call, ts, transfers=len(j.transfers))
 
     def _on_blind_transfer(self, msg: AmiMessage, ts: float) -> None:
         h = msg.headers
@@ -778,20 +792,21 @@ class JourneyTracker:
             return
         transferee = self._channel(msg, ts, "Transferee", create=False)
         transferer = self._channel(msg, ts, "Transferer", create=False)
-        if transferee is None and transferer is None:
+        anchor = transferee or transferer
+        if anchor is None:
             return
-        call = (transferee or transferer).call  # type: ignore[union-attr]
-        leg = self._leg_of(transferer.uid if transferer else None)
+        call = anchor.call
+        leg = self._leg_of(transferer)
         if leg is not None and leg.ended_at is None:
             leg.ended_at = ts
-            leg.ended_by = "transfer"
-        if transferee is not None and transferee.side == "operator":
+            leg.ended_by = EndedBy.TRANSFER
+        if transferee is not None and transferee.side == Side.OPERATOR:
             # the operator's own Local half carries the caller onwards
-            self._set_side(transferee, "caller", follow_partner=False)
-        if leg is not None and leg.group != "caller":
+            self.index.set_side(transferee, Side.CALLER, follow_partner=False)
+        if leg is not None and leg.group != CALLER_GROUP:
             return  # a consultation being passed on, not the caller
         to = clean(h.get("Extension"))
-        self._transferred(call, Transfer("blind", leg.operator if leg else None, to, ts), ts)
+        self._transferred(call, Transfer(TransferKind.BLIND, leg.operator if leg else None, to, ts), ts)
 
     def _on_attended_transfer(self, msg: AmiMessage, ts: float) -> None:
         h = msg.headers
@@ -800,61 +815,98 @@ class JourneyTracker:
         transferee = self._channel(msg, ts, "Transferee", create=False)
         target = self._channel(msg, ts, "TransferTarget", create=False)
         orig = self._channel(msg, ts, "OrigTransferer", create=False)
-        anchor = transferee or target or orig
+        second = self._channel(msg, ts, "SecondTransferer", create=False)
+        anchor = transferee or orig or target
         if anchor is None:
             return
         call = anchor.call
-        if not self._caller_present(call):
+        if not call.caller_present():
             # the caller hung up while the operator was consulting: nothing was transferred (Asterisk's
             # queue_log too says COMPLETECALLER, not ATTENDEDTRANSFER)
             return
-        from_leg = self._leg_of(orig.uid if orig else None)
+        from_leg = self._leg_of(orig)
         if from_leg is not None:
             if from_leg.ended_at is None:
                 from_leg.ended_at = ts
-            from_leg.ended_by = "transfer"  # even when the operator's hang-up completed it
-        if from_leg is not None and from_leg.group != "caller":
+            from_leg.ended_by = EndedBy.TRANSFER  # even when the operator's hang-up completed it
+        if from_leg is not None and from_leg.group != CALLER_GROUP:
             return
-        to_queue = None
         group = ""
-        if target is not None and target.side == "consult":
+        other = second.call if second is not None else (target.call if target is not None else None)
+        if other is not None and other is not call:
+            # a phone's consultation: an ordinary call of its own (its own Linkedid), now the caller's
+            group = self._merge_consultation(call, other, second, ts)
+        elif target is not None and target.side == Side.CONSULT:
             group = target.group
         elif target is None:
             # Asterisk leaves the target block out when its channel is already gone: the
             # consultation is the one the transferer placed.
-            for t in (orig, self._channel(msg, ts, "SecondTransferer", create=False)):
+            for t in (orig, second):
                 if t is not None and any(c.group == t.uid for c in call.channels.values()):
                     group = t.uid
                     break
+        to_queue = None
         if group:
             to_queue = self._adopt(call, group, ts)
         elif target is not None and target.side is None:
-            self._set_side(target, "caller")
-        to = clean(h.get("TransferTargetExten")) or (to_queue or "")
-        self._transferred(call, Transfer("attended", from_leg.operator if from_leg else None, to, ts,
+            self.index.set_side(target, Side.CALLER)
+        to = clean(h.get("TransferTargetExten")) or clean(h.get("SecondTransfererExten")) or (to_queue or "")
+        self._transferred(call, Transfer(TransferKind.ATTENDED, from_leg.operator if from_leg else None, to, ts,
                                          to_queue), ts)
 
-    @staticmethod
-    def _caller_present(call: CallState) -> bool:
-        return any(ch.side == "caller" and ch.alive and not ch.hangup_requested
-                   for ch in call.channels.values())
+    def _merge_consultation(self, call: CallState, other: CallState, second: Channel | None, ts: float) -> str:
+        """Make a phone's consultation call (``other``, its own Linkedid) a consultation group of ``call``;
+        returns the group.  Its channels, visits and legs move over; the call itself is gone."""
+        group = second.uid if second is not None else other.journey.call_id
+        j, oj = call.journey, other.journey
+        for ch in list(other.channels.values()):
+            self.index.move_channel(ch, call)
+            if ch.side == Side.CALLER and ch.uid == other.originator:
+                # the transferring phone's consultation leg: the operator who is handing over
+                self.index.set_side(ch, Side.CONSULT, group)
+            elif ch.side in (Side.CALLER, None):
+                self.index.set_side(ch, Side.CONSULT, group, follow_partner=False)
+            elif ch.side == Side.CONSULT:
+                ch.group = group
+            elif ch.side == Side.OPERATOR and ch.leg is not None:
+                ch.leg.group = group if ch.leg.group == CALLER_GROUP else ch.leg.group
+        for v in oj.visits:
+            if v.group == CALLER_GROUP:
+                v.group = group
+                v.consultation = True
+        for leg in oj.legs:
+            if leg.group == CALLER_GROUP:
+                leg.group = group
+            operator = self.index.get(leg.channel)
+            if leg.started_at is not None and operator is not None and operator.alive:
+                # the transferring phone left the consultation just before this event (its hang-up request and
+                # app_queue's AgentComplete came first): the operator it reached talks on, with the caller
+                leg.ended_at = None
+                leg.ended_by = None
+        j.visits.extend(oj.visits)
+        j.visits.sort(key=lambda v: v.joined_at)
+        j.legs.extend(oj.legs)
+        self.unwatch(oj.call_id, oj.caller)
+        self.index.drop(other)
+        self.report(UpdateKind.MERGED, other, ts, into=j.call_id)
+        return group
 
     def _adopt(self, call: CallState, group: str, ts: float) -> str | None:
         """An attended transfer completed: the consultation group now carries the caller."""
         for ch in call.channels.values():
-            if ch.side == "consult" and ch.group == group:
-                ch.side = "caller"
+            if ch.side == Side.CONSULT and ch.group == group:
+                ch.side = Side.CALLER
                 ch.group = ""
         to_queue = None
         for v in call.journey.visits:
             if v.group == group:
-                v.group = "caller"
+                v.group = CALLER_GROUP
                 v.adopted_at = ts
                 to_queue = to_queue or v.queue
         talking = []
         for leg in call.journey.legs:
             if leg.group == group:
-                leg.group = "caller"
+                leg.group = CALLER_GROUP
                 leg.adopted_at = ts
                 if leg.started_at is not None and leg.ended_at is None:
                     talking.append(leg)
@@ -862,6 +914,42 @@ class JourneyTracker:
         for leg in talking:
             self._answered(call, ts, leg.operator, leg.queue)
         return to_queue
+
+    def _on_pickup(self, msg: AmiMessage, ts: float) -> None:
+        """Another phone picked up a ringing call: that phone's person talks, not the member who was rung."""
+        h = msg.headers
+        target = self.index.get(h.get("TargetUniqueid"))
+        if target is None or target.leg is None:
+            return
+        leg = target.leg
+        picker = clean(h.get("CallerIDNum")) or extension_of(h.get("Channel") or "")
+        interface = (h.get("Channel") or "").rsplit("-", 1)[0] or None
+        label = self.members.get(interface or "") or self._label_for_extension(picker) or picker
+        leg.operator = label
+        leg.interface = interface
+        leg.picked_up = True
+        # the phone that rang and was picked from no longer carries the talk (its hang-up ends nothing)
+        self.index.set_side(target, Side.OPERATOR, leg=None, follow_partner=False)
+        # the picking phone's channel is a new channel of its own call; it joins this one
+        picking = self.index.get(h.get("Uniqueid"))
+        if picking is not None and picking.call is not target.call:
+            self._absorb(target.call, picking.call, leg, ts)
+
+    def _label_for_extension(self, ext: str) -> str | None:
+        if not ext:
+            return None
+        for iface, name in self.members.items():
+            if extension_of(iface) == ext:
+                return name
+        return None
+
+    def _absorb(self, call: CallState, other: CallState, leg: OperatorLeg, ts: float) -> None:
+        """Channels of another call (the picking phone's) that now serve ``call`` as its operator."""
+        for ch in list(other.channels.values()):
+            self.index.move_channel(ch, call)
+            self.index.set_side(ch, Side.OPERATOR, leg=leg, follow_partner=False)
+        self.index.drop(other)
+        self.report(UpdateKind.MERGED, other, ts, into=call.journey.call_id)
 
     # ---- hang-ups --------------------------------------------------------------------------------------
     def _on_hangup_request(self, msg: AmiMessage, ts: float) -> None:
@@ -873,23 +961,23 @@ class JourneyTracker:
         ch.hangup_requested = True
         self._note_hangup_side(ch, ts)
 
-    def _note_hangup_side(self, ch: Channel, ts: float) -> None:
+    @staticmethod
+    def _note_hangup_side(ch: Channel, ts: float) -> None:
         """Close the caller's open talk on the first hang-up from either side and say who ended it."""
         call = ch.call
-        if ch.side == "caller":
+        if ch.side == Side.CALLER:
             for leg in call.journey.legs:
-                if leg.group == "caller" and leg.started_at is not None and leg.ended_at is None:
+                if leg.group == CALLER_GROUP and leg.started_at is not None and leg.ended_at is None:
                     leg.ended_at = ts
-                    leg.ended_by = leg.ended_by or "caller"
-        elif ch.side == "operator" and ch.leg is not None:
+                    leg.ended_by = leg.ended_by or EndedBy.CALLER
+        elif ch.side == Side.OPERATOR and ch.leg is not None:
             leg = ch.leg
             if leg.started_at is not None and leg.ended_at is None:
                 leg.ended_at = ts
-                leg.ended_by = "operator"
+                leg.ended_by = EndedBy.OPERATOR
 
     def _on_hangup(self, msg: AmiMessage, ts: float) -> None:
-        uid = msg.headers.get("Uniqueid")
-        ch = self.channels.get(uid or "")
+        ch = self.index.get(msg.headers.get("Uniqueid"))
         if ch is None:
             return
         if not ch.hangup_requested:
@@ -899,8 +987,8 @@ class JourneyTracker:
         call = ch.call
         # The journey is the caller's: it is over when the caller's last channel is gone, even if
         # an orphaned consultation or operator channel lingers.
-        if ch.side == "caller":
-            over = not any(c.alive and c.side == "caller" for c in call.channels.values())
+        if ch.side == Side.CALLER:
+            over = not any(c.alive and c.side == Side.CALLER for c in call.channels.values())
         else:
             over = not any(c.alive for c in call.channels.values())
         if over:
@@ -909,33 +997,22 @@ class JourneyTracker:
     # ---- ending ----------------------------------------------------------------------------------------
     def _finish(self, call: CallState, ts: float, reason: str | None = None) -> None:
         j = call.journey
-        if j.call_id not in self.calls:
+        if not self.index.finish(call):
             return
-        del self.calls[j.call_id]
-        for uid, ch in call.channels.items():
-            self.channels.pop(uid, None)
-            if self.by_name.get(ch.name) == uid:
-                del self.by_name[ch.name]
-            if ch.bridge is not None:
-                members = self.bridges.get(ch.bridge)
-                if members is not None:
-                    members.discard(uid)
-                    if not members:
-                        del self.bridges[ch.bridge]
-            self._remember_ended(uid)
-        self._remember_ended(j.call_id)
-        for key in [k for k, leg in self.open_queue_legs.items() if leg in j.legs]:
-            del self.open_queue_legs[key]
+        for key in [k for k, leg in self._queue_legs.items() if leg in j.legs]:
+            del self._queue_legs[key]
+        for uid in call.channels:
+            self._key_exits.pop(uid, None)
         for v in j.visits:
             if v.result == VisitResult.WAITING:
-                if v.group != "caller":
+                if v.group != CALLER_GROUP:
                     # an orphaned consultation: the caller is gone and we stop following it
                     v.result = VisitResult.UNKNOWN
                 elif v.left_at is None and reason is None:
                     v.left_at = ts
                     v.result = VisitResult.ABANDONED
                 elif v.left_at is not None:
-                    v.result = VisitResult.LEFT
+                    v.result = VisitResult.EXITED if v.exit_key else VisitResult.LEFT
                 else:
                     v.result = VisitResult.UNKNOWN
         for leg in j.legs:
@@ -950,18 +1027,18 @@ class JourneyTracker:
                 self._unconfirmed.remove(p)
                 self._confirm_answer(call, p[2])
         j.ended_at = ts
-        j.hangup_by = self._hangup_by(j)
-        if j.lost and j.caller not in NO_CALLER_NUMBER:
-            self.lost.setdefault(j.caller, []).append(j)
-        self._emit(UpdateKind.ENDED, call, ts, outcome=str(j.outcome))
+        verdict = self.policy.verdict(j)
+        j.hangup_by = self._hangup_by(j, verdict.outcome)
+        if verdict.lost and j.direction != Direction.OUTBOUND:
+            self.remember_lost(LostCall(self.pbx, j.call_id, j.caller, j.first_queue, ts))
+        self.report(UpdateKind.ENDED, call, ts, outcome=str(verdict.outcome))
 
     @staticmethod
-    def _hangup_by(j: Journey) -> str | None:
-        out = j.provisional_outcome()
-        if out == Outcome.ABANDONED:
-            return "caller"
-        if out in (Outcome.TIMEOUT, Outcome.REJECTED):
-            return "queue"
+    def _hangup_by(j: Journey, outcome: Outcome) -> EndedBy | None:
+        if outcome == Outcome.ABANDONED:
+            return EndedBy.CALLER
+        if outcome in (Outcome.TIMEOUT, Outcome.REJECTED):
+            return EndedBy.QUEUE
         legs = j.caller_legs()
         if legs:
             return legs[-1].ended_by
@@ -969,15 +1046,17 @@ class JourneyTracker:
 
     def _sweep(self, now: float) -> None:
         limit = now - self.settings.max_call_age
-        for call in [c for c in self.calls.values() if c.journey.started_at < limit]:
+        for call in [c for c in self.index.calls.values() if c.journey.started_at < limit]:
             self._finish(call, now, reason="max_age")
         horizon = now - self.settings.recovery_window
-        for number, journeys in list(self.lost.items()):
-            kept = [j for j in journeys if (j.ended_at or 0) >= horizon]
-            if not kept:
-                del self.lost[number]
-            elif len(kept) < len(journeys):
-                self.lost[number] = kept
+        order = self._watch_order
+        while order and order[0][0] < horizon:
+            _, key, call_id = order.popleft()
+            entries = self._watch.get(key)
+            if entries is not None and call_id in entries and entries[call_id].ended_at < horizon:
+                del entries[call_id]
+                if not entries:
+                    del self._watch[key]
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -985,6 +1064,18 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value or "")
     except ValueError:
         return None
+
+
+def dialled_number(dial_string: str) -> str:
+    """The number in a dial string: ``+3725550244@carrier`` -> ``+3725550244``, ``PJSIP/carrier/sip:5550107@host``
+    -> ``5550107``, ``DAHDI/g0/5550107`` -> ``5550107`` ('' when it holds none)."""
+    resource = dial_string.split("&", 1)[0].split(",", 1)[0]
+    resource = resource.rsplit("/", 1)[-1]
+    if resource.startswith("sip:"):
+        resource = resource[4:]
+    resource = resource.split("@", 1)[0]
+    digits = resource.lstrip("+")
+    return resource if digits.isdigit() else ""
 
 
 def interface_of(channel_name: str, dial_string: str) -> str:
@@ -1004,3 +1095,9 @@ def extension_of(interface: str) -> str:
     if "/" in resource:
         resource = resource.rsplit("/", 1)[-1]
     return resource.split(";", 1)[0]
+
+
+def lost_calls_of(records: Iterable[CallRecord]) -> list[LostCall]:
+    """Watch-list entries for lost, unrecovered call records (e.g. from the store after a restart)."""
+    return [LostCall(r.pbx, r.call_id, r.caller, r.first_queue, r.ended_at or r.started_at)
+            for r in records if r.lost and not r.recovered and r.ended_at is not None]
