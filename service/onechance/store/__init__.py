@@ -5,10 +5,10 @@ Wiring in the daemon::
     engine = engine_from_settings(settings)               # StoreConfigError on a bad URL
     writer = JourneyWriter.from_settings(settings, engine, registry)
     await writer.start()          # or services=[writer] (run/aclose); upgrades the schema, drains the spool
-    for j in await load_worklist(engine, since=now - settings.journey.recovery_window, pbx=name):
-        tracker.remember_lost(j)  # may raise when the database is down at start: then skip it
+    for lost in await load_lost_calls(engine, since=now - settings.journey.recovery_window, pbx=name):
+        tracker.remember_lost(lost)  # may raise when the database is down at start: then skip it
     ...
-    writer.submit(update.journey.to_dict())   # sync, never waits (SubmitSink(writer.submit) does this)
+    writer.submit(record)  # a CallRecord or a Recovered: sync, never waits (StoreSink does this)
     call_query = StoreCallQuery(engine)       # for GET /api/calls and /api/calls/{id}
     ...
     await writer.close(); await engine.dispose()
@@ -33,14 +33,14 @@ from .engine import (
 from .migrate import current_revision, downgrade, head_revision, upgrade
 from .queries import (
     StoreCallQuery,
-    StoredJourney,
     callback_worklist,
     get_call,
-    journey_from_dict,
     list_calls,
-    load_worklist,
+    load_lost_calls,
+    stored_call,
 )
 from .report import QueueDay, daily_figures
+from .sink import StoreSink
 from .spool import Spool, SpoolError
 from .upsert import store_journeys
 from .writer import JourneyWriter, WriterState
@@ -58,8 +58,8 @@ __all__ = [
     "StoreCallQuery",
     "StoreConfigError",
     "StoreError",
+    "StoreSink",
     "StoreUnavailable",
-    "StoredJourney",
     "WriterState",
     "callback_worklist",
     "current_revision",
@@ -70,13 +70,13 @@ __all__ = [
     "get_call",
     "head_revision",
     "is_unavailable",
-    "journey_from_dict",
     "list_calls",
-    "load_worklist",
+    "load_lost_calls",
     "make_engine",
     "mask_url",
     "normalize_url",
     "store_journeys",
+    "stored_call",
     "upgrade",
 ]
 

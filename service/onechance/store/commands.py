@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prometheus_client import CollectorRegistry
 
+from ..journey import CallPolicy
 from .engine import SQLITE, StoreConfigError, describe, is_unavailable, make_engine, mask_url, normalize_url
 from .migrate import current_revision, downgrade, head_revision, upgrade
 from .report import daily_figures, parse_bound, render
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from ..config import Settings
-    from ..journey import Journey
+    from ..journey import CallRecord
 
 
 class CommandError(Exception):
@@ -143,7 +144,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             await _schema_check(engine)
             rows = await daily_figures(engine, start, end, queue=args.queue, pbx=args.pbx,
-                                       service_level=settings.service_level_for, tz=tz)
+                                       policy=CallPolicy.from_settings(settings), tz=tz)
         finally:
             await engine.dispose()
         sys.stdout.write(render(rows, args.format))
@@ -154,8 +155,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ---- replay --store ------------------------------------------------------------------------------------
-def store_replayed(journeys: Sequence[Journey], args: argparse.Namespace) -> int:
-    """Write replayed journeys into the configured database (status 0), or keep them in the spool
+def store_replayed(journeys: Sequence[CallRecord], args: argparse.Namespace) -> int:
+    """Write replayed calls into the configured database (status 0), or keep them in the spool
     when it is unavailable (status 1, with the reason)."""
     prog = "onechance replay"
 
@@ -167,7 +168,7 @@ def store_replayed(journeys: Sequence[Journey], args: argparse.Namespace) -> int
         try:
             await writer.start()
             for j in journeys:
-                writer.submit(j.to_dict())
+                writer.submit(j)
             stored = await writer.flush()
             await writer.close(timeout=None)
         finally:

@@ -15,8 +15,9 @@ queue, in the report's time zone (UTC by default):
 * ``service_level``: Asterisk's ``ServicelevelPerf`` = answered within the service level / answered
   x 100; ``service_level2``: Asterisk's ``ServicelevelPerf2`` = (answered within + unanswered within)
   / (answered + unanswered) x 100, where unanswered = abandoned + timeouts, as Asterisk 22 counts them
-  (``record_abandoned`` runs for both).  "Within" uses Asterisk's whole-second arithmetic
-  (``floor(left) - floor(joined) <= service level``).  Both are ``None`` when their denominator is 0;
+  (``record_abandoned`` runs for both).  "Within" is the call policy's one service-level rule, Asterisk's
+  whole-second arithmetic (``floor(left) - floor(joined) <= service level``).  Both are ``None`` when their
+  denominator is 0;
 * ``transfers``: blind and attended transfers made by operators who answered through this queue,
   on the day of the transfer;
 * ``bounced``: bounced calls, counted once, in the first queue the caller entered.
@@ -27,8 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from typing import Any
@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..journey import CallPolicy
 from .models import calls, queue_visits, transfers
 
 UTC = ZoneInfo("UTC")
@@ -96,13 +97,6 @@ class QueueDay:
         return {name: getattr(self, name) for name in FIELDS}
 
 
-def within(joined_at: float, left_at: float | None, threshold: float) -> bool:
-    """Asterisk's test: whole seconds between joining and leaving, at most the service level."""
-    if left_at is None:
-        return False
-    return math.floor(left_at) - math.floor(joined_at) <= threshold
-
-
 def day_of(ts: float, tz: tzinfo) -> str:
     return datetime.fromtimestamp(ts, tz).date().isoformat()
 
@@ -114,21 +108,20 @@ async def daily_figures(
     *,
     queue: str | None = None,
     pbx: str | None = None,
-    service_level: Callable[[str], float] = lambda _q: 20.0,
+    policy: CallPolicy | None = None,
     tz: tzinfo = UTC,
 ) -> list[QueueDay]:
     """Figures per queue and day for visits that joined in ``[start, end)`` (epoch seconds), sorted by
-    day then queue.  ``service_level(queue)`` gives each queue's threshold in seconds."""
+    day then queue, judged by ``policy`` (each queue's service level)."""
+    rules = policy or CallPolicy()
     days: dict[tuple[str, str], QueueDay] = {}
-    thresholds: dict[str, float] = {}
 
     def bucket(q: str, ts: float) -> QueueDay:
         key = (q, day_of(ts, tz))
         row = days.get(key)
         if row is None:
-            if q not in thresholds:
-                thresholds[q] = float(service_level(q))
-            row = days[key] = QueueDay(queue=q, date=key[1], service_level_seconds=thresholds[q])
+            row = days[key] = QueueDay(queue=q, date=key[1],
+                                       service_level_seconds=rules.rule(q).service_level_seconds)
         return row
 
     v = queue_visits
@@ -161,7 +154,7 @@ async def daily_figures(
                 day.rejected += 1
                 continue
             day.offered += 1
-            in_sl = within(row.joined_at, row.left_at, day.service_level_seconds)
+            in_sl = rules.within_service_level(row.queue, row.joined_at, row.left_at)
             if result == "answered":
                 day.answered += 1
                 day.answered_wait += float(row.wait_seconds or 0.0)

@@ -1,28 +1,30 @@
-"""Idempotent, batched upserts of journeys.
+"""Idempotent, batched upserts of call records, and recoveries.
 
 One transaction per batch: the ``calls`` rows are upserted on ``(pbx, call_id)`` and only where the
 stored row is not newer (``updated_at``), then the child rows of every call actually written are
-deleted and inserted again.  Writing the same journeys twice, in any order, leaves the same rows.
+deleted and inserted again.  Writing the same records twice, in any order, leaves the same rows.  A recovery is
+a targeted update of its call's ``recovered*`` columns, which upserts never reset.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert
+from sqlalchemy import case, delete, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..journey import CallRecord, Recovered
 from .models import calls, operator_legs, queue_visits, transfers
-from .rows import JourneyRows, Key, coalesce, journey_rows
+from .rows import RECOVERY_COLUMNS, JourneyRows, Key, coalesce, journey_rows, recovery_values
 
 T = TypeVar("T")
 
 #: rows per INSERT statement (keeps bound parameters far below SQLite's and asyncpg's limits)
 CHUNK = 400
-_UPDATABLE = [c.name for c in calls.columns if c.name not in ("pbx", "call_id")]
+_UPDATABLE = [c.name for c in calls.columns if c.name not in ("pbx", "call_id", *RECOVERY_COLUMNS)]
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -45,9 +47,15 @@ async def upsert_rows(conn: AsyncConnection, rows: Sequence[JourneyRows]) -> set
     applied: set[Key] = set()
     for chunk in _chunks(rows, CHUNK):
         stmt = make_insert(calls).values([r.call for r in chunk])
+        new = stmt.excluded
+        set_ = {name: new[name] for name in _UPDATABLE}
+        # a recovery is never undone by an upsert (a record from before it); a record that knows one sets it
+        set_["recovered"] = or_(calls.c.recovered, new.recovered)
+        for name in ("recovered_by", "recovered_at", "recovered_how"):
+            set_[name] = case((new.recovered, new[name]), else_=calls.c[name])
         stmt = stmt.on_conflict_do_update(
             index_elements=[calls.c.pbx, calls.c.call_id],
-            set_={name: stmt.excluded[name] for name in _UPDATABLE},
+            set_=set_,
             where=calls.c.updated_at <= stmt.excluded.updated_at,
         ).returning(calls.c.pbx, calls.c.call_id)
         result = await conn.execute(stmt)
@@ -72,9 +80,25 @@ async def upsert_rows(conn: AsyncConnection, rows: Sequence[JourneyRows]) -> set
     return applied
 
 
-async def store_journeys(engine: AsyncEngine, journeys: Sequence[Mapping[str, Any]], stored_at: float) -> int:
-    """Upsert journey dicts in one transaction (newest version per key wins); returns rows written.
-    Raises :class:`~onechance.store.rows.BadJourney` for a journey that cannot be mapped."""
-    rows = [journey_rows(j, stored_at) for j in coalesce(journeys)]
+async def apply_recoveries(conn: AsyncConnection, recoveries: Sequence[Recovered]) -> list[Recovered]:
+    """Mark recovered calls on an open transaction; returns the recoveries whose call is not stored (yet).
+    A call already recovered keeps its first recovery."""
+    missing = []
+    for r in recoveries:
+        result = await conn.execute(
+            update(calls)
+            .where(calls.c.pbx == r.pbx, calls.c.call_id == r.call_id)
+            .values(**{k: (v if k == "recovered" else case((calls.c.recovered, calls.c[k]), else_=v))
+                       for k, v in recovery_values(r).items()})
+        )
+        if result.rowcount == 0:
+            missing.append(r)
+    return missing
+
+
+async def store_journeys(engine: AsyncEngine, records: Sequence[CallRecord], stored_at: float) -> int:
+    """Upsert call records in one transaction (newest version per key wins); returns rows written.
+    Raises :class:`~onechance.store.rows.BadJourney` for a record that cannot be mapped."""
+    rows = [journey_rows(r, stored_at) for r in coalesce(records)]
     async with engine.begin() as conn:
         return len(await upsert_rows(conn, rows))

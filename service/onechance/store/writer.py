@@ -1,7 +1,7 @@
-"""The journey writer: the daemon's asynchronous, loss-free path from journey updates to the database.
+"""The journey writer: the daemon's asynchronous, loss-free path from call records to the database.
 
-``submit()`` is synchronous and never waits for the database: it puts the journey dict in a bounded
-in-memory queue keyed by ``(pbx, call_id)`` (several updates of a call coalesce into the newest), or
+``submit()`` is synchronous and never waits for the database: it puts the call record (or a recovery) in a
+bounded in-memory queue keyed by ``(pbx, call_id)`` (several records of a call coalesce into the newest), or
 appends it to the on-disk spool when the queue is full.  A background task writes batches every
 ``flush_interval`` seconds (or as soon as ``batch_size`` calls wait) with idempotent upserts.
 
@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
@@ -28,18 +28,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..journey import CallRecord, Recovered
 from . import migrate
 from .engine import StoreUnavailable, describe, is_schema_missing, is_unavailable
-from .rows import BadJourney, JourneyRows, Key, journey_key, journey_rows, version_of
+from .rows import BadJourney, JourneyRows, Key, StoreItem, from_line, journey_rows, to_line
 from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError
-from .upsert import upsert_rows
+from .upsert import apply_recoveries, upsert_rows
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger("onechance.store")
 
-Journey = Mapping[str, Any]
+#: batches a recovery whose call is not stored yet is retried for, before it is set aside
+ORPHAN_RETRIES = 3
 
 
 class WriterState(StrEnum):
@@ -80,7 +82,9 @@ class JourneyWriter:
         self.auto_upgrade = auto_upgrade
         self._clock = clock
         self._spool = Spool(spool_dir, segment_bytes=segment_bytes)
-        self._pending: dict[Key, Journey] = {}
+        self._pending: dict[Key, CallRecord] = {}
+        self._recoveries: list[Recovered] = []
+        self._orphans: dict[Recovered, int] = {}  # recoveries whose call was not stored yet -> tries
         self._state = WriterState.NEW
         self._schema_ready = False
         self._started = False
@@ -98,7 +102,7 @@ class JourneyWriter:
         self.m_queue_depth = Gauge(
             "onechance_store_queue_depth", "Journeys waiting in memory for the database", registry=registry
         )
-        self.m_queue_depth.set_function(lambda: float(len(self._pending)))
+        self.m_queue_depth.set_function(lambda: float(len(self._pending) + len(self._recoveries)))
         self.m_spool_bytes = Gauge(
             "onechance_store_spool_bytes", "Bytes of journeys waiting in the on-disk spool", registry=registry
         )
@@ -180,27 +184,25 @@ class JourneyWriter:
         }
 
     # ---- the consumer's side ---------------------------------------------------------------------------
-    def submit(self, journey: Journey) -> None:
-        """Queue a journey dict for writing.  Never blocks on the database and never raises for the
-        database's sake; the writer keeps the dict (do not mutate it afterwards)."""
+    def submit(self, item: StoreItem) -> None:
+        """Queue a call record (or a recovery) for writing.  Never blocks on the database and never raises for
+        the database's sake."""
         if self._closing and self._task is None:
             raise RuntimeError("the journey writer is closed")
-        try:
-            key = journey_key(journey)
-        except BadJourney as exc:
-            log.error("not storing a journey: %s", exc)
-            self.m_failures.labels("rejected").inc()
-            if self._spool_open():
-                self._spool.reject([dict(journey)], str(exc))
+        if isinstance(item, Recovered):
+            self._recoveries.append(item)
+            if len(self._recoveries) >= self.batch_size:
+                self._wake.set()
             return
+        key = item.key
         old = self._pending.get(key)
         if old is not None:
-            if version_of(journey) >= version_of(old):
-                self._pending[key] = journey
+            if item.updated_at >= old.updated_at:
+                self._pending[key] = item
             return
         if len(self._pending) >= self.queue_size and self._spool_open():
             try:
-                self._spool.append([journey], sync=False)  # fsync'd by the background task
+                self._spool.append([to_line(item)], sync=False)  # fsync'd by the background task
             except SpoolError as exc:
                 self.m_failures.labels("spool").inc()
                 log.error("%s; keeping the journey in memory", exc)
@@ -212,7 +214,7 @@ class JourneyWriter:
                                 self.queue_size, self._spool.directory)
                 self._wake.set()
                 return
-        self._pending[key] = journey
+        self._pending[key] = item
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -220,26 +222,31 @@ class JourneyWriter:
         return self._started
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Open the spool (raises :class:`SpoolError` if it cannot be used) and start writing;
-        journeys left in the spool by an earlier run are written first."""
+    def _open(self) -> bool:
+        """Open the spool (raises :class:`SpoolError` if it cannot be used); False if already open."""
         if self._started:
-            return
+            return False
         self._spool.open()
         self._started = True
         if self._spool.has_data():
             log.info("%d journeys in the spool %s from an earlier run: writing them",
                      self._spool.journeys, self._spool.directory)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="onechance-store-writer")
+        return True
+
+    async def start(self) -> None:
+        """Start writing in a task of the writer's own (for tools and tests; the daemon runs :meth:`run` in
+        its task group instead); journeys left in the spool by an earlier run are written first."""
+        if self._open():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="onechance-store-writer")
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every journey submitted so far is in the database (True), or in the spool
         because the database is unavailable (False)."""
         async def wait() -> bool:
             while True:
-                if not self._pending and not self._spool.has_data() and not self._busy:
+                if not self._has_pending() and not self._spool.has_data() and not self._busy:
                     return True
-                if self._state == WriterState.UNAVAILABLE and not self._pending and not self._busy:
+                if self._state == WriterState.UNAVAILABLE and not self._has_pending() and not self._busy:
                     return False
                 if self._task is None or self._task.done():
                     return False
@@ -257,7 +264,8 @@ class JourneyWriter:
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the writer has talked to the database once (or ``timeout``); returns ``ready``."""
         async def wait() -> None:
-            while self._state == WriterState.NEW and self._task is not None and not self._task.done():
+            while self._state == WriterState.NEW and not self._closing and (
+                    self._task is None or not self._task.done()):
                 self._progress.clear()
                 self._wake.set()
                 await self._progress.wait()
@@ -288,13 +296,14 @@ class JourneyWriter:
                 raise
             finally:
                 await self._spill_pending()
-        elif self._pending:
+        elif self._has_pending():
             # never started: nothing was written, keep it all on disk
             try:
                 self._spool.open()
                 self._started = True
             except SpoolError as exc:
-                log.error("%s: %d journeys submitted before start() are lost", exc, len(self._pending))
+                log.error("%s: %d journeys submitted before start() are lost", exc,
+                          len(self._pending) + len(self._recoveries))
             await self._spill_pending()
         self._spool.close()
         self._task = None
@@ -302,11 +311,12 @@ class JourneyWriter:
 
     # ---- as a daemon service (``onechance.app.Service``) -------------------------------------------------
     async def run(self) -> None:
-        """Start (if not started) and run until :meth:`aclose`; for the daemon's task group."""
-        await self.start()
-        task = self._task
-        if task is not None:
-            await asyncio.shield(task)
+        """Write until :meth:`aclose`, in the calling task (the daemon's task group)."""
+        if self._open():
+            self._task = asyncio.current_task()
+            await self._run()
+        elif self._task is not None:
+            await asyncio.shield(self._task)
 
     async def aclose(self) -> None:
         """:meth:`close` with the default timeout."""
@@ -335,7 +345,7 @@ class JourneyWriter:
                     await self._spill_pending()
                     if self._closing:
                         return
-                elif self._closing and not self._pending and not self._spool.has_data():
+                elif self._closing and not self._has_pending() and not self._spool.has_data():
                     return
             except asyncio.CancelledError:
                 raise
@@ -383,16 +393,35 @@ class JourneyWriter:
             if batch is None:
                 break
             self._busy = True
-            if batch.journeys and not await self._write(batch.journeys):
+            items: list[StoreItem] = []
+            for line in batch.journeys:
+                try:
+                    items.append(from_line(line))
+                except BadJourney as exc:
+                    self.m_failures.labels("rejected").inc()
+                    log.error("a spooled journey cannot be stored: %s", exc)
+                    self._spool.reject([line], str(exc))
+            if items and not await self._write(items):
                 return False
             self._spool.commit(batch)
             self._progress.set()
         return True
 
+    def _has_pending(self) -> bool:
+        return bool(self._pending or self._recoveries)
+
+    def _take_batch(self) -> list[StoreItem]:
+        """Up to ``batch_size`` records, then the recoveries (written after the records of the same batch)."""
+        keys = list(islice(self._pending, self.batch_size))
+        batch: list[StoreItem] = [self._pending.pop(k) for k in keys]
+        if len(batch) < self.batch_size or not self._pending:
+            batch.extend(self._recoveries)
+            self._recoveries = []
+        return batch
+
     async def _write_pending(self) -> bool:
-        while self._pending:
-            keys = list(islice(self._pending, self.batch_size))
-            batch = [self._pending.pop(k) for k in keys]
+        while self._has_pending():
+            batch = self._take_batch()
             self._busy = True
             try:
                 ok = await self._write(batch)
@@ -409,16 +438,18 @@ class JourneyWriter:
 
     async def _spill_pending(self) -> None:
         """Move everything waiting in memory to the spool (the database is unavailable, or closing)."""
-        if not self._pending or not self._started:
+        if not (self._has_pending() or self._orphans) or not self._started:
             return
-        batch = list(self._pending.values())
+        batch: list[StoreItem] = [*self._pending.values(), *self._recoveries, *self._orphans]
         self._pending.clear()
+        self._recoveries = []
+        self._orphans.clear()
         await self._spool_journeys(batch)
 
-    async def _spool_journeys(self, batch: list[Journey]) -> None:
+    async def _spool_journeys(self, batch: list[StoreItem]) -> None:
         """Append to the spool and fsync, the fsync in a worker thread (the loop never waits for it)."""
         try:
-            self._spool.append(batch, sync=False)
+            self._spool.append([to_line(item) for item in batch], sync=False)
         except SpoolError as exc:
             # the disk refuses too: keep them in memory (beyond the bound) rather than lose them
             self.m_failures.labels("spool").inc()
@@ -428,13 +459,17 @@ class JourneyWriter:
             self.m_spooled.inc(len(batch))
             await self._spool.sync_in_thread()
 
-    def _keep_in_memory(self, batch: list[Journey]) -> None:
-        """Put journeys back in the queue (beyond its bound), unless a newer version waits there."""
-        for j in batch:
-            key = journey_key(j)
-            old = self._pending.get(key)
-            if old is None or version_of(j) > version_of(old):
-                self._pending[key] = j
+    def _keep_in_memory(self, batch: list[StoreItem]) -> None:
+        """Put items back in the queue (beyond its bound), unless a newer version of a call waits there."""
+        recoveries = []
+        for item in batch:
+            if isinstance(item, Recovered):
+                recoveries.append(item)
+                continue
+            old = self._pending.get(item.key)
+            if old is None or item.updated_at > old.updated_at:
+                self._pending[item.key] = item
+        self._recoveries = recoveries + self._recoveries
 
     # ---- database --------------------------------------------------------------------------------------
     async def _prepare_schema(self) -> None:
@@ -459,61 +494,84 @@ class JourneyWriter:
             raise StoreUnavailable(f"cannot upgrade the database schema: {describe(exc)}") from exc
         self._schema_ready = True
 
-    async def _write(self, journeys: Sequence[Journey]) -> bool:
-        """Write journeys; False (nothing lost: the caller spools them) when the database is
-        unavailable.  Journeys refused for their data are set aside in the spool's rejected file."""
+    async def _write(self, items: Sequence[StoreItem]) -> bool:
+        """Write records and recoveries; False (nothing lost: the caller spools them) when the database is
+        unavailable.  Records refused for their data are set aside in the spool's rejected file."""
         now = self._clock()
-        latest: dict[Key, tuple[Journey, JourneyRows]] = {}
-        for j in journeys:
+        latest: dict[Key, tuple[CallRecord, JourneyRows]] = {}
+        recoveries = [*self._orphans]
+        for item in items:
+            if isinstance(item, Recovered):
+                recoveries.append(item)
+                continue
             try:
-                rows = journey_rows(j, now)
+                rows = journey_rows(item, now)
             except BadJourney as exc:
-                self._reject(j, str(exc))
+                self._reject(item, str(exc))
                 continue
             old = latest.get(rows.key)
-            if old is None or version_of(j) >= version_of(old[0]):
-                latest[rows.key] = (j, rows)
-        if not latest:
+            if old is None or item.updated_at >= old[0].updated_at:
+                latest[rows.key] = (item, rows)
+        if not latest and not recoveries:
             return True
-        items = list(latest.values())
+        pairs = list(latest.values())
         try:
             await self._prepare_schema()
-            await self._upsert([rows for _, rows in items])
+            await self._upsert([rows for _, rows in pairs], recoveries)
         except Exception as exc:
             if is_schema_missing(exc):
                 self._schema_ready = False  # dropped under us: upgrade again (auto_upgrade) or wait for it
             if is_unavailable(exc) or is_schema_missing(exc):
                 self._mark_unavailable(exc)
                 return False
-            if len(items) == 1:
-                self._reject(items[0][0], describe(exc))
+            if len(pairs) <= 1 and not recoveries:
+                if pairs:
+                    self._reject(pairs[0][0], describe(exc))
                 return True
-            log.warning("a batch of %d journeys was refused (%s); writing them one by one", len(items),
+            log.warning("a batch of %d journeys was refused (%s); writing them one by one", len(pairs),
                         describe(exc))
-            for j, rows in items:
+            for record, rows in pairs:
                 try:
-                    await self._upsert([rows])
+                    await self._upsert([rows], [])
                 except Exception as exc1:
                     if is_unavailable(exc1) or is_schema_missing(exc1):
                         self._mark_unavailable(exc1)
                         return False
-                    self._reject(j, describe(exc1))
+                    self._reject(record, describe(exc1))
+            for r in recoveries:
+                try:
+                    await self._upsert([], [r])
+                except Exception as exc1:
+                    if is_unavailable(exc1) or is_schema_missing(exc1):
+                        self._mark_unavailable(exc1)
+                        return False
+                    self._reject(r, describe(exc1))
         self._mark_ok()
         return True
 
-    async def _upsert(self, rows: list[JourneyRows]) -> None:
+    async def _upsert(self, rows: list[JourneyRows], recoveries: list[Recovered]) -> None:
         started = time.perf_counter()
         async with self.engine.begin() as conn:
             applied = await upsert_rows(conn, rows)
+            missing = await apply_recoveries(conn, recoveries) if recoveries else []
         self.m_write_seconds.observe(time.perf_counter() - started)
         self.m_written.inc(len(applied))
         self.last_write_at = self._clock()
+        for r in recoveries:
+            self._orphans.pop(r, None)
+        for r in missing:  # its call is not stored yet (still queued): try again with the next batches
+            tries = self._orphans.get(r, 0) + 1
+            if tries < ORPHAN_RETRIES:
+                self._orphans[r] = tries
+            else:
+                log.warning("recovery of call %s (%s) not stored: the call is not in the database", r.call_id,
+                            r.pbx)
 
-    def _reject(self, journey: Journey, reason: str) -> None:
+    def _reject(self, item: StoreItem, reason: str) -> None:
         self.m_failures.labels("rejected").inc()
-        log.error("journey %s refused by the database: %s (kept in %s)", journey.get("call_id"), reason,
+        log.error("journey %s refused by the database: %s (kept in %s)", item.call_id, reason,
                   self._spool.directory / "rejected.jsonl")
-        self._spool.reject([dict(journey)], reason)
+        self._spool.reject([to_line(item)], reason)
 
     def _mark_ok(self) -> None:
         if self._state == WriterState.UNAVAILABLE:
