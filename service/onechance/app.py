@@ -1,23 +1,12 @@
-"""The composition root: ``onechance run`` builds everything here and nowhere else.
+"""The daemon's lifecycle: start, serve, drain.  Everything it runs is built by :mod:`onechance.compose`.
 
-::
-
-    settings ─┬─ per PBX: AmiLink ──queue──> PbxPipeline ──> JourneyTracker
-              │                                   └──> sinks: RecentCalls, CallMetrics, extra sinks
-              ├─ CollectorRegistry (CallMetrics, LiveCollector, build info)
-              ├─ aiohttp site: /healthz /readyz /metrics /api/*
-              └─ demo PBX (a fake AMI server) when no Asterisk is configured
-
-Everything runs in one :class:`asyncio.TaskGroup`.  :meth:`App.request_stop` (SIGTERM/SIGINT) starts a
-graceful drain: links log off, each consumer handles what is already queued and closes the calls in
-progress as uncertain, extra services drain (``aclose``), then the HTTP site closes.  The drain is bounded
-by ``daemon.shutdown_timeout``; a second signal cancels everything at once.
-
-Plugging a component in (the SQL store writer, an alerts outbox): pass ``sinks=[...]`` (objects with a
-synchronous, non-blocking ``handle(update)``; :class:`~onechance.sinks.SubmitSink` adapts a
-``submit(journey_dict)`` writer) and ``services=[...]`` (objects with ``async run()`` -- started in the task
-group -- and ``async aclose()`` -- awaited once every consumer has stopped, to flush pending work).
-A store-backed :class:`~onechance.sinks.CallQuery` replaces the in-memory one with ``call_query=``.
+:meth:`App.run` starts the services (the store writer upgrades the schema and drains its spool; the demo PBX
+listens), loads the callback worklist into each tracker, starts each AMI link and its consumer, serves HTTP,
+and waits for :meth:`App.request_stop` (SIGTERM/SIGINT).  Then it drains: the links log off, each consumer
+handles what it already received and closes the calls in progress as uncertain, the services flush (the store
+writes or spools every journey), and the HTTP site closes.  Every long-running task is a task of the one
+:class:`asyncio.TaskGroup`; the drain is bounded by ``daemon.shutdown_timeout`` and a second signal cancels
+everything at once.
 """
 
 from __future__ import annotations
@@ -25,27 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import signal
-import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
-from . import __version__
-from .ami.link import AmiLink, LinkStopped
-from .config import AmiSettings, ConfigError, Settings
-from .demo import DemoPbx
-from .http import make_app
-from .journey import Journey, JourneyTracker
-from .metrics import CallMetrics, LiveCollector, build_info
+from .ami.link import LinkStopped
+from .config import ConfigError
+from .journey import LostCall
 from .pipeline import PbxPipeline
-from .sinks import CallQuery, RecentCalls, Sink
+from .status import DaemonStatus
 
-__all__ = ["App", "Service", "run_daemon"]
+__all__ = ["App", "LostCallsLoader", "Service", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -63,47 +44,35 @@ class Service(Protocol):
 class LostCallsLoader(Protocol):
     """Lost calls not yet recovered for a PBX (from the store), to watch for their callers again."""
 
-    async def __call__(self, pbx: str) -> Sequence[Journey]: ...
+    async def __call__(self, pbx: str) -> Sequence[LostCall]: ...
 
 
 class App:
-    """The daemon: build with settings, ``await run()``; ``request_stop()`` makes ``run()`` return 0."""
+    """The daemon: ``await run()`` until ``request_stop()``; returns the exit code (0 after a complete drain)."""
 
     def __init__(
         self,
-        settings: Settings,
         *,
-        sinks: Sequence[Sink] = (),
+        pipelines: Sequence[PbxPipeline],
+        http: web.Application,
+        listen: tuple[str, int],
+        status: DaemonStatus,
         services: Sequence[Service] = (),
-        call_query: CallQuery | None = None,
-        registry: CollectorRegistry | None = None,
         lost_calls: LostCallsLoader | None = None,
+        shutdown_timeout: float = 10.0,
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
-        self.settings = settings
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.recent = RecentCalls(settings.http.recent_calls)
-        self.call_query: CallQuery = call_query if call_query is not None else self.recent
-        self.lost_calls = lost_calls
-        self.metrics = CallMetrics(self.registry, settings.tracker_settings(), settings.service_level_for)
-        self.registry.register(LiveCollector(lambda: self.pipelines))
-        build_info(self.registry)
-        self.extra_sinks = list(sinks)
+        self.pipelines = list(pipelines)
+        self.http = http
+        self.listen = listen
+        self.status = status
         self.services = list(services)
-        self.pipelines: list[PbxPipeline] = []
-        self.demo: DemoPbx | None = None
+        self.lost_calls = lost_calls
+        self.shutdown_timeout = shutdown_timeout
+        self.closers = list(closers)  # awaited last (e.g. the database engine's dispose)
         self.http_port: int | None = None
         self.started = asyncio.Event()  # HTTP listening, links started
-        self.stopping = False
         self._stop = asyncio.Event()
-        self._secrets: dict[str, str] = {}
-        # resolve secrets now: a missing secret file is a configuration error, reported before starting
-        for pbx in settings.pbxs():
-            if pbx.host:
-                secret = pbx.resolved_secret()
-                if not secret:
-                    raise ConfigError(f"PBX {pbx.name!r}: set ami.secret or ami.secret_file "
-                                      f"(ONECHANCE_AMI__SECRET or ONECHANCE_AMI__SECRET_FILE)")
-                self._secrets[pbx.name] = secret
 
     # ---- control ---------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -111,60 +80,37 @@ class App:
         self._stop.set()
 
     @property
-    def ready(self) -> bool:
-        return bool(self.pipelines) and not self.stopping and all(p.ready for p in self.pipelines)
+    def stopping(self) -> bool:
+        return self.status.stopping or self._stop.is_set()
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        detail: dict[str, Any] = {"pbx": {p.name: p.status() for p in self.pipelines}}
-        if self.stopping:
-            detail["reason"] = "shutting down"
-        elif not self.ready:
-            reasons = [f"{p.name}: {p.status().get('error')}" for p in self.pipelines if not p.ready]
-            detail["reason"] = "; ".join(reasons) or "starting"
-        return self.ready, detail
-
-    def live(self) -> dict[str, Any]:
-        calls: list[dict[str, Any]] = []
-        queues: dict[str, dict[str, Any]] = {}
-        for p in self.pipelines:
-            calls.extend(j.to_dict() for j in p.tracker.live())
-            now = p.pbx_now()
-            queues[p.name] = {
-                q: {"callers": len(joins), "oldest_wait_seconds": round(max(0.0, now - min(joins)), 3)}
-                for q, joins in sorted(p.tracker.waiting_by_queue().items())
-            }
-        calls.sort(key=lambda c: (c.get("started_at") or 0.0, c.get("call_id") or ""))
-        return {"calls": calls, "queues": queues}
-
-    # ---- building --------------------------------------------------------------------------------------
-    async def _start_demo(self) -> list[AmiSettings]:
-        base = self.settings.ami
-        demo_cfg = self.settings.demo
-        secret = secrets.token_hex(16)
+    # ---- running ---------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        runner: web.AppRunner | None = None
+        code = 0
         try:
-            self.demo = DemoPbx(demo_cfg.capture, speed=demo_cfg.speed, loop=demo_cfg.loop, username="demo",
-                                secret=secret)
-        except OSError as exc:
-            raise ConfigError(f"demo.capture {demo_cfg.capture}: {exc.strerror or exc}") from None
-        self.demo.start_at_present()
-        port = await self.demo.start()
-        name = base.name if base.name != "default" else "demo"
-        self._secrets[name] = secret
-        log.info("no Asterisk configured (ami.host): following the embedded demo PBX on 127.0.0.1:%d, playing "
-                 "%s at %gx%s", port, demo_cfg.capture or "the bundled capture", demo_cfg.speed,
-                 " in a loop" if demo_cfg.loop else "")
-        return [base.model_copy(update={"name": name, "host": "127.0.0.1", "port": port, "username": "demo",
-                                        "secret": SecretStr(secret), "secret_file": None})]
-
-    def _build_pipelines(self, pbxs: list[AmiSettings]) -> None:
-        sinks: list[Sink] = [self.recent, self.metrics, *self.extra_sinks]
-        tracker_settings = self.settings.tracker_settings()
-        for pbx in pbxs:
-            link = AmiLink(pbx, secret=self._secrets[pbx.name])
-            tracker = JourneyTracker(tracker_settings, pbx=pbx.name)
-            self.pipelines.append(PbxPipeline(tracker, link.queue, sinks, link=link, name=pbx.name,
-                                              tick_interval=self.settings.daemon.tick_interval,
-                                              queues=self.settings.queues.keys()))
+            runner = await self._start_http()  # first: a port that cannot be had is a config error, nothing runs
+            async with asyncio.TaskGroup() as tg:
+                # services first (the store upgrades its schema, the demo PBX listens), then the worklist,
+                # then the PBXs
+                service_tasks = [tg.create_task(s.run(), name=f"service-{type(s).__name__}") for s in self.services]
+                await self._load_lost_calls()
+                link_tasks = [tg.create_task(p.link.run(), name=f"ami-link-{p.name}")
+                              for p in self.pipelines if p.link is not None]
+                consumer_tasks = [tg.create_task(p.run(), name=f"consumer-{p.name}") for p in self.pipelines]
+                self.started.set()
+                await self._stop.wait()
+                code = await self._drain(link_tasks, consumer_tasks, service_tasks)
+        finally:
+            self.status.begin_stop()
+            if runner is not None:
+                await runner.cleanup()
+            for close in self.closers:
+                try:
+                    await close()
+                except Exception as exc:
+                    log.error("shutdown: closing failed: %s", exc, exc_info=exc)
+        log.info("onechance stopped")
+        return code
 
     async def _load_lost_calls(self) -> None:
         """Put the callback worklist back on each tracker's watch list, so a caller lost before a restart
@@ -180,81 +126,48 @@ class App:
                 log.warning("%s: could not load the callback worklist (lost calls are still recorded, but "
                             "those from before this start will not be marked recovered): %s", p.name, reason)
                 continue
-            for j in lost:
-                p.tracker.remember_lost(j)
+            for entry in lost:
+                p.tracker.remember_lost(entry)
             if lost:
                 log.info("%s: watching %d lost caller(s) from the callback worklist", p.name, len(lost))
 
     async def _start_http(self) -> web.AppRunner:
-        token = self.settings.http.token.get_secret_value() if self.settings.http.token else None
-        http_app = make_app(registry=self.registry, calls=self.call_query, live=self.live,
-                            readiness=self.readiness, token=token, version=__version__)
         # at shutdown, requests still in flight get HTTP_SHUTDOWN_TIMEOUT, not aiohttp's 60 s (per stage)
-        runner = web.AppRunner(http_app, access_log=None, handle_signals=False,
+        runner = web.AppRunner(self.http, access_log=None, handle_signals=False,
                                shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.http.host, self.settings.http.port)
+        host, port = self.listen
+        site = web.TCPSite(runner, host, port)
         try:
             await site.start()
         except OSError as exc:  # address in use, not an address of this machine, a privileged port
             await runner.cleanup()
-            raise ConfigError(f"http.listen {self.settings.http.listen}: cannot listen there: "
-                              f"{exc.strerror or exc}") from None
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http.port
-        log.info("HTTP API and metrics on http://%s:%d (/metrics, /api/calls, /api/live, /readyz)",
-                 self.settings.http.host, self.http_port)
+            raise ConfigError(f"http.listen {host}:{port}: cannot listen there: {exc.strerror or exc}") from None
+        addresses = runner.addresses
+        self.http_port = addresses[0][1] if addresses else port
+        log.info("HTTP API and metrics on http://%s:%d (/metrics, /api/calls, /api/live, /readyz)", host,
+                 self.http_port)
         return runner
-
-    # ---- running ---------------------------------------------------------------------------------------
-    async def run(self) -> int:
-        """Run until :meth:`request_stop`; returns the exit code (0 after a complete drain)."""
-        pbxs = self.settings.pbxs()
-        runner: web.AppRunner | None = None
-        code = 0
-        try:
-            if self.settings.demo_mode():
-                pbxs = await self._start_demo()
-            self._build_pipelines(pbxs)
-            runner = await self._start_http()
-            async with asyncio.TaskGroup() as tg:
-                # services first (the store upgrades its schema), then the worklist, then the PBXs
-                service_tasks = [tg.create_task(s.run(), name=f"service-{type(s).__name__}") for s in self.services]
-                await self._load_lost_calls()
-                link_tasks = [tg.create_task(p.link.run(), name=f"ami-link-{p.name}")
-                              for p in self.pipelines if p.link is not None]
-                consumer_tasks = [tg.create_task(p.run(), name=f"consumer-{p.name}") for p in self.pipelines]
-                self.started.set()
-                await self._stop.wait()
-                code = await self._drain(link_tasks, consumer_tasks, service_tasks)
-        finally:
-            self.stopping = True
-            if runner is not None:
-                await runner.cleanup()
-            if self.demo is not None:
-                await self.demo.stop()
-        log.info("onechance stopped")
-        return code
 
     async def _drain(self, link_tasks: list[asyncio.Task[None]], consumer_tasks: list[asyncio.Task[None]],
                      service_tasks: list[asyncio.Task[None]]) -> int:
-        self.stopping = True
-        timeout = self.settings.daemon.shutdown_timeout
+        self.status.begin_stop()
+        timeout = self.shutdown_timeout
         log.info("shutting down: finishing pending work (at most %g s)", timeout)
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*(p.link.stop() for p in self.pipelines if p.link is not None))
-                await asyncio.gather(*link_tasks, return_exceptions=True)
+                await _gather_logged("stopping an AMI link", *(p.link.stop() for p in self.pipelines
+                                                                if p.link is not None))
+                await _gather_logged("an AMI link", *link_tasks)
                 for p in self.pipelines:
                     if p.link is not None:
                         p.link.stop_item()  # after whatever the link still holds back
                     else:
                         await p.queue.put(LinkStopped())
-                await asyncio.gather(*consumer_tasks, return_exceptions=True)
+                await _gather_logged("a consumer", *consumer_tasks)
                 for service in self.services:
                     await service.aclose()
-                await asyncio.gather(*service_tasks, return_exceptions=True)
+                await _gather_logged("a service", *service_tasks)
             return 0
         except TimeoutError:
             log.error("shutdown took longer than %g s: stopping anyway", timeout)
@@ -263,38 +176,23 @@ class App:
             return 1
 
 
-async def _serve(settings: Settings) -> int:
-    from .sinks import MergedCallQuery, SubmitSink
-    from .store import JourneyWriter, StoreCallQuery, engine_from_settings, load_worklist
-
-    registry = CollectorRegistry()
-    engine = engine_from_settings(settings)
-    writer = JourneyWriter.from_settings(settings, engine, registry)
-    recovery_window = settings.journey.recovery_window
-
-    async def lost_calls(pbx: str) -> Sequence[Journey]:
-        await writer.start()  # idempotent: the service task may not have started it yet
-        if not await writer.wait_ready(timeout=5):
-            raise RuntimeError("the database is not reachable yet")
-        return await load_worklist(engine, since=time.time() - recovery_window, pbx=pbx)
-
-    app = App(settings, registry=registry, sinks=[SubmitSink(writer.submit)], services=[writer],
-              lost_calls=lost_calls)
-    app.call_query = MergedCallQuery(StoreCallQuery(engine), app.recent)
-    try:
-        return await _serve_app(app)
-    finally:
-        await engine.dispose()
+async def _gather_logged(what: str, *aws: object) -> None:
+    """Await everything; log (never raise) what failed, so one failure does not hide the others' work."""
+    results = await asyncio.gather(*aws, return_exceptions=True)  # type: ignore[call-overload]
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            log.error("shutdown: %s failed: %s", what, result, exc_info=result)
 
 
-async def _serve_app(app: App) -> int:
+async def serve(app: App) -> int:
+    """Run ``app`` with SIGTERM/SIGINT handlers: the first starts the drain, a second exits at once (130)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     forced = False
 
     def on_signal(sig: signal.Signals) -> None:
         nonlocal forced
-        if app.stopping or app._stop.is_set():
+        if app.stopping:
             log.warning("%s again: exiting now", sig.name)
             forced = True
             if main is not None:
@@ -317,8 +215,3 @@ async def _serve_app(app: App) -> int:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-
-
-def run_daemon(settings: Settings) -> int:
-    """``onechance run``: serve until SIGTERM/SIGINT; the process exit code."""
-    return asyncio.run(_serve(settings))

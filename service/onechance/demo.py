@@ -28,6 +28,7 @@ import contextlib
 import logging
 import random
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -291,6 +292,7 @@ class DemoPbx:
         login_fail_delay: float = 1.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        sock: socket.socket | None = None,
     ) -> None:
         data = capture if isinstance(capture, bytes) else Path(capture or CAPTURE).read_bytes()
         self.recorded = load_capture(data)
@@ -301,6 +303,9 @@ class DemoPbx:
         self.rng = random.Random(seed)
         self.login_fail_delay = login_fail_delay
         self.host, self.port = host, port
+        self.sock = sock  # a socket already bound (the daemon's composition root knows the port before start)
+        if sock is not None:
+            self.port = sock.getsockname()[1]
         self.state = PbxState()
         self.plan: dict[int, Fault] = {}  # message index (in the current capture) -> fault before it
         self.refuse_logins = 0  # refuse the next N logins even with the right secret
@@ -333,7 +338,11 @@ class DemoPbx:
         return self.port
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        if self.sock is not None:
+            self._server = await asyncio.start_server(self._accept, sock=self.sock)
+            self.sock = None  # the server owns it now (and closes it)
+        else:
+            self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _unlisten(self) -> None:

@@ -1,7 +1,8 @@
 """The HTTP API (aiohttp): health, readiness, Prometheus metrics and the calls.
 
-``make_app`` builds the application from its dependencies only; the composition root (``app.py``) passes
-the registry, the call query (in memory today, the SQL store later), the live view and the readiness check.
+``make_app`` builds the application from its dependencies only; the composition root (``compose.py``) passes
+the registry, the call query (the store merged with the recent calls) and the daemon's status (readiness and
+the calls in progress).
 
 ===========================  ====================================================================
 ``GET /healthz``             the process runs: ``{"status": "ok"}``
@@ -31,6 +32,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .journey import Outcome
 from .sinks import CallFilter, CallQuery
+from .status import DaemonStatus
 
 __all__ = ["MAX_LIMIT", "make_app", "parse_filter"]
 
@@ -39,8 +41,6 @@ DEFAULT_LIMIT = 100
 CALL_PARAMS = frozenset({"since", "outcome", "queue", "pbx", "limit"})
 OUTCOMES = frozenset(str(o) for o in Outcome)
 
-LiveView = Callable[[], dict[str, Any]]  # {"calls": [...], "queues": {...}}
-Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 class BadRequest(ValueError):
@@ -104,8 +104,7 @@ def make_app(
     *,
     registry: CollectorRegistry,
     calls: CallQuery,
-    live: LiveView,
-    readiness: Readiness,
+    status: DaemonStatus,
     token: str | None = None,
     version: str = "",
 ) -> web.Application:
@@ -135,7 +134,7 @@ def make_app(
         return _json({"status": "ok", "version": version})
 
     async def readyz(request: web.Request) -> web.Response:
-        ok, detail = readiness()
+        ok, detail = status.readiness()
         return _json({"ready": ok, **detail}, status=200 if ok else 503)
 
     async def list_calls(request: web.Request) -> web.Response:
@@ -148,9 +147,9 @@ def make_app(
         if unknown:
             raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}; allowed: pbx")
         pbx = request.query.get("pbx") or None
-        for c in live().get("calls", []):
-            if c.get("call_id") == call_id and (pbx is None or c.get("pbx") == pbx):
-                return _json(c)
+        live_call = status.live_call(call_id, pbx)
+        if live_call is not None:
+            return _json(live_call)
         found = await calls.get_call(call_id, pbx)
         if found is None:
             return _error(404, f"no call {call_id!r}" + (f" on PBX {pbx!r}" if pbx else ""))
@@ -159,7 +158,7 @@ def make_app(
     async def live_calls(request: web.Request) -> web.Response:
         if request.query:
             raise BadRequest("/api/live takes no parameters")
-        return _json(live())
+        return _json(status.live())
 
     app = web.Application(middlewares=[api_guard])
     app.router.add_get("/healthz", healthz)

@@ -23,23 +23,22 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .journey import JourneyTracker, JourneyUpdate, TrackerSettings, UpdateKind, VisitResult
+from .journey import CallPolicy, JourneyTracker, Recovered, Update, UpdateKind, VisitResult
 
 __all__ = ["UNRESOLVED_REASONS", "WAIT_BUCKETS", "CallMetrics", "LiveCollector", "PbxView", "build_info"]
 
 WAIT_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
 #: ``closed_reason`` values meaning "the end of the call was not seen": not counted as outcomes
 UNRESOLVED_REASONS = frozenset({"link_lost", "pbx_restart", "daemon_stopped"})
-_WAIT_RESULTS = frozenset({VisitResult.ANSWERED, VisitResult.ABANDONED, VisitResult.TIMEOUT, VisitResult.LEFT})
+_WAIT_RESULTS = frozenset({VisitResult.ANSWERED, VisitResult.ABANDONED, VisitResult.TIMEOUT, VisitResult.LEFT,
+                           VisitResult.EXITED})
 
 
 class CallMetrics:
     """Counts each call once, when it ends (a :class:`~onechance.sinks.Sink`)."""
 
-    def __init__(self, registry: CollectorRegistry, settings: TrackerSettings | None = None,
-                 service_level: Callable[[str], float] | None = None) -> None:
-        self.settings = settings or TrackerSettings()
-        self.service_level = service_level or (lambda queue: 20.0)
+    def __init__(self, registry: CollectorRegistry, policy: CallPolicy | None = None) -> None:
+        self.policy = policy or CallPolicy()
         self.calls = Counter("onechance_calls", "Calls ended, by first queue ('' for direct calls) and outcome",
                              ["pbx", "queue", "outcome"], registry=registry)
         self.wait = Histogram("onechance_queue_wait_seconds",
@@ -68,36 +67,35 @@ class CallMetrics:
                                   "lost, PBX restart, daemon stopped); not counted in onechance_calls_total "
                                   "unless taken up again after a resync", ["pbx", "reason"], registry=registry)
 
-    def handle(self, update: JourneyUpdate) -> None:
-        j = update.journey
-        if update.kind == UpdateKind.RECOVERED:
-            self.recovered.labels(j.pbx, j.first_queue).inc()
+    def handle(self, update: Update) -> None:
+        if isinstance(update, Recovered):
+            self.recovered.labels(update.pbx, update.queue).inc()
             return
         if update.kind != UpdateKind.ENDED:
             return
-        if j.closed_reason in UNRESOLVED_REASONS:
-            self.unresolved.labels(j.pbx, j.closed_reason).inc()
+        r = update.record
+        if r.closed_reason in UNRESOLVED_REASONS:
+            self.unresolved.labels(r.pbx, r.closed_reason).inc()
             return
-        pbx, first = j.pbx, j.first_queue
-        outcome = j.outcome
-        self.calls.labels(pbx, first, str(outcome)).inc()
-        if j.lost:
-            self.lost.labels(pbx, first, str(outcome)).inc()
-        if j.bounced:
+        pbx, first = r.pbx, r.first_queue
+        outcome = str(r.outcome)
+        self.calls.labels(pbx, first, outcome).inc()
+        if r.lost:
+            self.lost.labels(pbx, first, outcome).inc()
+        if r.bounced:
             self.bounced.labels(pbx, first).inc()
-        visits = j.caller_visits()
-        for v in visits:
+        for v in r.queues:
             if v.result in _WAIT_RESULTS and v.left_at is not None:
                 self.wait.labels(pbx, v.queue).observe(v.wait_seconds)
             if v.result == VisitResult.ABANDONED:
-                short = v.wait_seconds < self.settings.short_abandon_for(v.queue)
+                short = self.policy.is_short_abandon(v.queue, v.wait_seconds)
                 self.abandoned.labels(pbx, v.queue, "true" if short else "false").inc()
             elif v.result == VisitResult.ANSWERED:
-                within = v.wait_seconds <= self.service_level(v.queue)
+                within = self.policy.within_service_level(v.queue, v.joined_at, v.left_at)
                 self.answered.labels(pbx, v.queue, "true" if within else "false").inc()
-        for t in j.transfers:
-            before = [v for v in visits if v.joined_at <= t.at]
-            self.transfers.labels(pbx, before[-1].queue if before else "", t.kind).inc()
+        for t in r.transfers:
+            before = [v for v in r.queues if v.joined_at <= t.at]
+            self.transfers.labels(pbx, before[-1].queue if before else "", str(t.kind)).inc()
 
 
 class PbxView(Protocol):
@@ -105,6 +103,7 @@ class PbxView(Protocol):
 
     name: str
     tracker: JourneyTracker
+    sink_errors: dict[str, int]
 
     def pbx_now(self) -> float: ...
 
@@ -143,6 +142,8 @@ class LiveCollector(Collector):
                                   labels=["pbx"])
         errors = CounterMetricFamily("onechance_tracker_errors", "AMI events the tracker could not apply",
                                      labels=["pbx"])
+        sink_errors = CounterMetricFamily("onechance_sink_errors", "Updates a sink (store, metrics, alerts...) "
+                                          "failed to take", labels=["pbx", "sink"])
         counters = {key: CounterMetricFamily(f"onechance_ami_{key}", doc, labels=["pbx"])
                     for key, doc in _LINK_COUNTERS.items()}
         for view in self._views():
@@ -155,6 +156,8 @@ class LiveCollector(Collector):
                 oldest.add_metric([view.name, queue], max(0.0, now - min(joins)) if joins else 0.0)
             live.add_metric([view.name], len(tracker.calls))
             errors.add_metric([view.name], tracker.errors)
+            for sink, count in sorted(view.sink_errors.items()):
+                sink_errors.add_metric([view.name, sink], count)
             link = view.link_counters()
             up.add_metric([view.name], link.get("up", 0.0))
             depth.add_metric([view.name], link.get("queue_depth", 0.0))
@@ -166,6 +169,7 @@ class LiveCollector(Collector):
         yield up
         yield depth
         yield errors
+        yield sink_errors
         yield from counters.values()
 
 

@@ -23,20 +23,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .ami.link import AmiEvent, LinkDown, LinkItem, LinkState, LinkStopped, Snapshot
-from .journey import JourneyTracker, JourneyUpdate, UpdateKind
+from .errors import RateLimitedLog
+from .journey import JourneyTracker, JourneyUpdate, Update, UpdateKind
 from .journey.resync import Gap, apply_snapshot, close_for_gap
 from .sinks import Sink
 
 if TYPE_CHECKING:
     from .ami.link import AmiLink
 
-__all__ = ["PbxPipeline"]
+__all__ = ["PbxPipeline", "tracker_error_hook"]
 
 log = logging.getLogger(__name__)
+
+
+def tracker_error_hook(errors: RateLimitedLog, pbx: str) -> Callable[[str, BaseException], None]:
+    """The tracker's ``on_error``: an event it could not apply is logged (with its traceback, at most once a
+    minute per event type); the call it was about is marked uncertain by the tracker."""
+    def failed(event: str, exc: BaseException) -> None:
+        errors.failed(f"event:{event}", f"{pbx}: could not apply an AMI {event} event (its call is now "
+                      f"uncertain): {type(exc).__name__}: {exc}", exc)
+    return failed
 
 
 class PbxPipeline:
@@ -52,6 +62,7 @@ class PbxPipeline:
         name: str | None = None,
         tick_interval: float = 30.0,
         queues: Iterable[str] = (),
+        errors: RateLimitedLog | None = None,
     ) -> None:
         self.tracker = tracker
         self.queue = queue
@@ -62,7 +73,8 @@ class PbxPipeline:
         self.offset = 0.0  # PBX clock minus local clock
         self.last_ts = 0.0
         self.items = 0
-        self.sink_errors = 0
+        self.sink_errors: dict[str, int] = {}  # sink name -> updates it failed on
+        self.errors = errors if errors is not None else RateLimitedLog(log)
         self.snapshots = 0
         self.resynced = False
         self.stopped = False
@@ -70,7 +82,6 @@ class PbxPipeline:
         self._hung_up: set[str] = set()
         self._collect_hangups = True  # between a (re)connect and its snapshot
         self._queues: set[str] = set(queues)
-        self._failing_sinks: set[int] = set()
         self._clock_known = False  # offset learnt from a timestamped event
 
     # ---- views (HTTP API, metrics) ---------------------------------------------------------------------
@@ -154,7 +165,8 @@ class PbxPipeline:
             self.resynced = False
             if updates:
                 log.warning("%s: %d call(s) in progress closed as uncertain (%s)", self.name,
-                            sum(1 for u in updates if u.kind == UpdateKind.ENDED), item.reason)
+                            sum(1 for u in updates if isinstance(u, JourneyUpdate) and u.kind == UpdateKind.ENDED),
+                            item.reason)
             self._dispatch(updates)
         elif isinstance(item, Snapshot):
             if not self._clock_known and item.clock_offset is not None:
@@ -214,13 +226,12 @@ class PbxPipeline:
             log.info("%s: %d call(s) in progress closed as uncertain (daemon stopped)", self.name, len(updates))
         self._dispatch(updates)
 
-    def _dispatch(self, updates: list[JourneyUpdate]) -> None:
+    def _dispatch(self, updates: list[Update]) -> None:
         for update in updates:
-            for i, sink in enumerate(self.sinks):
+            for sink in self.sinks:
                 try:
                     sink.handle(update)
-                except Exception:
-                    self.sink_errors += 1
-                    if i not in self._failing_sinks:  # log the first failure of each sink in full
-                        self._failing_sinks.add(i)
-                        log.exception("%s: sink %s failed", self.name, type(sink).__name__)
+                except Exception as exc:
+                    name = type(sink).__name__
+                    self.sink_errors[name] = self.sink_errors.get(name, 0) + 1
+                    self.errors.failed(f"sink:{name}", f"{self.name}: sink {name} failed on an update", exc)

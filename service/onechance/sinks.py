@@ -1,14 +1,12 @@
-"""Where journey updates go: the sink interface, the in-memory recent calls and the call query API.
+"""Where the tracker's updates go: the sink interface, the in-memory recent calls and the call query API.
 
-Each PBX's consumer hands every :class:`~onechance.journey.JourneyUpdate` to every sink, in order, on the
-event loop.  A sink's :meth:`Sink.handle` is synchronous and must not block: anything slow (a database,
-a webhook) queues the work and does it in its own task.  Sinks that keep a journey past the call must
-copy it (``update.journey.to_dict()``): the journey object is the tracker's live one.
+Each PBX's consumer hands every update (:class:`~onechance.journey.JourneyUpdate`, with its immutable
+:class:`~onechance.journey.CallRecord`, or :class:`~onechance.journey.Recovered`) to every sink, in order, on the
+event loop.  A sink's :meth:`Sink.handle` is synchronous and must not block: anything slow (a database, a
+webhook) queues the work and does it in its own task.  Records never change, so a sink may keep them.
 
-* :class:`RecentCalls` keeps the last ``http.recent_calls`` finished journeys in memory and answers the
-  HTTP API (:class:`CallQuery`) until a store-backed query replaces it;
-* :class:`SubmitSink` adapts any ``submit(journey_dict)`` writer (the SQL store's writer, an outbox);
-* :class:`MergedCallQuery` answers the API from the store and the recent calls together.
+* :class:`RecentCalls` keeps the last ``http.recent_calls`` finished calls in memory and answers the HTTP API
+  (:class:`CallQuery`) on its own, or together with the store (:class:`MergedCallQuery`).
 """
 
 from __future__ import annotations
@@ -16,25 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from .journey import JourneyUpdate, UpdateKind
+from .journey import CallJson, CallRecord, Recovered, Update, UpdateKind
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FINAL_KINDS", "CallFilter", "CallQuery", "MergedCallQuery", "RecentCalls", "Sink", "SubmitSink"]
-
-#: updates after which a journey's stored copy must be (re)written: its end, and a later recovery
-FINAL_KINDS = frozenset({UpdateKind.ENDED, UpdateKind.RECOVERED})
+__all__ = ["CallFilter", "CallQuery", "MergedCallQuery", "RecentCalls", "Sink"]
 
 
 @runtime_checkable
 class Sink(Protocol):
-    """Receives every journey update of every PBX, in order.  Synchronous and non-blocking."""
+    """Receives every update of every PBX, in order.  Synchronous and non-blocking."""
 
-    def handle(self, update: JourneyUpdate) -> None: ...
+    def handle(self, update: Update) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,94 +42,104 @@ class CallFilter:
     pbx: str | None = None
     limit: int = 100
 
-    def matches(self, call: dict[str, Any]) -> bool:
-        if self.since is not None and (call.get("started_at") or 0.0) < self.since:
+    def matches(self, call: CallRecord) -> bool:
+        if self.since is not None and call.started_at < self.since:
             return False
-        if self.outcomes is not None and call.get("outcome") not in self.outcomes:
+        if self.outcomes is not None and str(call.outcome) not in self.outcomes:
             return False
-        if self.pbx is not None and call.get("pbx") != self.pbx:
+        if self.pbx is not None and call.pbx != self.pbx:
             return False
-        return self.queue is None or any(q.get("queue") == self.queue for q in call.get("queues") or ())
+        return self.queue is None or any(q.queue == self.queue for q in call.queues)
 
 
 class CallQuery(Protocol):
     """Finished calls for the HTTP API; the store provides one backed by SQL."""
 
-    async def list_calls(self, flt: CallFilter) -> list[dict[str, Any]]:
-        """Matching journeys (``Journey.to_dict()`` shape), newest first, at most ``flt.limit``."""
+    async def list_calls(self, flt: CallFilter) -> list[CallJson]:
+        """Matching calls, newest first, at most ``flt.limit``."""
         ...
 
-    async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
-        """One journey by call id (the newest when several PBXs used the same id)."""
+    async def get_call(self, call_id: str, pbx: str | None = None) -> CallJson | None:
+        """One call by call id (the newest when several PBXs used the same id)."""
         ...
+
+
+def _order(call: CallJson) -> tuple[float, str]:
+    return call["started_at"], call["call_id"]
 
 
 class RecentCalls:
-    """A sink and a :class:`CallQuery`: the last ``size`` finished journeys, in memory."""
+    """A sink and a :class:`CallQuery`: the last ``size`` finished calls, in memory."""
 
     def __init__(self, size: int = 10000) -> None:
         self.size = size
-        self._calls: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._calls: OrderedDict[tuple[str, str], CallRecord] = OrderedDict()
+        # recoveries of calls not in memory (lost before this process started, or pushed out): the store may
+        # not have written them yet
+        self._recoveries: OrderedDict[tuple[str, str], Recovered] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def handle(self, update: JourneyUpdate) -> None:
-        j = update.journey
-        key = (j.pbx, j.call_id)
-        if j.ended_at is None:
-            # live again (taken up after a resync): the live view shows it until it ends
-            if key in self._calls:
-                del self._calls[key]
+    def handle(self, update: Update) -> None:
+        if isinstance(update, Recovered):
+            key = (update.pbx, update.call_id)
+            found = self._calls.get(key)
+            if found is not None:
+                self._calls[key] = found.with_recovery(update.by, update.at, update.how)
+            else:
+                self._recoveries[key] = update
+                while len(self._recoveries) > self.size:
+                    self._recoveries.popitem(last=False)
             return
-        if update.kind not in FINAL_KINDS and key not in self._calls:
+        record = update.record
+        key = record.key
+        if update.kind == UpdateKind.MERGED or not record.ended:
+            # part of another call now, or live again (taken up after a resync): not a finished call here
+            self._calls.pop(key, None)
             return
-        self._calls[key] = j.to_dict()
+        if update.kind != UpdateKind.ENDED and key not in self._calls:
+            return
+        self._calls[key] = record
         self._calls.move_to_end(key)
         while len(self._calls) > self.size:
             self._calls.popitem(last=False)
 
-    def calls(self) -> Iterable[dict[str, Any]]:
+    def records(self) -> Iterable[CallRecord]:
         return self._calls.values()
 
-    async def list_calls(self, flt: CallFilter) -> list[dict[str, Any]]:
-        found = [c for c in self._calls.values() if flt.matches(c)]
-        found.sort(key=lambda c: (c.get("started_at") or 0.0, c.get("call_id") or ""), reverse=True)
+    def with_recovery(self, call: CallJson) -> CallJson:
+        """A call from elsewhere (the store) with the recovery this memory knows of and it may not yet have."""
+        found = self._recoveries.get((call["pbx"], call["call_id"]))
+        if found is None or call["recovered"]:
+            return call
+        return CallRecord.from_json(call).with_recovery(found.by, found.at, found.how).to_json()
+
+    async def list_calls(self, flt: CallFilter) -> list[CallJson]:
+        found = [c.to_json() for c in self._calls.values() if flt.matches(c)]
+        found.sort(key=_order, reverse=True)
         return found[: flt.limit]
 
-    async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
+    async def get_call(self, call_id: str, pbx: str | None = None) -> CallJson | None:
         if pbx is not None:
-            return self._calls.get((pbx, call_id))
-        found = [c for (p, cid), c in self._calls.items() if cid == call_id]
-        return max(found, key=lambda c: c.get("started_at") or 0.0) if found else None
-
-
-class SubmitSink:
-    """Hands a copy of each finished journey to ``submit`` (e.g. the store writer's non-blocking
-    ``submit(journey_dict)``).  ``kinds`` selects the updates that trigger a copy."""
-
-    def __init__(self, submit: Callable[[dict[str, Any]], object],
-                 kinds: Collection[UpdateKind] = FINAL_KINDS) -> None:
-        self._submit = submit
-        self.kinds = frozenset(kinds)
-
-    def handle(self, update: JourneyUpdate) -> None:
-        if update.kind in self.kinds:
-            self._submit(update.journey.to_dict())
+            found = self._calls.get((pbx, call_id))
+            return found.to_json() if found is not None else None
+        matches = [c for (_p, cid), c in self._calls.items() if cid == call_id]
+        return max(matches, key=lambda c: c.started_at).to_json() if matches else None
 
 
 def _why(exc: Exception) -> str:
     return "no answer in time" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
 
 
-def _newest(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+def _newest(a: CallJson | None, b: CallJson | None) -> CallJson | None:
     if a is None or b is None:
         return a or b
-    return a if (a.get("updated_at") or 0.0) >= (b.get("updated_at") or 0.0) else b
+    return a if a["updated_at"] >= b["updated_at"] else b
 
 
 class MergedCallQuery:
-    """The store's answers merged with the journeys still in memory.
+    """The store's answers merged with the calls still in memory.
 
     The store holds everything for months but is written in batches (and may be unreachable for a
     while: the writer spools); the in-memory recent calls are never behind.  Each call is answered from
@@ -142,13 +147,13 @@ class MergedCallQuery:
     seconds (a locked table, a connection to a vanished server), the memory answers alone.
     """
 
-    def __init__(self, store: CallQuery, recent: CallQuery, timeout: float = 5.0) -> None:
+    def __init__(self, store: CallQuery, recent: RecentCalls, timeout: float = 5.0) -> None:
         self.store = store
         self.recent = recent
         self.timeout = timeout
         self.store_failures = 0
 
-    async def list_calls(self, flt: CallFilter) -> list[dict[str, Any]]:
+    async def list_calls(self, flt: CallFilter) -> list[CallJson]:
         try:
             async with asyncio.timeout(self.timeout):
                 stored = await self.store.list_calls(flt)
@@ -156,15 +161,16 @@ class MergedCallQuery:
             self.store_failures += 1
             log.warning("store query failed, answering from memory: %s", _why(exc))
             stored = []
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
-        for c in [*stored, *await self.recent.list_calls(flt)]:
-            key = (c.get("pbx") or "", c.get("call_id") or "")
-            merged[key] = _newest(merged.get(key), c)  # type: ignore[assignment]
-        found = sorted(merged.values(), key=lambda c: (c.get("started_at") or 0.0, c.get("call_id") or ""),
-                       reverse=True)
+        merged: dict[tuple[str, str], CallJson] = {}
+        for c in [*map(self.recent.with_recovery, stored), *await self.recent.list_calls(flt)]:
+            key = (c["pbx"], c["call_id"])
+            newest = _newest(merged.get(key), c)
+            assert newest is not None
+            merged[key] = newest
+        found = sorted(merged.values(), key=_order, reverse=True)
         return found[: flt.limit]
 
-    async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
+    async def get_call(self, call_id: str, pbx: str | None = None) -> CallJson | None:
         try:
             async with asyncio.timeout(self.timeout):
                 stored = await self.store.get_call(call_id, pbx)
@@ -172,4 +178,6 @@ class MergedCallQuery:
             self.store_failures += 1
             log.warning("store query failed, answering from memory: %s", _why(exc))
             stored = None
+        if stored is not None:
+            stored = self.recent.with_recovery(stored)
         return _newest(stored, await self.recent.get_call(call_id, pbx))

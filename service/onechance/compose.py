@@ -1,0 +1,166 @@
+"""The composition root: :func:`build_app` builds every component of ``onechance run`` from the settings.
+
+::
+
+    settings ─┬─ CallPolicy (one for every tracker, the metrics, the reports)
+              ├─ store: engine, JourneyWriter (a service), StoreSink, StoreCallQuery
+              ├─ per PBX: AmiLink ──queue──> PbxPipeline ──> JourneyTracker ──> records
+              │                                   └──> sinks: RecentCalls, CallMetrics, StoreSink
+              ├─ CollectorRegistry: CallMetrics, LiveCollector, build info, the store's metrics
+              ├─ DaemonStatus (readiness, live calls) and the aiohttp application
+              └─ App: the lifecycle only (start, serve, drain)
+
+Everything is passed through constructors; nothing is patched afterwards and there is no global state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from . import __version__
+from .ami.link import AmiLink
+from .app import App, Service, serve
+from .config import AmiSettings, ConfigError, Settings
+from .errors import RateLimitedLog
+from .http import make_app
+from .journey import CallPolicy, JourneyTracker, LostCall
+from .metrics import CallMetrics, LiveCollector, build_info
+from .pipeline import PbxPipeline, tracker_error_hook
+from .sinks import CallQuery, MergedCallQuery, RecentCalls, Sink
+from .status import DaemonStatus
+
+__all__ = ["build_app", "run_daemon"]
+
+log = logging.getLogger("onechance")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pbx:
+    settings: AmiSettings
+    secret: str
+
+
+def _secrets(settings: Settings) -> list[_Pbx]:
+    """Each PBX with its secret (a missing secret file is a configuration error, reported before starting)."""
+    out = []
+    for pbx in settings.pbxs():
+        secret = pbx.resolved_secret()
+        if not secret:
+            raise ConfigError(f"PBX {pbx.name!r}: set ami.secret or ami.secret_file "
+                              f"(ONECHANCE_AMI__SECRET or ONECHANCE_AMI__SECRET_FILE)")
+        out.append(_Pbx(pbx, secret))
+    return out
+
+
+class _DemoService:
+    """The embedded demo PBX as a service of the daemon (listening before the links connect)."""
+
+    def __init__(self, settings: Settings, sock: socket.socket, secret: str) -> None:
+        from .demo import DemoPbx
+
+        demo = settings.demo
+        try:
+            self.pbx = DemoPbx(demo.capture, speed=demo.speed, loop=demo.loop, username="demo", secret=secret,
+                               sock=sock)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"demo.capture {demo.capture}: {exc.strerror or exc}") from None
+        self.pbx.start_at_present()
+        self._stopped = False
+        self._done = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.pbx.start()
+        await self._done.wait()
+
+    async def aclose(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            await self.pbx.stop()
+        self._done.set()
+
+
+def _demo(settings: Settings) -> tuple[_Pbx, _DemoService]:
+    import secrets
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    secret = secrets.token_hex(16)
+    service = _DemoService(settings, sock, secret)
+    base = settings.ami
+    name = base.name if base.name != "default" else "demo"
+    log.info("no Asterisk configured (ami.host): following the embedded demo PBX on 127.0.0.1:%d, playing %s at "
+             "%gx%s", service.pbx.port, settings.demo.capture or "the bundled capture", settings.demo.speed,
+             " in a loop" if settings.demo.loop else "")
+    pbx = base.model_copy(update={"name": name, "host": "127.0.0.1", "port": service.pbx.port, "username": "demo",
+                                  "secret": None, "secret_file": None})
+    return _Pbx(pbx, secret), service
+
+
+def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> App:
+    """Every component of the daemon, wired.  Raises :class:`~onechance.config.ConfigError` (or the store's
+    ``StoreConfigError``) for settings that cannot work.  ``store_query`` replaces the SQL side of the API's
+    call query (tests: a store that never answers)."""
+    from .store import JourneyWriter, StoreCallQuery, StoreSink, engine_from_settings, load_lost_calls
+
+    registry = CollectorRegistry()
+    policy = CallPolicy.from_settings(settings)
+    tracker_settings = settings.tracker_settings()
+    services: list[Service] = []
+    if settings.demo_mode():
+        demo_pbx, demo_service = _demo(settings)
+        pbxs = [demo_pbx]
+        services.append(demo_service)
+    else:
+        pbxs = _secrets(settings)
+
+    engine = engine_from_settings(settings)
+    writer = JourneyWriter.from_settings(settings, engine, registry)
+    services.append(writer)
+    recent = RecentCalls(settings.http.recent_calls)
+    metrics = CallMetrics(registry, policy)
+    sinks: Sequence[Sink] = (recent, metrics, StoreSink(writer))
+
+    pipelines: list[PbxPipeline] = []
+    for pbx in pbxs:
+        link = AmiLink(pbx.settings, secret=pbx.secret)
+        errors = RateLimitedLog(logging.getLogger("onechance.pipeline"))
+        tracker = JourneyTracker(policy, tracker_settings, pbx=pbx.settings.name,
+                                 on_error=tracker_error_hook(errors, pbx.settings.name))
+        pipelines.append(PbxPipeline(tracker, link.queue, sinks, link=link, name=pbx.settings.name,
+                                     tick_interval=settings.daemon.tick_interval,
+                                     queues=policy.configured_queues(), errors=errors))
+    registry.register(LiveCollector(lambda: pipelines))
+    build_info(registry)
+
+    status = DaemonStatus(pipelines, writer)
+    calls = MergedCallQuery(store_query if store_query is not None else StoreCallQuery(engine), recent,
+                            timeout=settings.http.store_timeout)
+    token = settings.http.token.get_secret_value() if settings.http.token else None
+    http = make_app(registry=registry, calls=calls, status=status, token=token, version=__version__)
+    recovery_window = settings.journey.recovery_window
+
+    async def lost_calls(pbx: str) -> Sequence[LostCall]:
+        if not await writer.wait_ready(timeout=5):
+            raise RuntimeError("the database is not reachable yet")
+        return await load_lost_calls(engine, since=time.time() - recovery_window, pbx=pbx)
+
+    return App(pipelines=pipelines, http=http, listen=(settings.http.host, settings.http.port), status=status,
+               services=services, lost_calls=lost_calls, shutdown_timeout=settings.daemon.shutdown_timeout,
+               closers=[engine.dispose])
+
+
+def run_daemon(settings: Settings) -> int:
+    """``onechance run``: serve until SIGTERM/SIGINT; the process exit code."""
+    async def main() -> int:
+        return await serve(build_app(settings))
+
+    return asyncio.run(main())
