@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from onechance.app import App
+from onechance.compose import build_app
 from onechance.config import Settings
 from onechance.demo import DemoPbx
 from onechance.pipeline import PbxPipeline
@@ -66,8 +69,19 @@ def settings_for(pbxs: Sequence[tuple[str, int]], *, token: str | None = None, s
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, **app_kw: Any) -> AsyncIterator[App]:
-    """The daemon, started in this event loop; stopped (and checked to exit 0) on leaving."""
-    app = App(settings, **app_kw)
+    """The daemon as ``onechance run`` builds it, started in this event loop (with a data directory of its own
+    unless the settings name one); stopped (and checked to exit 0) on leaving."""
+    with contextlib.ExitStack() as stack:
+        if settings.data_dir == Settings().data_dir:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="onechance-test-"))
+            settings = settings.model_copy(update={"data_dir": Path(tmp)})
+        async with _running(settings, **app_kw) as app:
+            yield app
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: Settings, **app_kw: Any) -> AsyncIterator[App]:
+    app = build_app(settings, **app_kw)
     task = asyncio.create_task(app.run())
     started = asyncio.create_task(app.started.wait())
     done, _ = await asyncio.wait({task, started}, timeout=10, return_when=asyncio.FIRST_COMPLETED)

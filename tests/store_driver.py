@@ -16,6 +16,7 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from onechance.config import load_settings
+from onechance.journey import JourneyUpdate
 from onechance.replay import replay_files
 from onechance.store import JourneyWriter, engine_from_settings
 
@@ -25,8 +26,8 @@ async def spool(paths: list[str]) -> None:
     engine = engine_from_settings(settings)
     writer = JourneyWriter.from_settings(settings, engine, CollectorRegistry(), flush_interval=0.01)
     await writer.start()
-    updates: list[dict] = []
-    replay_files(paths, on_update=lambda u: updates.append(u.journey.to_dict()))
+    updates: list = []
+    replay_files(paths, on_update=lambda u: updates.append(u.record if isinstance(u, JourneyUpdate) else u))
     for i, u in enumerate(updates):
         writer.submit(u)
         if i % 50 == 0:

@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from onechance.journey import CallRecord, JourneyUpdate
 from onechance.replay import replay_files
-from onechance.store import JourneyWriter
+from onechance.store import JourneyWriter, stored_call
 from onechance.store.models import calls, metadata
+from onechance.store.rows import StoreItem
 
 DATA = Path(__file__).parent / "data"
 CAPTURES = sorted(p.stem for p in DATA.glob("*.ami"))
@@ -22,15 +24,22 @@ def capture(name: str) -> str:
     return str(DATA / f"{name}.ami")
 
 
+def final_records(*names: str, pbx: str = "") -> list[CallRecord]:
+    """The final records of captures replayed one after the other (recoveries applied)."""
+    return replay_files([capture(n) for n in names], pbx=pbx).journeys
+
+
 def final_journeys(*names: str, pbx: str = "") -> list[dict[str, Any]]:
     """The final journey dicts of captures replayed one after the other (what ``replay --json`` prints)."""
-    return [j.to_dict() for j in replay_files([capture(n) for n in names], pbx=pbx).journeys]
+    return [dict(r.to_json()) for r in final_records(*names, pbx=pbx)]
 
 
-def update_stream(*names: str, pbx: str = "") -> list[dict[str, Any]]:
-    """Every journey update as the daemon would submit it, in order (a call appears many times)."""
-    out: list[dict[str, Any]] = []
-    replay_files([capture(n) for n in names], pbx=pbx, on_update=lambda u: out.append(u.journey.to_dict()))
+def update_stream(*names: str, pbx: str = "") -> list[StoreItem]:
+    """The record of every update, and every recovery, in order (a call appears many times: more than the
+    daemon submits, which is only each call's end and its recoveries)."""
+    out: list[StoreItem] = []
+    replay_files([capture(n) for n in names], pbx=pbx,
+                 on_update=lambda u: out.append(u.record if isinstance(u, JourneyUpdate) else u))
     return out
 
 
@@ -54,14 +63,18 @@ def _freeze(value: Any) -> Any:
 
 
 async def stored_journeys(engine: AsyncEngine) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every stored call as the API gives it (its JSON with the recovery columns applied)."""
+    cols = (calls.c.pbx, calls.c.call_id, calls.c.journey, calls.c.lost, calls.c.recovered, calls.c.recovered_by,
+            calls.c.recovered_at, calls.c.recovered_how)
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(calls.c.pbx, calls.c.call_id, calls.c.journey))).all()
-    return {(r.pbx, r.call_id): dict(r.journey) for r in rows}
+        rows = (await conn.execute(select(*cols))).all()
+    return {(r.pbx, r.call_id): dict(stored_call(r)) for r in rows}
 
 
-async def assert_store_holds(engine: AsyncEngine, journeys: list[dict[str, Any]]) -> None:
-    """The database holds exactly these journeys: one row each, the JSON identical, and exactly the
+async def assert_store_holds(engine: AsyncEngine, calls_: list[CallRecord] | list[dict[str, Any]]) -> None:
+    """The database holds exactly these calls: one row each, the JSON identical, and exactly the
     child rows they imply (nothing lost, nothing duplicated)."""
+    journeys = [dict(c.to_json()) if isinstance(c, CallRecord) else c for c in calls_]
     expected = {(j["pbx"], j["call_id"]): j for j in journeys}
     assert len(expected) == len(journeys), "test bug: duplicate journeys in the expectation"
     stored = await stored_journeys(engine)

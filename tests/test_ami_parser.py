@@ -30,7 +30,7 @@ def journeys(messages: list[AmiMessage]) -> list[dict]:
     log = JourneyLog()
     for m in messages:
         log.add(tracker.feed(m))
-    return [j.to_dict() for j in log.ordered(tracker)]
+    return [j.to_json() for j in log.ordered(tracker)]
 
 
 REFERENCE, _ = frame_all(ANSWERED)

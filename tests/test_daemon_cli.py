@@ -67,7 +67,7 @@ bounce_transfers = 3
     cfg = json.loads(r.stdout)
     assert cfg["followed_pbxs"] == ["tallinn", "tartu"]
     assert cfg["queues"]["support"] == {"short_abandon_seconds": 3.0, "service_level_seconds": 30.0,
-                                        "bounce_transfers": 3}
+                                        "bounce_transfers": 3, "alert_kinds": None, "long_wait_seconds": None}
     r = _check_config(ONECHANCE_CONFIG=str(conf))
     assert r.returncode == 0 and json.loads(r.stdout)["followed_pbxs"] == ["tallinn", "tartu"]
 
@@ -156,9 +156,10 @@ def test_the_sample_settings_file_is_valid(tmp_path: Path):
     assert SECRET not in r.stdout
 
 
-async def test_a_second_signal_exits_at_once(monkeypatch):
+async def test_a_second_signal_exits_at_once(monkeypatch, tmp_path):
     """The first SIGTERM asks for a graceful drain; if that hangs, a second one ends the process (130)."""
     from onechance import app as app_module
+    from onechance.compose import build_app
     from onechance.config import Settings
 
     async def stuck(self: app_module.App) -> int:
@@ -167,7 +168,9 @@ async def test_a_second_signal_exits_at_once(monkeypatch):
         return 0
 
     monkeypatch.setattr(app_module.App, "run", stuck)
-    task = asyncio.create_task(app_module._serve(Settings(http={"listen": "127.0.0.1:0"})))
+    app = build_app(Settings(http={"listen": "127.0.0.1:0"}, data_dir=tmp_path,
+                             ami={"host": "127.0.0.1", "secret": "x"}))
+    task = asyncio.create_task(app_module.serve(app))
     await asyncio.sleep(0.1)  # the signal handlers are installed
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.sleep(0.1)

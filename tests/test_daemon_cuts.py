@@ -71,7 +71,7 @@ async def _run(plan: dict[int, Cut], seed: int) -> tuple[list[dict[str, Any]], d
 
 def _check(plan: dict[int, Cut], calls: list[dict[str, Any]], live: dict[str, Any]) -> tuple[int, int]:
     gaps = _gaps(plan)
-    reference = [j.to_dict() for j in replay_files([str(DATA / "load_a.ami")], pbx="pbx1").journeys]
+    reference = [j.to_json() for j in replay_files([str(DATA / "load_a.ami")], pbx="pbx1").journeys]
     by_id: dict[str, list[dict[str, Any]]] = {}
     for c in calls:
         by_id.setdefault(c["call_id"], []).append(c)

@@ -12,22 +12,14 @@ import pytest
 from onechance.ami.link import AmiEvent, LinkDown, Snapshot
 from onechance.ami.parser import AmiMessage
 from onechance.demo import PbxState, Recorded, load_capture
-from onechance.journey import JourneyTracker, JourneyUpdate
+from onechance.journey import JourneyTracker
 from onechance.pipeline import PbxPipeline
-from onechance.replay import replay_files
+from onechance.replay import JourneyLog, replay_files
 
 from .livehelp import capture
 from .truthcheck import DATA
 
-VOLATILE = frozenset({"updated_at", "recovered", "recovered_by", "recovered_at"})
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.journeys: dict[int, Any] = {}
-
-    def handle(self, update: JourneyUpdate) -> None:
-        self.journeys.setdefault(id(update.journey), update.journey)
+VOLATILE = frozenset({"updated_at", "recovered", "recovered_by", "recovered_at", "recovered_how"})
 
 
 def snapshot_of(state: PbxState) -> Snapshot:
@@ -47,7 +39,7 @@ class Sim:
     def __init__(self, recs: list[Recorded]) -> None:
         self.recs = recs
         self.tracker = JourneyTracker()
-        self.out = Collect()
+        self.out = JourneyLog()
         self.pipeline = PbxPipeline(self.tracker, asyncio.Queue(), [self.out], name="x")
         self.state = PbxState()
         self.last = 0.0
@@ -77,13 +69,11 @@ class Sim:
                 continue
             self.feed(i)
             i += 1
-        for j in self.tracker.live():
-            self.out.handle(JourneyUpdate("started", j, 0.0))  # type: ignore[arg-type]
-        return [j.to_dict() for j in self.out.journeys.values()]
+        return [dict(r.to_json()) for r in self.out.ordered(self.tracker)]
 
 
 def check(got: list[dict[str, Any]], gaps: list[tuple[float, float]], name: str = "load_a") -> tuple[int, int]:
-    reference = [j.to_dict() for j in replay_files([str(DATA / f"{name}.ami")]).journeys]
+    reference = [j.to_json() for j in replay_files([str(DATA / f"{name}.ami")]).journeys]
     by_id: dict[str, list[dict[str, Any]]] = {}
     for g in got:
         by_id.setdefault(g["call_id"], []).append(g)
@@ -125,7 +115,7 @@ def test_random_cuts_in_load_a(seed, n_cuts, max_gap):
 def test_caller_answered_during_the_gap_is_answered_never_abandoned():
     recs = load_capture(capture("answered"))
     (ref,) = replay_files([str(DATA / "answered.ami")]).journeys
-    visit = ref.caller_visits()[0]
+    visit = ref.queues[0]
     cut = next(i for i, r in enumerate(recs) if r.ts and r.ts > visit.joined_at)
     resume = next(i for i, r in enumerate(recs) if r.ts and r.ts > visit.left_at + 0.5)
     sim = Sim(recs)
@@ -147,11 +137,12 @@ def test_a_caller_waiting_when_the_daemon_starts_is_followed():
     sim.pipeline.handle(snapshot_of(sim.state))  # the daemon starts here
     (live,) = sim.tracker.live()
     assert live.uncertain and live.caller == "+3725550102"
-    assert [v.queue for v in live.visits] == ["support"] and str(live.visits[0].result) == "waiting"
+    assert [v.queue for v in live.queues] == ["support"] and str(live.queues[0].result) == "waiting"
     for i in range(join + 3, len(recs)):
         sim.feed(i)
-    assert str(live.outcome) == "abandoned"  # really abandoned, seen after the resync
-    assert live.uncertain
+    (final,) = [r for r in sim.out.ordered(sim.tracker) if r.call_id == live.call_id]
+    assert str(final.outcome) == "abandoned"  # really abandoned, seen after the resync
+    assert final.uncertain
 
 
 def test_what_is_left_of_a_finished_call_is_not_brought_back():

@@ -89,10 +89,13 @@ class _Calls:
         self._calls = calls
 
     async def list_calls(self, flt):
-        return [c for c in self._calls if flt.matches(c)][: flt.limit]
+        return self._calls[: flt.limit]  # (only limits are asked below)
 
     async def get_call(self, call_id, pbx=None):
         return next((c for c in self._calls if c["call_id"] == call_id), None)
+
+    def with_recovery(self, call):
+        return call
 
 
 def _call(call_id: str, started: float, updated: float, outcome: str = "answered") -> dict:

@@ -13,7 +13,6 @@ import pytest_asyncio
 
 from onechance.demo import Hold, load_capture
 from onechance.replay import replay_files
-from onechance.sinks import MergedCallQuery, RecentCalls
 
 from .livehelp import api_for, capture, fake_pbx, pipeline, running, sample, settings_for, settled, wait_until
 from .truthcheck import DATA
@@ -38,7 +37,7 @@ async def daemon() -> Any:
 def _all() -> list[dict[str, Any]]:
     out = []
     for name in PBXS:
-        out.extend(j.to_dict() for j in replay_files([str(DATA / f"{name}.ami")], pbx=name).journeys)
+        out.extend(j.to_json() for j in replay_files([str(DATA / f"{name}.ami")], pbx=name).journeys)
     return out
 
 
@@ -154,7 +153,7 @@ async def test_live_view_while_a_caller_waits():
     gauges show the call in progress; once the stream goes on, it moves to /api/calls."""
     name = "answered"
     (ref,) = replay_files([str(DATA / f"{name}.ami")]).journeys
-    visit = ref.caller_visits()[0]
+    visit = ref.queues[0]
     recs = load_capture(capture(name))
     waiting_at = next(i for i, r in enumerate(recs) if r.ts and r.ts > visit.joined_at + 0.5)
     assert recs[waiting_at].ts < visit.left_at
@@ -199,11 +198,16 @@ async def test_readyz_says_why_before_the_first_login():
 class StuckStore:
     """A store whose queries never return (a locked table, a connection to a server that vanished)."""
 
+    def __init__(self) -> None:
+        self.queries = 0
+
     async def list_calls(self, flt: Any) -> list[dict[str, Any]]:
+        self.queries += 1
         await asyncio.Event().wait()
         return []
 
     async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
+        self.queries += 1
         await asyncio.Event().wait()
         return None
 
@@ -212,7 +216,7 @@ async def test_a_request_stuck_in_flight_does_not_hold_up_the_exit():
     """SIGTERM while a request waits on a store query that never returns (a locked table): the process
     still exits promptly instead of waiting aiohttp's default 60 s per shutdown stage."""
     async with fake_pbx("answered") as pbx:
-        async with running(settings_for([("p", pbx.port)]), call_query=StuckStore()) as app:
+        async with running(settings_for([("p", pbx.port)]), store_query=StuckStore()) as app:
             async with api_for(app) as api:
                 request = asyncio.create_task(api.get("/api/calls"))
                 await asyncio.sleep(0.3)
@@ -223,12 +227,12 @@ async def test_a_request_stuck_in_flight_does_not_hold_up_the_exit():
 
 
 async def test_a_stuck_store_query_is_answered_from_memory():
-    merged = MergedCallQuery(StuckStore(), RecentCalls(), timeout=0.3)
-    async with fake_pbx("answered") as pbx, running(settings_for([("p", pbx.port)]), call_query=merged) as app:
-        merged.recent = app.recent
+    stuck = StuckStore()
+    async with fake_pbx("answered") as pbx, running(settings_for([("p", pbx.port)], http={"store_timeout": 0.3}),
+                                                    store_query=stuck) as app:
         await settled(app, "p", pbx)
         async with api_for(app) as api:
             calls = await asyncio.wait_for(api.calls(), 3)
             assert [c["outcome"] for c in calls] == ["answered"]
             assert await asyncio.wait_for(api.json(f"/api/calls/{calls[0]['call_id']}"), 3) == calls[0]
-    assert merged.store_failures == 2
+    assert stuck.queries == 2

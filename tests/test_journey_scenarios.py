@@ -3,20 +3,29 @@ the dialplan event class, thresholds, missing hang-ups, escaped names."""
 
 from __future__ import annotations
 
-from onechance.journey import JourneyTracker, QueueRules, TrackerSettings, UpdateKind
+from onechance.journey import (
+    CallPolicy,
+    JourneyTracker,
+    JourneyUpdate,
+    QueueRule,
+    Recovered,
+    TrackerSettings,
+    UpdateKind,
+)
 from onechance.replay import JourneyLog
 
 from .amibuild import Chan, Script
 
 
-def run(script: Script, settings: TrackerSettings | None = None, tracker: JourneyTracker | None = None):
-    tracker = tracker or JourneyTracker(settings)
+def run(script: Script, settings: TrackerSettings | None = None, tracker: JourneyTracker | None = None,
+        policy: CallPolicy | None = None):
+    tracker = tracker or JourneyTracker(policy, settings)
     updates = []
     for m in script.events:
         updates.extend(tracker.feed(m, arrival=script.t))
     log = JourneyLog()
     log.add(updates)
-    return tracker, updates, [j.to_dict() for j in log.ordered(tracker)]
+    return tracker, updates, [j.to_json() for j in log.ordered(tracker)]
 
 
 def pjsip_call(s: Script, n: int = 1, num: str = "+3725551000") -> tuple[Chan, Chan]:
@@ -92,13 +101,13 @@ def test_rejected_caller_takes_the_queue_name_from_the_dialplan():
 
 
 def test_short_abandon_threshold_is_per_queue():
-    settings = TrackerSettings(queues={"sales": QueueRules(short_abandon_seconds=10)})
+    policy = CallPolicy(QueueRule(), {"sales": QueueRule(short_abandon_seconds=10)})
     s = Script()
     for n, queue in ((1, "sales"), (2, "support")):
         caller, _ = pjsip_call(s, n, f"+37255510{n:02d}")
         s.newchannel(caller).join(caller, queue).at(7)
         s.ev("HangupRequest", caller.block(), Cause="16").abandon(caller, queue, 7).hangup(caller, request=False)
-    _, _, journeys = run(s, settings)
+    _, _, journeys = run(s, policy=policy)
     by = {j["queues"][0]["queue"]: j for j in journeys}
     assert by["sales"]["short_abandon"] is True and by["sales"]["alerts"] == []
     assert by["support"]["short_abandon"] is False and by["support"]["alerts"] == ["abandoned"]
@@ -134,12 +143,13 @@ def test_escaped_caller_name_and_missing_timestamps():
     s.ev("Newchannel", caller.block(), timestamp=False)
     tracker = JourneyTracker()
     (u,) = tracker.feed(s.events[0], arrival=1234.5)
-    assert u.journey.caller_name == 'Mari "Mats" Maasikas'
-    assert u.journey.started_at == 1234.5
+    assert isinstance(u, JourneyUpdate)
+    assert u.record.caller_name == 'Mari "Mats" Maasikas'
+    assert u.record.started_at == 1234.5
 
 
 def test_bounce_threshold_and_recovery_of_a_timed_out_caller():
-    settings = TrackerSettings(bounce_transfers=3)
+    policy = CallPolicy.with_defaults(bounce_transfers=3)
     s = Script()
     caller, _ = pjsip_call(s, 1, "+3725551234")
     s.newchannel(caller).join(caller, "support").at(40).abandon(caller, "support", 40).at(1).hangup(caller)
@@ -151,13 +161,13 @@ def test_bounce_threshold_and_recovery_of_a_timed_out_caller():
     for i in range(3):
         s.at(5).ev("BlindTransfer", op2.block("Transferer"), caller2.block("Transferee"), Result="Success",
                    IsExternal="Yes", Context="from-internal", Extension=f"20{i}")
-    _, updates, journeys = run(s, settings)
+    _, updates, journeys = run(s, policy=policy)
     first, second = sorted(journeys, key=lambda j: j["started_at"])
     assert first["outcome"] == "timeout" and first["recovered"] is True
     assert first["recovered_by"] == second["call_id"]
     assert second["transfers"][0]["from"] == "Anna Tamm"
     assert second["bounced"] is True
-    bounced = [u for u in updates if u.kind == UpdateKind.BOUNCED]
+    bounced = [u for u in updates if isinstance(u, JourneyUpdate) and u.kind == UpdateKind.BOUNCED]
     assert len(bounced) == 1 and bounced[0].detail == {"transfers": 3}
 
 
@@ -275,11 +285,11 @@ def test_an_ivr_local_channel_into_a_queue_is_the_caller_not_an_operator():
     assert second["outcome"] == "abandoned" and second["operators"] == [] and second["legs"] == []
     assert [q["queue"] for q in second["queues"]] == ["support"]
     assert third["outcome"] == "answered" and third["operators"] == ["Anna Tamm"]
-    recovered = [u for u in updates if u.kind == UpdateKind.RECOVERED]
-    assert [(u.journey.call_id, u.detail["by"]) for u in recovered] == [
-        (first["call_id"], third["call_id"]), (second["call_id"], third["call_id"])]
-    answered = [u for u in updates if u.kind == UpdateKind.ANSWERED]
-    assert [u.journey.call_id for u in answered] == [third["call_id"]]
+    recovered = [u for u in updates if isinstance(u, Recovered)]
+    assert [(u.call_id, u.by, u.how) for u in recovered] == [
+        (first["call_id"], third["call_id"], "inbound"), (second["call_id"], third["call_id"], "inbound")]
+    answered = [u for u in updates if isinstance(u, JourneyUpdate) and u.kind == UpdateKind.ANSWERED]
+    assert [u.record.call_id for u in answered] == [third["call_id"]]
 
 
 def test_a_direct_dial_answered_by_a_local_channel_is_announced_after_a_moment():
@@ -296,7 +306,7 @@ def test_a_direct_dial_answered_by_a_local_channel_is_announced_after_a_moment()
     tracker = JourneyTracker()
     kinds_at = []
     for m in s.events:
-        kinds_at += [(u.kind, m.headers["Event"]) for u in tracker.feed(m)]
+        kinds_at += [(u.kind, m.headers["Event"]) for u in tracker.feed(m) if isinstance(u, JourneyUpdate)]
     assert (UpdateKind.ANSWERED, "Newstate") in kinds_at  # confirmed by the first event a second later
     answered = [k for k in kinds_at if k[0] == UpdateKind.ANSWERED]
     assert len(answered) == 1
@@ -313,6 +323,15 @@ def test_lost_calls_of_a_number_expire_one_by_one():
         s.abandon(caller, "support", 30).at(1).hangup(caller)  # a timeout each time
     tracker, _, journeys = run(s, settings)
     assert len(journeys) == 5
-    watched = tracker.lost["+3725556666"]
-    assert 1 <= len(watched) <= 2
-    assert all(j.ended_at >= s.t - 86400 for j in watched)
+    assert 1 <= tracker.watched() <= 2
+    # the newest lost call is still watched: an answered call from the number recovers it, and only it
+    # (the older ones left the watch list one by one)
+    caller, op = pjsip_call(s, 9, "+3725556666")
+    before = len(s.events)
+    s.at(60).newchannel(caller).join(caller, "support").newchannel(op)
+    s.called(caller, op, "support", "PJSIP/101", "Anna Tamm").at(2).connect(caller, op, "support", "PJSIP/101",
+                                                                             "Anna Tamm", 2)
+    recovered = [u for m in s.events[before:] for u in tracker.feed(m, arrival=s.t) if isinstance(u, Recovered)]
+    newest = max(journeys, key=lambda j: j["started_at"])
+    assert newest["call_id"] in [r.call_id for r in recovered]
+    assert all(j["ended_at"] >= s.t - 86400 - 120 for j in journeys if j["call_id"] in [r.call_id for r in recovered])

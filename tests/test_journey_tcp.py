@@ -34,13 +34,13 @@ async def journeys_over_tcp(raw: bytes, seed: int) -> tuple[list[dict], AmiFrame
         finally:
             writer.close()
     assert reads >= len(raw) // 64
-    return [j.to_dict() for j in log.ordered(tracker)], framer
+    return [j.to_json() for j in log.ordered(tracker)], framer
 
 
 @pytest.mark.parametrize("name", scenarios())
 async def test_chunked_tcp_gives_identical_journeys(name):
     raw = (DATA / f"{name}.ami").read_bytes()
-    expected = [j.to_dict() for j in replay_files([str(DATA / f"{name}.ami")]).journeys]
+    expected = [j.to_json() for j in replay_files([str(DATA / f"{name}.ami")]).journeys]
     got, framer = await journeys_over_tcp(raw, seed=sum(name.encode()))
     assert got == expected
     assert framer.bad_messages == 0

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from onechance.ami.link import AmiEvent
 from onechance.ami.parser import AmiFramer
 from onechance.config import Settings
-from onechance.journey import JourneyTracker, QueueRules, TrackerSettings
+from onechance.journey import CallPolicy, JourneyTracker, QueueRule
 from onechance.metrics import CallMetrics, LiveCollector, build_info
 from onechance.pipeline import PbxPipeline
 from onechance.replay import replay_files
@@ -20,10 +20,11 @@ from onechance.replay import replay_files
 from .truthcheck import DATA
 
 
-def _replay(name: str, registry: CollectorRegistry, settings: TrackerSettings | None = None,
+def _replay(name: str, registry: CollectorRegistry, policy: CallPolicy | None = None,
             service_level: float = 20.0) -> CallMetrics:
-    metrics = CallMetrics(registry, settings, lambda q: service_level)
-    replay_files([str(DATA / f"{name}.ami")], settings, pbx="x", on_update=metrics.handle)
+    policy = policy or CallPolicy.with_defaults(service_level_seconds=service_level)
+    metrics = CallMetrics(registry, policy)
+    replay_files([str(DATA / f"{name}.ami")], policy, pbx="x", on_update=metrics.handle)
     return metrics
 
 
@@ -44,8 +45,8 @@ def test_a_short_abandon():
 
 def test_the_short_abandon_threshold_is_per_queue():
     reg = CollectorRegistry()
-    settings = TrackerSettings(queues={"support": QueueRules(short_abandon_seconds=1.0)})
-    _replay("short_abandon", reg, settings)
+    policy = CallPolicy(QueueRule(), {"support": QueueRule(short_abandon_seconds=1.0)})
+    _replay("short_abandon", reg, policy)
     assert _value(reg, "onechance_queue_abandoned_total", queue="support", short="false") == 1
     assert _value(reg, "onechance_lost_calls_total", queue="support", outcome="abandoned") == 1
 
@@ -124,14 +125,13 @@ def test_live_collector_reads_the_tracker_at_scrape_time():
     assert reg.get_sample_value("onechance_calls_in_progress", {"pbx": "x"}) == 0
 
 
-def test_nothing_is_registered_globally():
-    from onechance.app import App
+def test_nothing_is_registered_globally(tmp_path):
+    from onechance.compose import build_app
 
-    app = App(Settings(http={"listen": "127.0.0.1:0"}))
-    build_info(CollectorRegistry())
-    assert app.registry is not prometheus_client.REGISTRY
-    assert prometheus_client.REGISTRY.get_sample_value("onechance_build_info",
-                                                       {"version": "0.1.0", "python": "x"}) is None
+    build_app(Settings(http={"listen": "127.0.0.1:0"}, data_dir=tmp_path, ami={"host": "127.0.0.1",
+                                                                              "secret": "x"}))
+    reg = CollectorRegistry()
+    build_info(reg)
+    assert any(m.name == "onechance_build_info" for m in reg.collect())
     names = {m.name for m in prometheus_client.REGISTRY.collect()}
     assert not any(n.startswith("onechance") for n in names)
-    assert any(m.name == "onechance_build" or m.name == "onechance_build_info" for m in app.registry.collect())

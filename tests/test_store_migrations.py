@@ -14,7 +14,8 @@ from onechance.cli import main
 from onechance.store import current_revision, downgrade, head_revision, make_engine, upgrade
 from onechance.store.models import VERSION_TABLE, metadata
 
-TABLES = {"calls", "queue_visits", "operator_legs", "transfers", "alerts"}
+TABLES = {"calls", "queue_visits", "operator_legs", "transfers", "alerts", "alert_deliveries", "callbacks",
+          "callback_calls", "callback_attempts"}
 
 
 async def table_names(engine: AsyncEngine) -> set[str]:
@@ -70,6 +71,7 @@ async def test_constraints_and_indexes_are_named(engine):
         assert info["calls"][0] == "pk_calls"
         assert info["queue_visits"][0] == "pk_queue_visits"
     assert info["calls"][1] == [
+        "ix_calls_caller_key_started_at",
         "ix_calls_caller_started_at",
         "ix_calls_first_queue_started_at",
         "ix_calls_outcome_started_at",
@@ -78,9 +80,69 @@ async def test_constraints_and_indexes_are_named(engine):
     ]
     assert "ix_queue_visits_queue_joined_at" in info["queue_visits"][1]
     assert "ix_transfers_from_queue_at" in info["transfers"][1]
-    assert "ix_alerts_state_next_attempt_at" in info["alerts"][1]
+    assert "ix_alerts_decided_at" in info["alerts"][1]
+    assert "ix_alert_deliveries_state_next_attempt_at" in info["alert_deliveries"][1]
+    assert "uq_callbacks_open_caller" in info["callbacks"][1]
     for child in ("queue_visits", "operator_legs", "transfers"):
         assert info[child][2] == [(f"fk_{child}_calls", "CASCADE")]
+    assert info["alert_deliveries"][2] == [("fk_alert_deliveries_alerts", "CASCADE")]
+    assert info["callback_calls"][2] == [("fk_callback_calls_callbacks", "CASCADE")]
+    assert info["callback_attempts"][2] == [("fk_callback_attempts_callbacks", "CASCADE")]
+
+
+async def test_a_database_written_by_revision_0001_upgrades_with_its_calls_intact(engine):
+    """A site upgrading onechance: its calls (JSON of the 0001 era, without the newer fields) survive the
+    upgrade and read back with every field of today's record; the new tables are there and empty; a
+    recovery recorded then is kept; downgrading to 0001 gives the old schema back with the calls."""
+    from sqlalchemy import text
+
+    from onechance.store import get_call
+
+    await upgrade(engine, "0001")
+    old_json = {  # a call as onechance 0.1 (schema 0001) stored it
+        "call_id": "1795368608.0", "pbx": "", "caller": "+3725550101", "caller_name": "Сергей Смирнов",
+        "started_at": 1795368608.89, "ended_at": 1795368630.0, "outcome": "abandoned", "short_abandon": False,
+        "queues": [{"queue": "support", "wait_seconds": 20.1, "result": "abandoned", "operator": None,
+                    "joined_at": 1795368609.39, "left_at": 1795368629.49, "callid": "1795368608.1"}],
+        "consultations": [], "operators": [], "legs": [], "transfers": [], "wait_seconds": 20.1,
+        "talk_seconds": 0.0, "bounced": False, "alerts": ["abandoned"], "recovered": True,
+        "recovered_by": "1795368700.5", "recovered_at": 1795368710.0, "uncertain": False, "hangup_by": "caller",
+        "closed_reason": None, "updated_at": 1795368710.0,
+    }
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO calls (pbx, call_id, caller, caller_name, started_at, ended_at, updated_at, outcome, lost, "
+            "short_abandon, bounced, uncertain, recovered, recovered_by, recovered_at, first_queue, last_queue, "
+            "queue_count, transfer_count, wait_seconds, talk_seconds, hangup_by, journey, stored_at) VALUES "
+            "('', '1795368608.0', '+3725550101', 'x', 1795368608.89, 1795368630.0, 1795368710.0, 'abandoned', "
+            ":t, :f, :f, :f, :t, '1795368700.5', 1795368710.0, 'support', 'support', 1, 0, 20.1, 0, 'caller', "
+            ":journey, 0)"), {"t": True, "f": False, "journey": __import__("json").dumps(old_json)})
+        await conn.execute(text(
+            "INSERT INTO queue_visits (pbx, call_id, seq, queue, joined_at, result, consultation, caller_visit, "
+            "short_abandon) VALUES ('', '1795368608.0', 0, 'support', 1795368609.39, 'abandoned', :f, :t, :f)"),
+            {"t": True, "f": False})
+        await conn.execute(text(
+            "INSERT INTO alerts (pbx, call_id, kind, channel, created_at) VALUES "
+            "('', '1795368608.0', 'abandoned', 'webhook', 1)"))
+    await upgrade(engine)
+    assert await current_revision(engine) == head_revision()
+    got = await get_call(engine, "1795368608.0")
+    assert got is not None
+    assert got["queues"][0]["queue"] == "support" and got["outcome"] == "abandoned"
+    assert got["recovered"] is True and got["recovered_by"] == "1795368700.5"
+    assert got["direction"] == "inbound" and got["callee"] is None and got["lost"] is True  # from its column
+    async with engine.connect() as conn:
+        counts = {t: (await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar()
+                  for t in ("calls", "queue_visits", "alerts", "alert_deliveries", "callbacks")}
+        lost = (await conn.execute(text("SELECT lost, direction FROM calls"))).one()
+    assert counts == {"calls": 1, "queue_visits": 1, "alerts": 0, "alert_deliveries": 0, "callbacks": 0}
+    assert bool(lost[0]) is True and lost[1] == "inbound"  # the typed columns keep what 0001 stored
+    await downgrade(engine, "0001")
+    assert await current_revision(engine) == "0001"
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM calls"))).scalar() == 1
+        cols = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("alerts")})
+    assert "channel" in cols
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url):

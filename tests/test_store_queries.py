@@ -9,27 +9,27 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from onechance.ami.parser import AmiFramer
-from onechance.journey import JourneyTracker, UpdateKind
+from onechance.journey import CallRecord, JourneyTracker, JourneyUpdate, LostCall, Recovered, UpdateKind
 from onechance.store import (
     JourneyWriter,
     StoreCallQuery,
     callback_worklist,
     get_call,
     list_calls,
-    load_worklist,
+    load_lost_calls,
     store_journeys,
     upgrade,
 )
 
-from .storehelp import CAPTURES, capture, final_journeys, stored_journeys, wait_drained
+from .storehelp import CAPTURES, capture, final_records, stored_journeys, wait_drained
 
 
 @pytest.fixture
 async def stored(engine) -> list[dict]:
-    journeys = [j for name in CAPTURES for j in final_journeys(name)]
+    records = [r for name in CAPTURES for r in final_records(name)]
     await upgrade(engine)
-    await store_journeys(engine, journeys, stored_at=0.0)
-    return journeys
+    await store_journeys(engine, records, stored_at=0.0)
+    return [dict(r.to_json()) for r in records]
 
 
 async def test_calls_come_back_exactly_as_replay_prints_them(engine, stored):
@@ -75,7 +75,8 @@ async def test_the_callback_worklist_holds_lost_calls_not_yet_recovered(engine, 
     work = await callback_worklist(engine)
     expected = [
         j for j in stored
-        if j["outcome"] in ("abandoned", "timeout", "rejected") and not j["short_abandon"] and not j["recovered"]
+        if j["outcome"] in ("abandoned", "timeout", "rejected", "exited") and not j["short_abandon"]
+        and not j["recovered"] and j["direction"] == "inbound"
     ]
     assert sorted(j["call_id"] for j in work) == sorted(j["call_id"] for j in expected)
     assert [j["started_at"] for j in work] == sorted(j["started_at"] for j in work)  # oldest first
@@ -104,8 +105,9 @@ async def test_lost_calls_reloaded_after_a_restart_are_recovered_by_the_new_trac
     cut = None
     for i, msg in enumerate(msgs):
         for update in first.feed(msg):
-            writer.submit(update.journey.to_dict())
-            if update.kind == UpdateKind.ENDED and update.journey.outcome == "abandoned":
+            assert isinstance(update, JourneyUpdate)
+            writer.submit(update.record)
+            if update.kind == UpdateKind.ENDED and update.record.outcome == "abandoned":
                 cut = i + 1
         if cut is not None:
             break
@@ -115,29 +117,32 @@ async def test_lost_calls_reloaded_after_a_restart_are_recovered_by_the_new_trac
 
     # --- restart: a new tracker learns the lost calls from the store --------------------------------
     second = JourneyTracker()
-    worklist = await load_worklist(engine, since=lost_before["ended_at"] - 1)
-    assert [j.call_id for j in worklist] == [lost_before["call_id"]]
-    assert worklist[0].to_dict() == lost_before  # the rebuilt journey stores back unchanged
-    for j in worklist:
-        second.remember_lost(j)
+    worklist = await load_lost_calls(engine, since=lost_before["ended_at"] - 1)
+    assert worklist == [LostCall("", lost_before["call_id"], lost_before["caller"], "support",
+                                 lost_before["ended_at"])]
+    for entry in worklist:
+        second.remember_lost(entry)
     recovered = []
     for msg in msgs[cut:]:
         for update in second.feed(msg):
-            writer.submit(update.journey.to_dict())
-            if update.kind == UpdateKind.RECOVERED:
-                recovered.append(update.journey.call_id)
+            if isinstance(update, Recovered):
+                recovered.append(update.call_id)
+                writer.submit(update)
+            elif update.kind == UpdateKind.ENDED:
+                writer.submit(update.record)
     assert recovered == [lost_before["call_id"]]
     await wait_drained(writer)
     await writer.close()
 
     rows = await stored_journeys(engine)
     after = rows[("", lost_before["call_id"])]
-    assert after["recovered"] is True and after["recovered_by"]
-    assert {k: v for k, v in after.items() if k not in ("recovered", "recovered_by", "recovered_at", "updated_at")} == {
-        k: v for k, v in lost_before.items() if k not in ("recovered", "recovered_by", "recovered_at", "updated_at")
+    assert after["recovered"] is True and after["recovered_by"] and after["recovered_how"] == "inbound"
+    recovery = ("recovered", "recovered_by", "recovered_at", "recovered_how", "updated_at")
+    assert {k: v for k, v in after.items() if k not in recovery} == {
+        k: v for k, v in lost_before.items() if k not in recovery
     }
     assert await callback_worklist(engine) == []
-    assert await load_worklist(engine, since=0) == []
+    assert await load_lost_calls(engine, since=0) == []
 
 
 async def test_the_store_answers_the_http_apis_call_query(engine, stored):
@@ -154,7 +159,7 @@ async def test_the_store_answers_the_http_apis_call_query(engine, stored):
         CallFilter(pbx="", queue="support", outcomes=frozenset({"answered"}), since=mid, limit=1000),
         CallFilter(pbx="other", limit=1000),
     ):
-        expected = sorted((c for c in stored if flt.matches(c)),
+        expected = sorted((c for c in stored if flt.matches(CallRecord.from_json(c))),
                           key=lambda c: (c["started_at"], c["call_id"]), reverse=True)[: flt.limit]
         assert await query.list_calls(flt) == expected, flt
     assert await query.get_call(stored[3]["call_id"]) == stored[3]

@@ -31,11 +31,12 @@ import pytest
 from sqlalchemy import insert
 
 from onechance.cli import main
+from onechance.journey import CallPolicy, CallRecord
 from onechance.store import daily_figures, make_engine, store_journeys, upgrade
 from onechance.store.models import calls, queue_visits
 from onechance.store.report import FIELDS, parse_bound, render
 
-from .storehelp import CAPTURES, DATA, final_journeys
+from .storehelp import CAPTURES, DATA, final_records
 
 SL = 20
 SHORT = 5
@@ -104,8 +105,13 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
     queue_app: dict[str, str] = {}
     refused: list[tuple[str, float]] = []
     ami_transferers: list[tuple[str, float]] = []
+    serves: dict[str, str] = {}  # channel -> the channel it serves: a Local ;2 its ;1, a dialled phone its dialler
     for m in ami:
         event, uid = m["Event"], m.get("Uniqueid", "")
+        if event == "LocalBridge":
+            serves[m["LocalTwoUniqueid"]] = m["LocalOneUniqueid"]
+        elif event == "DialBegin" and uid and m.get("DestUniqueid"):
+            serves.setdefault(m["DestUniqueid"], uid)
         if event == "Newchannel":
             linkedid[uid] = m["Linkedid"]
         elif event == "Hangup":
@@ -169,7 +175,13 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
     # A transfer to an operator's own extension leaves no queue_log line, but it is an AMI transfer by
     # a member connected through a queue (its channel is a CONNECT's member channel): count it there.
     by_member: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    # A phone's own transfer (SIP REFER) is made by the phone the member's Local channel dialled: queue_log
+    # never logs it, the AMI transfer event names the phone's channel.
     for uid, ts in ami_transferers:
+        seen = set()
+        while uid not in connects and uid in serves and uid not in seen:
+            seen.add(uid)
+            uid = serves[uid]
         if uid in connects:
             by_member[connects[uid]].append(ts)
     for (callid, queue, agent), times in by_member.items():
@@ -186,12 +198,12 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
     return {key: f.as_report(*key) for key, f in figures.items()}
 
 
-async def report_for(url: str, journeys: list[dict]) -> list[dict]:
+async def report_for(url: str, journeys: list[CallRecord]) -> list[dict]:
     engine = make_engine(url)
     try:
         await upgrade(engine)
         await store_journeys(engine, journeys, stored_at=0.0)
-        rows = await daily_figures(engine, 0, 4e9, service_level=lambda _q: SL)
+        rows = await daily_figures(engine, 0, 4e9, policy=CallPolicy.with_defaults(service_level_seconds=SL))
     finally:
         await engine.dispose()
     return [r.to_dict() for r in rows]
@@ -218,13 +230,13 @@ def test_every_capture_has_a_queue_log():
 
 @pytest.mark.parametrize("name", CAPTURES)
 def test_report_equals_queue_log_by_hand(name, sqlite_url):
-    compare(asyncio.run(report_for(sqlite_url, final_journeys(name))), expected_from_queue_log(name))
+    compare(asyncio.run(report_for(sqlite_url, final_records(name))), expected_from_queue_log(name))
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("name", ["load_a", "join_empty", "queue_timeout"])
 def test_report_on_postgresql_equals_queue_log_by_hand(name, pg_url):
-    compare(asyncio.run(report_for(pg_url, final_journeys(name))), expected_from_queue_log(name))
+    compare(asyncio.run(report_for(pg_url, final_records(name))), expected_from_queue_log(name))
 
 
 def test_the_captures_exercise_every_figure():
@@ -242,7 +254,7 @@ def test_the_captures_exercise_every_figure():
 # ---- definitions and output ----------------------------------------------------------------------------
 def test_service_levels_use_both_asterisk_formulas(sqlite_url):
     """load_a/sales: some answered after 20 s, some abandoned before and after 20 s."""
-    rows = {r["queue"]: r for r in asyncio.run(report_for(sqlite_url, final_journeys("load_a")))}
+    rows = {r["queue"]: r for r in asyncio.run(report_for(sqlite_url, final_records("load_a")))}
     sales = rows["sales"]
     assert sales["service_level"] != sales["service_level2"]
     assert 0 < sales["service_level"] < 100 and 0 < sales["service_level2"] < 100
@@ -252,9 +264,11 @@ async def test_per_queue_service_level_threshold(sqlite_url):
     engine = make_engine(sqlite_url)
     try:
         await upgrade(engine)
-        await store_journeys(engine, final_journeys("load_a"), stored_at=0.0)
-        strict = {r.queue: r for r in await daily_figures(engine, 0, 4e9, service_level=lambda q: 0.0)}
-        lax = {r.queue: r for r in await daily_figures(engine, 0, 4e9, service_level=lambda q: 3600.0)}
+        await store_journeys(engine, final_records("load_a"), stored_at=0.0)
+        strict = {r.queue: r for r in await daily_figures(
+            engine, 0, 4e9, policy=CallPolicy.with_defaults(service_level_seconds=0.0))}
+        lax = {r.queue: r for r in await daily_figures(
+            engine, 0, 4e9, policy=CallPolicy.with_defaults(service_level_seconds=3600.0))}
         only_sales = await daily_figures(engine, 0, 4e9, queue="sales")
     finally:
         await engine.dispose()
@@ -343,9 +357,9 @@ def test_the_default_day_is_today_in_the_reports_time_zone(cli_env, sqlite_url, 
     tz = ZoneInfo("Etc/GMT-14" if utc_now.hour >= 12 else "Etc/GMT+12")  # UTC+14 / UTC-12
     today = datetime.now(tz).date()
     assert today != utc_now.date()
-    journey = final_journeys("answered")[0]
+    record = final_records("answered")[0]
     noon = datetime(today.year, today.month, today.day, 12, tzinfo=tz).timestamp()
-    journey = _shifted(journey, noon - journey["queues"][0]["joined_at"])
+    journey = CallRecord.from_json(_shifted(dict(record.to_json()), noon - record.queues[0].joined_at))
 
     async def store() -> None:
         engine = make_engine(sqlite_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import dataclasses
 import inspect
 import json
 import os
@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from onechance.cli import main
+from onechance.journey import CallRecord, Outcome
 from onechance.store import JourneyWriter, WriterState, downgrade, make_engine, store_journeys, upgrade
 
-from .storehelp import assert_store_holds, capture, dump, final_journeys, stored_journeys, update_stream, wait_drained
+from .storehelp import assert_store_holds, capture, dump, final_records, stored_journeys, update_stream, wait_drained
 
 UNREACHABLE = "postgresql+asyncpg://nobody:secret@127.0.0.1:1/nothing"
 
@@ -43,7 +44,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 async def test_load_a_replayed_twice_gives_the_same_rows(engine, tmp_path):
-    journeys = final_journeys("load_a")
+    journeys = final_records("load_a")
     for _ in range(2):
         writer = new_writer(engine, tmp_path)
         await writer.start()
@@ -57,11 +58,11 @@ async def test_load_a_replayed_twice_gives_the_same_rows(engine, tmp_path):
     await assert_store_holds(engine, journeys)
 
 
-async def test_every_update_of_a_replay_leaves_the_final_journeys(engine, tmp_path, registry):
+async def test_every_update_of_a_replay_leaves_the_final_records(engine, tmp_path, registry):
     """The daemon submits each call many times (every update); the database ends with the final
     version of each, and the stored JSON is exactly ``replay --json``'s."""
     updates = update_stream("load_a", "bounced", "attended_transfer", "abandon_then_callback")
-    finals = final_journeys("load_a", "bounced", "attended_transfer", "abandon_then_callback")
+    finals = final_records("load_a", "bounced", "attended_transfer", "abandon_then_callback")
     assert len(updates) > 3 * len(finals)
     writer = new_writer(engine, tmp_path, registry, batch_size=25)
     await writer.start()
@@ -89,14 +90,14 @@ async def test_updates_of_one_call_coalesce_into_one_write(engine, tmp_path, reg
     await wait_drained(writer)
     await writer.close()
     assert sample(registry, "onechance_store_journeys_written_total") == 1
-    await assert_store_holds(engine, final_journeys("bounced"))
+    await assert_store_holds(engine, final_records("bounced"))
 
 
 async def test_an_older_version_never_overwrites_a_newer_one(engine, tmp_path):
-    newest = final_journeys("abandon_then_callback")[0]
-    assert newest["recovered"] is True
-    older = copy.deepcopy(newest)
-    older.update(recovered=False, recovered_by=None, updated_at=newest["updated_at"] - 10)
+    newest = final_records("abandon_then_callback")[0]
+    assert newest.recovered is True
+    older = dataclasses.replace(newest, recovered=False, recovered_by=None, recovered_at=None, recovered_how=None,
+                                updated_at=newest.updated_at - 10, outcome=Outcome.UNANSWERED)
     await upgrade(engine)
     await store_journeys(engine, [newest], stored_at=1.0)
     await store_journeys(engine, [older], stored_at=2.0)  # late, e.g. from an old spool
@@ -106,23 +107,23 @@ async def test_an_older_version_never_overwrites_a_newer_one(engine, tmp_path):
     writer.submit(older)  # in the same batch
     await wait_drained(writer)
     await writer.close()
-    assert (await stored_journeys(engine))[("", newest["call_id"])] == newest
+    assert (await stored_journeys(engine))[("", newest.call_id)] == newest.to_json()
 
 
 async def test_journeys_of_several_pbxs_with_the_same_call_id_are_separate_rows(engine, tmp_path):
-    a = final_journeys("answered", pbx="hq")
-    b = final_journeys("answered", pbx="branch")
+    a = final_records("answered", pbx="hq")
+    b = final_records("answered", pbx="branch")
     await upgrade(engine)
     await store_journeys(engine, a + b, stored_at=1.0)
     await assert_store_holds(engine, a + b)
 
 
 async def test_a_refused_journey_is_set_aside_and_does_not_block_the_others(engine, tmp_path, registry):
-    good = final_journeys("answered", "abandoned", "bounced")
-    broken = dict(good[0], call_id="broken-1", started_at="yesterday")  # cannot be mapped
+    good = final_records("answered", "abandoned", "bounced")
+    broken = dataclasses.replace(good[0], call_id="")  # cannot be mapped: a call needs an id
     bad = [broken]
     if engine.dialect.name == "postgresql":  # PostgreSQL enforces VARCHAR(64): refused by the database
-        bad.append(dict(good[1], call_id="x" * 100))
+        bad.append(dataclasses.replace(good[1], call_id="x" * 100))
     writer = new_writer(engine, tmp_path, registry)
     await writer.start()
     for j in [*bad, *good]:
@@ -131,13 +132,13 @@ async def test_a_refused_journey_is_set_aside_and_does_not_block_the_others(engi
     await writer.close()
     await assert_store_holds(engine, good)
     rejected = [json.loads(line) for line in (tmp_path / "spool" / "rejected.jsonl").read_text().splitlines()]
-    assert sorted(r["journey"]["call_id"] for r in rejected) == sorted(j["call_id"] for j in bad)
+    assert sorted(r["journey"]["call_id"] for r in rejected) == sorted(j.call_id for j in bad)
     assert sample(registry, "onechance_store_write_failures_total", reason="rejected") == len(bad)
     assert writer.state == WriterState.CLOSED
 
 
 async def test_a_full_queue_overflows_to_the_spool_not_to_the_floor(engine, tmp_path, registry):
-    journeys = final_journeys("load_a")
+    journeys = final_records("load_a")
     writer = new_writer(engine, tmp_path, registry, queue_size=5, flush_interval=30)
     await writer.start()
     for j in journeys:  # no await in between: the background task cannot write meanwhile
@@ -177,7 +178,7 @@ async def test_ready_reflects_the_database(tmp_path, registry):
     writer = new_writer(engine, tmp_path, registry)
     try:
         await writer.start()
-        writer.submit(final_journeys("answered")[0])
+        writer.submit(final_records("answered")[0])
         assert not await writer.flush(timeout=10)
         assert writer.state == WriterState.UNAVAILABLE and not writer.ready
         assert writer.spooled == 1
@@ -190,7 +191,7 @@ async def test_ready_reflects_the_database(tmp_path, registry):
 
 
 async def test_close_while_the_database_is_down_spools_everything_for_the_next_start(engine, tmp_path):
-    journeys = final_journeys("load_a")
+    journeys = final_records("load_a")
     down = make_engine(UNREACHABLE)
     writer = new_writer(down, tmp_path, retry_interval=60)
     await writer.start()
@@ -208,7 +209,7 @@ async def test_close_while_the_database_is_down_spools_everything_for_the_next_s
 
 
 async def test_without_auto_upgrade_journeys_wait_in_the_spool_for_the_schema(engine, tmp_path):
-    journeys = final_journeys("answered", "abandoned")
+    journeys = final_records("answered", "abandoned")
     writer = new_writer(engine, tmp_path, auto_upgrade=False)
     await writer.start()
     for j in journeys:
@@ -251,23 +252,25 @@ def test_replay_store_with_the_database_down_says_where_the_journeys_are(monkeyp
     assert "secret" not in err
 
 
-async def test_the_writer_runs_as_a_daemon_service_behind_a_submit_sink(engine, tmp_path):
-    """The daemon's wiring: ``services=[writer]`` (run/aclose) and ``SubmitSink(writer.submit)``."""
+async def test_the_writer_runs_as_a_daemon_service_behind_a_store_sink(engine, tmp_path):
+    """The daemon's wiring: ``services=[writer]`` (run/aclose, in the daemon's task) and ``StoreSink(writer)``:
+    every call's end and every recovery, and the database holds what ``replay`` prints."""
     from onechance.replay import replay_files
-    from onechance.sinks import SubmitSink
+    from onechance.store import StoreSink
 
     writer = new_writer(engine, tmp_path)
     service = asyncio.create_task(writer.run())
-    sink = SubmitSink(writer.submit)
+    sink = StoreSink(writer)
     result = replay_files([capture(n) for n in ("load_a", "abandon_then_callback")], on_update=sink.handle)
     await wait_drained(writer)
     await writer.aclose()
     await asyncio.wait_for(service, 10)
-    await assert_store_holds(engine, [j.to_dict() for j in result.journeys if j.ended_at is not None])
+    assert any(r.recovered for r in result.journeys)
+    await assert_store_holds(engine, [j for j in result.journeys if j.ended_at is not None])
 
 
 async def test_a_schema_dropped_under_a_running_writer_is_rebuilt_not_a_reason_to_refuse(engine, tmp_path, registry):
-    journeys = final_journeys("load_a")
+    journeys = final_records("load_a")
     writer = new_writer(engine, tmp_path, registry)
     await writer.start()
     assert await writer.wait_ready(timeout=30)
@@ -282,7 +285,8 @@ async def test_a_schema_dropped_under_a_running_writer_is_rebuilt_not_a_reason_t
     assert not (tmp_path / "spool" / "rejected.jsonl").exists()
 
 
-_VERSIONS = update_stream("bounced", "attended_transfer", "abandon_then_callback", "transfer_then_abandon")
+_VERSIONS = [v for v in update_stream("bounced", "attended_transfer", "abandon_then_callback", "transfer_then_abandon")
+             if isinstance(v, CallRecord)]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -294,10 +298,10 @@ def test_any_order_and_batching_of_versions_leaves_the_newest(sqlite_url, data):
     cuts = sorted(data.draw(st.sets(st.integers(1, len(_VERSIONS) - 1), max_size=6)))
     versions = [_VERSIONS[i] for i in order]
     batches = [versions[a:b] for a, b in zip([0, *cuts], [*cuts, len(versions)], strict=True)]
-    newest: dict[str, dict] = {}
+    newest: dict[str, CallRecord] = {}
     for v in _VERSIONS:
-        if v["call_id"] not in newest or v["updated_at"] >= newest[v["call_id"]]["updated_at"]:
-            newest[v["call_id"]] = v
+        if v.call_id not in newest or v.updated_at >= newest[v.call_id].updated_at:
+            newest[v.call_id] = v
 
     async def run() -> None:
         engine = make_engine(sqlite_url)
@@ -317,7 +321,7 @@ def test_any_order_and_batching_of_versions_leaves_the_newest(sqlite_url, data):
 async def test_a_journey_submitted_to_an_idle_writer_is_written_within_the_flush_interval(engine, tmp_path):
     """A quiet PBX: the writer has had nothing to do for a while when a call ends.  The journey is in
     the database after about ``flush_interval``, without anyone asking for a flush."""
-    journeys = final_journeys("answered")
+    journeys = final_records("answered")
     writer = new_writer(engine, tmp_path, flush_interval=0.1)
     await writer.start()
     assert await writer.wait_ready(timeout=30)
@@ -325,10 +329,10 @@ async def test_a_journey_submitted_to_an_idle_writer_is_written_within_the_flush
         await asyncio.sleep(0.25)  # idle longer than the flush interval
         writer.submit(j)
         for _ in range(100):
-            if ("", j["call_id"]) in await stored_journeys(engine):
+            if ("", j.call_id) in await stored_journeys(engine):
                 break
             await asyncio.sleep(0.05)
-        assert ("", j["call_id"]) in await stored_journeys(engine), writer.status()
+        assert ("", j.call_id) in await stored_journeys(engine), writer.status()
     await writer.close()
     await assert_store_holds(engine, journeys)
 
@@ -339,7 +343,7 @@ async def test_close_that_times_out_mid_write_keeps_the_batch_in_flight(tmp_path
     next start writes it."""
     path = tmp_path / "onechance.db"
     engine = make_engine(f"sqlite+aiosqlite:///{path}?timeout=1")
-    journeys = final_journeys("load_a")
+    journeys = final_records("load_a")
     await upgrade(engine)
     for cancel in (False, True):  # close(timeout) expires; close() itself is cancelled
         writer = new_writer(engine, tmp_path, registry if not cancel else None)
@@ -384,7 +388,7 @@ async def test_a_journey_submitted_while_the_database_is_down_reaches_the_spool_
 ):
     """The database has been down for a while and the next retry is far away: a call that ends now is
     on disk after about ``flush_interval`` (a crash must not lose it), not at the next retry."""
-    journeys = final_journeys("answered", "abandoned")
+    journeys = final_records("answered", "abandoned")
     down = make_engine(UNREACHABLE)
     writer = new_writer(down, tmp_path, flush_interval=0.05, retry_interval=60, max_retry_interval=60)
     try:
@@ -408,7 +412,7 @@ async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path):
     """While the database is down, every flush interval appends the waiting journeys to the spool and
     fsyncs them.  The fsync (tens of milliseconds on a busy disk, seconds on a sick one) runs in a
     worker thread: the event loop, which reads AMI and serves HTTP, never waits for the disk."""
-    journeys = final_journeys("load_a")
+    journeys = final_records("load_a")
     down = make_engine(UNREACHABLE)
     writer = new_writer(down, tmp_path, flush_interval=0.01, retry_interval=60, max_retry_interval=60)
     on_loop: list[str] = []

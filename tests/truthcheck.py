@@ -1,4 +1,4 @@
-"""Compare journeys (``Journey.to_dict()`` / ``onechance replay --json`` objects) with a ``*.truth.json``.
+"""Compare journeys (``Journey.to_json()`` / ``onechance replay --json`` objects) with a ``*.truth.json``.
 
 The rules are those of the shared capture contract: truth calls are matched to journeys by caller
 number in start order; ``first_wait`` is compared within 1.5 s; an operator written ``ext:201`` may be
@@ -89,7 +89,27 @@ def check_truth(truth: dict[str, Any], journeys: list[dict[str, Any]]) -> list[s
         errs = compare(want, got, members)
         if errs:
             problems.append(f"{want['caller']}: " + "; ".join(errs))
+    # outbound calls (an operator dialling an outside number): direction, callee, answered or not
+    outbound = [g for g in journeys if g.get("direction") == "outbound"]
+    for want in truth.get("outbound", []):
+        digits = "".join(ch for ch in want["callee"] if ch.isdigit())
+        cand = [g for g in outbound if "".join(ch for ch in str(g.get("callee") or "") if ch.isdigit()) == digits]
+        if not cand:
+            problems.append(f"outbound to {want['callee']}: no journey with direction 'outbound' and this callee")
+            continue
+        got = cand[0]
+        outbound.remove(got)
+        if (got["outcome"] == "answered") != bool(want["answered"]):
+            problems.append(f"outbound to {want['callee']}: answered: want {want['answered']} got {got['outcome']}")
+        if "operator" in want and got.get("dialled_by") != want["operator"]:
+            problems.append(f"outbound to {want['callee']}: dialled by {got.get('dialled_by')!r}, "
+                            f"want {want['operator']!r}")
     return problems
+
+
+def expected_calls(truth: dict[str, Any]) -> int:
+    """How many journeys a truth file describes (inbound calls and outbound ones)."""
+    return len(truth["calls"]) + len(truth.get("outbound", []))
 
 
 def load_truth(name: str) -> dict[str, Any]:
