@@ -14,6 +14,9 @@ from onechance.cli import main
 from onechance.store import current_revision, downgrade, head_revision, make_engine, upgrade
 from onechance.store.models import VERSION_TABLE, metadata
 
+# Migration tests start from nothing: each gets a database of its own, never the shared one.
+pytestmark = pytest.mark.fresh_database
+
 TABLES = {"calls", "queue_visits", "operator_legs", "transfers", "alerts", "alert_deliveries", "callbacks",
           "callback_calls", "callback_attempts"}
 

@@ -1,6 +1,6 @@
 """Nothing lost, nothing duplicated: the database going away in the middle of a replay (SQLite locked
-by another process, PostgreSQL really stopped and started), and a daemon killed with SIGKILL while its
-journeys wait in the spool."""
+by another process, PostgreSQL really stopped and started: a cluster the suite started itself), and a
+daemon killed with SIGKILL while its journeys wait in the spool."""
 
 from __future__ import annotations
 
@@ -81,20 +81,23 @@ async def test_sqlite_locked_in_the_middle_of_a_replay(tmp_path, registry):
 
 
 @pytest.mark.postgres
-async def test_postgresql_stopped_and_started_in_the_middle_of_a_replay(pg_server, pg_url, tmp_path, registry):
-    engine = make_engine(pg_url)
+async def test_postgresql_stopped_and_started_in_the_middle_of_a_replay(own_pg_server, own_pg_url, tmp_path, registry):
+    engine = make_engine(own_pg_url)
     await upgrade(engine)
     updates = update_stream(*CAPTURES)
     writer = writer_for(engine, tmp_path, registry)
     await writer.start()
     try:
         spooled = await replay_through(
-            writer, updates, lambda: asyncio.to_thread(pg_server.stop), lambda: asyncio.to_thread(pg_server.start)
+            writer,
+            updates,
+            lambda: asyncio.to_thread(own_pg_server.stop),
+            lambda: asyncio.to_thread(own_pg_server.start),
         )
         assert spooled > 0
         await wait_drained(writer)
     finally:
-        pg_server.ensure_running()  # whatever happened, leave the server up for the other tests
+        own_pg_server.ensure_running()  # whatever happened, leave the server up for the other tests
         await writer.close()
     await assert_store_holds(engine, final_journeys(*CAPTURES))
     await engine.dispose()
@@ -148,17 +151,17 @@ def test_journeys_spooled_by_a_killed_daemon_are_written_after_restart(db_url, t
 @pytest.mark.postgres
 @pytest.mark.parametrize("refusal", ["lock timeout", "password changed"])
 async def test_a_server_refusing_for_its_own_reasons_is_waited_out_not_blamed_on_the_journeys(
-    refusal, pg_url, tmp_path, registry
+    refusal, own_pg_url, tmp_path, registry
 ):
     """PostgreSQL refuses the writes for reasons that have nothing to do with the journeys: a lock held
     too long by another session (``lock_timeout``), or the role's password changed before the daemon's
     settings.  The journeys wait in the spool and are written once the server accepts them again; none
     ends up in rejected.jsonl."""
-    u = make_url(pg_url)
+    u = make_url(own_pg_url)
     admin = await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
                                   database=u.database)
     await admin.execute(f'ALTER DATABASE "{u.database}" SET lock_timeout = \'100ms\'')
-    engine = make_engine(pg_url)
+    engine = make_engine(own_pg_url)
     await upgrade(engine)
     journeys = final_journeys("answered", "abandoned", "bounced")
     writer = writer_for(engine, tmp_path, registry)

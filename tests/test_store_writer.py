@@ -11,6 +11,7 @@ import os
 import sqlite3
 import sys
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -208,6 +209,7 @@ async def test_close_while_the_database_is_down_spools_everything_for_the_next_s
     await assert_store_holds(engine, journeys)
 
 
+@pytest.mark.fresh_database  # no schema yet
 async def test_without_auto_upgrade_journeys_wait_in_the_spool_for_the_schema(engine, tmp_path):
     journeys = final_records("answered", "abandoned")
     writer = new_writer(engine, tmp_path, auto_upgrade=False)
