@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from onechance.store import JourneyWriter, WriterState, make_engine, upgrade
 
-from .storehelp import assert_store_holds, capture, final_journeys, update_stream, wait_drained
+from .storehelp import assert_store_holds, capture, final_journeys, final_records, update_stream, wait_drained
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ("load_a", "bounced", "attended_transfer")
@@ -163,7 +163,7 @@ async def test_a_server_refusing_for_its_own_reasons_is_waited_out_not_blamed_on
     await admin.execute(f'ALTER DATABASE "{u.database}" SET lock_timeout = \'100ms\'')
     engine = make_engine(own_pg_url)
     await upgrade(engine)
-    journeys = final_journeys("answered", "abandoned", "bounced")
+    journeys = final_records("answered", "abandoned", "bounced")
     writer = writer_for(engine, tmp_path, registry)
     await writer.start()
     assert await writer.wait_ready(timeout=30)

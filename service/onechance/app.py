@@ -31,6 +31,8 @@ __all__ = ["App", "LostCallsLoader", "Service", "serve"]
 log = logging.getLogger(__name__)
 
 HTTP_SHUTDOWN_TIMEOUT = 1.0  # seconds a request still in flight at shutdown may take (after the drain)
+WORKLIST_WAIT = 15.0  # seconds the links wait at start for the callback worklist to load from the store
+WORKLIST_RETRY = 30.0  # seconds between later tries when it could not be loaded
 
 
 class Service(Protocol):
@@ -93,7 +95,7 @@ class App:
                 # services first (the store upgrades its schema, the demo PBX listens), then the worklist,
                 # then the PBXs
                 service_tasks = [tg.create_task(s.run(), name=f"service-{type(s).__name__}") for s in self.services]
-                await self._load_lost_calls()
+                await self._load_lost_calls(tg)
                 link_tasks = [tg.create_task(p.link.run(), name=f"ami-link-{p.name}")
                               for p in self.pipelines if p.link is not None]
                 consumer_tasks = [tg.create_task(p.run(), name=f"consumer-{p.name}") for p in self.pipelines]
@@ -112,24 +114,44 @@ class App:
         log.info("onechance stopped")
         return code
 
-    async def _load_lost_calls(self) -> None:
+    async def _load_lost_calls(self, tg: asyncio.TaskGroup) -> None:
         """Put the callback worklist back on each tracker's watch list, so a caller lost before a restart
-        is still recovered when the same number is answered.  A store that is down only costs that."""
+        is still recovered when the same number is answered.  The links wait for it at most
+        ``WORKLIST_WAIT`` seconds; a store that is down then costs only that, and the load is retried in the
+        background until it succeeds."""
         if self.lost_calls is None:
             return
-        for p in self.pipelines:
+        pending = await self._load_worklist(self.pipelines, WORKLIST_WAIT)
+        if pending:
+            tg.create_task(self._retry_worklist(pending), name="worklist-loader")
+
+    async def _load_worklist(self, pipelines: Sequence[PbxPipeline], timeout: float) -> list[PbxPipeline]:
+        """Load the worklist into each pipeline's tracker; the pipelines it could not be loaded for."""
+        assert self.lost_calls is not None
+        pending = []
+        for p in pipelines:
             try:
-                async with asyncio.timeout(10):
+                async with asyncio.timeout(timeout):
                     lost = await self.lost_calls(p.name)
             except Exception as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                log.warning("%s: could not load the callback worklist (lost calls are still recorded, but "
-                            "those from before this start will not be marked recovered): %s", p.name, reason)
+                log.warning("%s: the callback worklist is not loaded yet (lost calls are still recorded, but those "
+                            "from before this start are only watched for once it is): %s", p.name, reason)
+                pending.append(p)
                 continue
             for entry in lost:
                 p.tracker.remember_lost(entry)
             if lost:
                 log.info("%s: watching %d lost caller(s) from the callback worklist", p.name, len(lost))
+        return pending
+
+    async def _retry_worklist(self, pending: list[PbxPipeline]) -> None:
+        while pending and not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), WORKLIST_RETRY)
+            if self.stopping:
+                return
+            pending = await self._load_worklist(pending, WORKLIST_WAIT)
 
     async def _start_http(self) -> web.AppRunner:
         # at shutdown, requests still in flight get HTTP_SHUTDOWN_TIMEOUT, not aiohttp's 60 s (per stage)

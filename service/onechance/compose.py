@@ -149,7 +149,7 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
     recovery_window = settings.journey.recovery_window
 
     async def lost_calls(pbx: str) -> Sequence[LostCall]:
-        if not await writer.wait_ready(timeout=5):
+        if not await writer.wait_ready(timeout=10):
             raise RuntimeError("the database is not reachable yet")
         return await load_lost_calls(engine, since=time.time() - recovery_window, pbx=pbx)
 
