@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from onechance.config import AmiSettings
+from onechance.config import AmiSettings, Settings
 from onechance.journey import JourneyTracker
 from onechance.replay import replay_files
 
@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 MANAGER_CONF = ROOT / "asterisk-conf" / "manager.conf"
 SHARED_CAPTURES = ROOT.parent / "shared" / "ami-captures"
-CAPTURES = sorted(p.stem for p in DATA.glob("*.ami"))
+#: the test captures, and the shared SIP-phone captures the other tests do not use yet (tests/data/sip/)
+CAPTURE_FILES = {p.stem: p for p in sorted(DATA.glob("sip/*.ami"))} | {p.stem: p for p in sorted(DATA.glob("*.ami"))}
+CAPTURES = sorted(CAPTURE_FILES)
 USER = "onechance"
 #: every event class Asterisk knows (manager.c perms[]), for reading Privilege headers and read=
 KNOWN_CLASSES = frozenset({
@@ -46,53 +48,84 @@ class ConfError(Exception):
     pass
 
 
-def read_asterisk_conf(text: str) -> dict[str, list[tuple[str, str, int]]]:
-    """Sections -> [(name, value, line number)]: ``;`` comments (``\\;`` is a literal ``;``), ``;-- --;``
-    block comments, ``[section]`` and ``[section](+)``, ``name = value`` and ``name => value``."""
-    sections: dict[str, list[tuple[str, str, int]]] = {}
-    current: str | None = None
-    in_block = False
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line, i, out = raw, 0, []
-        while i < len(line):
-            if in_block:
-                end = line.find("--;", i)
-                if end < 0:
-                    i = len(line)
-                else:
-                    in_block, i = False, end + 3
-                continue
-            c = line[i]
-            if c == "\\" and line[i + 1 : i + 2] == ";":
-                out.append(";")
-                i += 2
-            elif c == ";":
-                if line[i : i + 3] == ";--" and line[i + 3 : i + 4] != "-":
-                    in_block, i = True, i + 3
-                else:
-                    break
+def _strip_comments(raw: str, in_block: bool) -> tuple[str, bool]:
+    line, i, out = raw, 0, []
+    while i < len(line):
+        if in_block:
+            end = line.find("--;", i)
+            if end < 0:
+                i = len(line)
             else:
-                out.append(c)
-                i += 1
-        line = "".join(out).strip()
-        if not line:
+                in_block, i = False, end + 3
             continue
-        m = re.fullmatch(r"\[([^\]]+)\](\(\+\))?", line)
-        if m:
-            current = m.group(1)
-            sections.setdefault(current, [])
-            continue
-        if line.startswith("#"):
-            raise ConfError(f"line {lineno}: #include/#exec are not used in this sample")
-        if "=" not in line or current is None:
-            raise ConfError(f"line {lineno}: not 'name = value' inside a section: {raw!r}")
-        name, _, value = line.partition("=")
-        if value.startswith(">"):
-            value = value[1:]
-        sections[current].append((name.strip(), value.strip(), lineno))
-    if in_block:
-        raise ConfError("unterminated ;-- block comment")
-    return sections
+        c = line[i]
+        if c == "\\" and line[i + 1 : i + 2] == ";":
+            out.append(";")
+            i += 2
+        elif c == ";":
+            if line[i : i + 3] == ";--" and line[i + 3 : i + 4] != "-":
+                in_block, i = True, i + 3
+            else:
+                break
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out).strip(), in_block
+
+
+def read_asterisk_conf(text: str, include_dir: Path | None = None) -> dict[str, list[tuple[str, str, int]]]:
+    """Sections -> [(name, value, line number)], as main/config.c builds them: ``;`` comments (``\\;`` is
+    a literal ``;``), ``;-- --;`` block comments, ``name = value`` and ``name => value``, ``[name](+)``
+    (append to an existing section), ``[name](!)`` (a template, not a section of its own),
+    ``[name](template)`` (starts with the template's lines) and ``#include "file"`` (from include_dir)."""
+    sections: dict[str, list[tuple[str, str, int]]] = {}
+    templates: set[str] = set()
+
+    def parse(text: str, where: str) -> None:
+        current: str | None = None
+        in_block = False
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line, in_block = _strip_comments(raw, in_block)
+            if not line:
+                continue
+            m = re.fullmatch(r"\[([^\]]+)\](?:\(([^)]*)\))?", line)
+            if m:
+                current = m.group(1)
+                opts = [o.strip() for o in (m.group(2) or "").split(",") if o.strip()]
+                if "+" in opts:
+                    if current not in sections:
+                        raise ConfError(f"{where}:{lineno}: [{current}](+) but no [{current}] before it")
+                    continue
+                if current in sections:
+                    raise ConfError(f"{where}:{lineno}: [{current}] twice (use [{current}](+) to add to it)")
+                sections[current] = []
+                for opt in opts:
+                    if opt == "!":
+                        templates.add(current)
+                    elif opt in templates:
+                        sections[current].extend(sections[opt])
+                    else:
+                        raise ConfError(f"{where}:{lineno}: [{current}]({opt}): no template {opt!r} before it")
+                continue
+            inc = re.fullmatch(r'#include\s+"?([^"]+?)"?', line)
+            if inc:
+                if include_dir is None:
+                    raise ConfError(f"{where}:{lineno}: #include without a directory to read it from")
+                path = include_dir / inc.group(1)
+                parse(path.read_text(encoding="utf-8"), path.name)
+                current = None
+                continue
+            if "=" not in line or current is None:
+                raise ConfError(f"{where}:{lineno}: not 'name = value' inside a section: {raw!r}")
+            name, _, value = line.partition("=")
+            if value.startswith(">"):
+                value = value[1:]
+            sections[current].append((name.strip(), value.strip(), lineno))
+        if in_block:
+            raise ConfError(f"{where}: unterminated ;-- block comment")
+
+    parse(text, "<conf>")
+    return {name: lines for name, lines in sections.items() if name not in templates}
 
 
 # ---- eventfilter: manager_add_filter / filter_cmp_fn / should_send_event ------------------------------
@@ -384,7 +417,7 @@ def events_mask() -> set[str]:
 
 @pytest.fixture(scope="module")
 def cuts(user, events_mask) -> dict[str, Cut]:
-    return {name: apply_user((DATA / f"{name}.ami").read_bytes(), user, events_mask) for name in CAPTURES}
+    return {name: apply_user(CAPTURE_FILES[name].read_bytes(), user, events_mask) for name in CAPTURES}
 
 
 # ---- the emulation against Asterisk's own test vectors ------------------------------------------------
@@ -479,11 +512,20 @@ def test_header_matching_details():
         add_filter("eventfilter(name(VarSet),method(regex))", r"\d+")
 
 
-def test_config_comment_rules():
+def test_config_reading_rules(tmp_path):
     sections = read_asterisk_conf(
-        "[general]\na = 1 ; comment\n;-- block\nb = 2\n--;\nc = x\\;y\n[u](+)\neventfilter(name(X)) =  ; why\n"
+        "[general]\na = 1 ; comment\n;-- block\nb = 2\n--;\nc = x\\;y\n[u]\n[u](+)\neventfilter(name(X)) =  ; why\n"
     )
-    assert sections == {"general": [("a", "1", 2), ("c", "x;y", 6)], "u": [("eventfilter(name(X))", "", 8)]}
+    assert sections == {"general": [("a", "1", 2), ("c", "x;y", 6)], "u": [("eventfilter(name(X))", "", 9)]}
+    (tmp_path / "inc.conf").write_text("[general]\nbindaddr = 127.0.0.1\n", encoding="utf-8")
+    sections = read_asterisk_conf(
+        '#include "inc.conf"\n[general](+)\nbindaddr = 0.0.0.0\n[t](!)\nx = 1\n[q](t)\ny = 2\n', tmp_path
+    )
+    assert sections == {"general": [("bindaddr", "127.0.0.1", 2), ("bindaddr", "0.0.0.0", 3)],
+                        "q": [("x", "1", 5), ("y", "2", 7)]}
+    for bad in ("[v](+)\n", "[w]\n[w]\n", "[z](nosuch)\n", "a = 1\n"):
+        with pytest.raises(ConfError):
+            read_asterisk_conf(bad)
 
 
 # ---- the sample itself -----------------------------------------------------------------------------------
@@ -523,9 +565,9 @@ def test_every_shared_capture_is_replayed_here():
     shared = sorted(SHARED_CAPTURES.glob("*.ami"))
     assert shared
     for p in shared:
-        copy = DATA / p.name
-        assert copy.is_file(), f"tests/data/{p.name} is missing: copy it from {p}"
-        assert copy.read_bytes() == p.read_bytes(), f"tests/data/{p.name} differs from {p}"
+        copy = CAPTURE_FILES.get(p.stem)
+        assert copy is not None, f"{p.name} is in neither tests/data nor tests/data/sip: copy it from {p}"
+        assert copy.read_bytes() == p.read_bytes(), f"{copy} differs from {p}"
 
 
 @pytest.mark.parametrize("name", CAPTURES)
@@ -534,7 +576,7 @@ def test_filtered_capture_gives_the_same_journeys(name, cuts, tmp_path):
     assert cut.by_class + cut.by_filter > 0, "nothing filtered: the filters were not applied"
     filtered = tmp_path / f"{name}.ami"
     filtered.write_bytes(cut.kept)
-    full = replay_files([str(DATA / f"{name}.ami")])
+    full = replay_files([str(CAPTURE_FILES[name])])
     kept = replay_files([str(filtered)])
     assert kept.bad_messages == 0
     assert kept.tracker_errors == full.tracker_errors
@@ -545,7 +587,7 @@ def test_filters_cut_most_of_the_traffic(cuts, capsys):
     total = sum(c.events for c in cuts.values())
     by_class = sum(c.by_class for c in cuts.values())
     by_filter = sum(c.by_filter for c in cuts.values())
-    size_full = sum((DATA / f"{n}.ami").stat().st_size for n in cuts)
+    size_full = sum(CAPTURE_FILES[n].stat().st_size for n in cuts)
     size_kept = sum(len(c.kept) for c in cuts.values())
     share = (by_class + by_filter) / total
     with capsys.disabled():
@@ -555,3 +597,58 @@ def test_filters_cut_most_of_the_traffic(cuts, capsys):
         for name, c in sorted(cuts.items()):
             print(f"  {name:30} {c.events:6} events, {(c.by_class + c.by_filter) / c.events:4.0%} cut")
     assert share >= 0.5, f"the filters cut only {share:.0%} of the events"
+
+
+# ---- the other Asterisk samples --------------------------------------------------------------------------
+ASTERISK_CONF = ROOT / "asterisk-conf"
+
+
+def settings_of(lines: list[tuple[str, str, int]]) -> dict[str, str]:
+    """Last value of each key (how app_queue, logger and manager read repeated scalar options)."""
+    return {k: v for k, v, _ in lines}
+
+
+def test_docker_manager_conf_is_the_sample_opened_to_the_compose_network(user):
+    """asterisk-conf/docker/manager.conf includes the sample (mounted as manager_onechance.conf): the same
+    user, classes and filters, listening inside the container, with the Docker address pools permitted."""
+    include_dir = ASTERISK_CONF / "docker"
+    text = (include_dir / "manager.conf").read_text(encoding="utf-8")
+    assert '#include "manager_onechance.conf"' in text
+    merged = read_asterisk_conf(text.replace('"manager_onechance.conf"', '"../manager.conf"'), include_dir)
+    general = settings_of(merged["general"])
+    assert general["bindaddr"] == "0.0.0.0" and general["timestampevents"] == "yes"
+    docker_user = ManagerUser.from_conf(merged, USER)
+    assert (docker_user.read, docker_user.write) == (user.read, user.write)
+    assert [(f.name, f.header, f.pattern) for f in docker_user.includes] == [
+        (f.name, f.header, f.pattern) for f in user.includes
+    ]
+    acl = [(n, v) for n, v, _ in merged[USER] if n in ("deny", "permit")]
+    assert acl[0] == ("deny", "0.0.0.0/0.0.0.0")
+    assert ("permit", "172.16.0.0/255.240.0.0") in acl and ("permit", "192.168.0.0/255.255.0.0") in acl
+
+
+def test_queues_conf_sample():
+    sections = read_asterisk_conf((ASTERISK_CONF / "queues.conf").read_text(encoding="utf-8"))
+    general = settings_of(sections.pop("general"))
+    assert general["log_membername_as_agent"] == "yes", "queue_log and onechance name operators alike"
+    assert general["log-caller-id-name"] == "yes"
+    every_key = set(general) | {k for lines in sections.values() for k, _, _ in lines}
+    assert not every_key & {"eventwhencalled", "eventmemberstatus"}, "options removed in Asterisk 12"
+    # the demo stack runs this file with the test PBX's dialplan: the same queues, members and names
+    demo = read_asterisk_conf((ASTERISK_CONF / "test-pbx" / "queues.conf").read_text(encoding="utf-8"))
+    demo.pop("general")
+    for queue, lines in sections.items():
+        opts = settings_of(lines)
+        assert float(opts["servicelevel"]) == Settings().journey.service_level_seconds, queue
+        assert opts["ringinuse"] == "no" and opts["joinempty"] == "yes", queue
+        members = [v for k, v, _ in lines if k == "member"]
+        assert members == [v for k, v, _ in demo[queue] if k == "member"], queue
+        assert all(len(m.split(",")) >= 3 and m.split(",")[2].strip() for m in members), "members need names"
+    assert set(sections) == {"support", "sales", "billing"}
+    deploy_toml = (ROOT / "deploy" / "onechance.toml").read_text(encoding="utf-8")
+    assert f"service_level_seconds = {int(Settings().journey.service_level_seconds)}" in deploy_toml
+
+
+def test_logger_conf_sample_writes_queue_log():
+    general = settings_of(read_asterisk_conf((ASTERISK_CONF / "logger.conf").read_text(encoding="utf-8"))["general"])
+    assert general["queue_log"] == "yes" and general["queue_log_to_file"] == "yes"
