@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench clean venv deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/onechance run
 
-test: $(DEVSTAMP)
+# The Debian packages the tests drive for real (PostgreSQL, Prometheus, Alertmanager, Chromium,
+# docker-compose, systemd-analyze): installed only when missing (as root), else nothing happens.
+deps:
+	.ci/install-debian-deps
+
+test: deps $(DEVSTAMP)
 	$(BIN)/python -m pytest
 
 lint: $(DEVSTAMP)
