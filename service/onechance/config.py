@@ -40,7 +40,7 @@ class AmiSettings(_Section):
     username: str = "onechance"
     secret: SecretStr | None = None
     secret_file: Path | None = None
-    events: str = "call,agent,system,dialplan"
+    events: str = "call,agent,system,dialplan,dtmf"
     ping_interval: float = Field(10.0, gt=0)
     ping_timeout: float = Field(5.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)

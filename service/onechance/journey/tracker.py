@@ -160,6 +160,10 @@ class JourneyTracker:
         }
 
     # ---- public API ------------------------------------------------------------------------------------
+    def handled_events(self) -> frozenset[str]:
+        """The AMI event names the tracker reads (every other event is counted and skipped)."""
+        return frozenset(self._handlers)
+
     @property
     def calls(self) -> dict[str, CallState]:
         """Live calls by call id (read-only use)."""
