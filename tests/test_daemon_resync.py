@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from onechance.ami.link import AmiEvent, LinkDown, Snapshot
+from onechance.ami.items import AmiEvent, LinkDown, Snapshot
 from onechance.ami.parser import AmiMessage
 from onechance.demo import PbxState, Recorded, load_capture
 from onechance.journey import JourneyTracker

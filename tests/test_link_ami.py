@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from panoramisk import Manager
 
+from onechance.ami.adapter import AmiConnection
 from onechance.ami.link import (
     AmiEvent,
     AmiLink,
-    FramedAMIProtocol,
     LinkDown,
     LinkItem,
     LinkLost,
@@ -87,10 +87,10 @@ async def test_events_arrive_complete_and_in_order_and_stale_action_ids_are_igno
 async def test_panoramisk_is_wired_with_our_protocol_and_forgets_every_action():
     async with fake_pbx("answered") as pbx, _link(pbx.port) as link:
         await wait_until(lambda: link.ready, what="ready")
-        manager = link._manager
+        manager = link.connector.manager
         assert isinstance(manager, Manager)
         assert manager.loop is asyncio.get_running_loop()  # created inside the running loop
-        assert isinstance(manager.protocol, FramedAMIProtocol)
+        assert isinstance(manager.protocol, AmiConnection)
         assert "anything" in manager.forgetable_actions and "command" in manager.forgetable_actions
         assert not manager.awaiting_actions
 
@@ -101,7 +101,9 @@ async def test_a_pending_action_is_never_sent_again_after_a_reconnect():
         pbx.plan = {5: Hold()}
         await wait_until(lambda: link.ready and pbx.holding.is_set(), what="ready")
         pbx.ignore_actions.add("status")
-        pending = asyncio.create_task(link._action({"Action": "Status"}))
+        session = link.session
+        assert session is not None
+        pending = asyncio.create_task(session.action({"Action": "Status"}))
         await wait_until(lambda: "status" in pbx.actions, what="Status sent")
         pbx.drop_client()
         with pytest.raises(LinkLost):
@@ -110,8 +112,9 @@ async def test_a_pending_action_is_never_sent_again_after_a_reconnect():
         pbx.release()
         await asyncio.sleep(0.3)  # FullyBooted of the new session has long been read
         assert pbx.actions.count("status") == 1
-        assert not link._protocol.responses or all(
-            a.get("Action") != "Status" for a in link._protocol.responses.values())
+        manager = link.connector.manager
+        assert not manager.protocol.responses or all(
+            a.get("Action") != "Status" for a in manager.protocol.responses.values())
 
 
 async def test_slow_consumer_pauses_reading_and_loses_nothing():
@@ -186,7 +189,7 @@ async def test_connection_refused_then_the_pbx_appears():
 def test_backoff_grows_exponentially_with_jitter_up_to_the_maximum():
     link = AmiLink(_settings(1, reconnect_min=1.0, reconnect_max=30.0), rng=random.Random(1))
     for failures, base in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 30.0), (12, 30.0)]:
-        delays = [link._backoff(failures) for _ in range(200)]
+        delays = [link.backoff(failures) for _ in range(200)]
         assert all(base / 2 <= d <= base for d in delays)
         assert max(delays) - min(delays) > base / 4  # jittered, not fixed
 
@@ -227,3 +230,29 @@ async def test_the_looping_demo_pbx_does_not_grow_pass_after_pass():
             if pbx.passes > len(sizes):
                 sizes.append(len(pbx.state.dead) + len(pbx.state.channels))
         assert sizes[-1] <= sizes[0], sizes
+
+
+async def test_a_busy_pbx_that_answers_pings_late_is_not_taken_for_dead():
+    """Asterisk streams events but its Pong is late (busy): the link stays up, nothing is lost.  Only when
+    nothing at all comes any more is the link declared dead."""
+    t0 = 1800000000.0
+    events = b"".join(
+        f"Event: VarSet\r\nPrivilege: dialplan,all\r\nTimestamp: {t0 + i * 0.01:.6f}\r\nChannel: none\r\n"
+        f"Uniqueid: none\r\nVariable: BUSY\r\nValue: {i}\r\n\r\n".encode() for i in range(300))
+    pbx = DemoPbx(b"Asterisk Call Manager/11.0.0\r\n" + events, speed=1, username="onechance", secret=SECRET)
+    pbx.answer_pings = False
+    fast = {"ping_interval": 0.1, "ping_timeout": 0.5, "action_timeout": 3.0}
+    async with pbx:
+        pbx.answer_pings = True  # the resync's Ping is answered; the watchdog's are not
+        async with _link(pbx.port, **fast) as link:
+            await wait_until(lambda: link.ready, what="ready")
+            pbx.answer_pings = False
+            got = 0
+            while got < 300:
+                item = await asyncio.wait_for(link.queue.get(), 10)
+                link.item_done()
+                if isinstance(item, AmiEvent) and item.msg.headers.get("Variable") == "BUSY":
+                    got += 1
+            assert link.reconnects == 0 and link.watchdog_timeouts == 0 and pbx.logins == 1
+            assert link.slow_pongs >= 1
+            await wait_until(lambda: link.watchdog_timeouts >= 1, timeout=10, what="silence taken for dead")

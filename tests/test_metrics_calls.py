@@ -9,7 +9,7 @@ import time
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
-from onechance.ami.link import AmiEvent
+from onechance.ami.items import AmiEvent
 from onechance.ami.parser import AmiFramer
 from onechance.config import Settings
 from onechance.journey import CallPolicy, JourneyTracker, QueueRule

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from .ami.link import LinkStopped
+from .ami.items import LinkStopped
 from .config import ConfigError
 from .journey import LostCall
 from .pipeline import PbxPipeline

@@ -118,7 +118,8 @@ _LINK_COUNTERS = {
     "bad_messages": "Malformed AMI messages skipped",
     "login_failures": "AMI logins refused by the PBX",
     "resyncs": "Resynchronisations (CoreShowChannels + QueueStatus) after a login",
-    "watchdog_timeouts": "Links declared dead because Ping went unanswered",
+    "watchdog_timeouts": "Links declared dead: nothing at all from the PBX, not even a pong, for ping_timeout",
+    "slow_pongs": "Pings answered late while the PBX kept sending events (busy, not dead: the link stays up)",
     "dropped": "AMI events dropped because the consumer queue was full (each forces a resync)",
 }
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .ami.link import AmiEvent, LinkDown, LinkItem, LinkState, LinkStopped, Snapshot
+from .ami.items import AmiEvent, LinkDown, LinkItem, LinkState, LinkStopped, Snapshot
 from .errors import RateLimitedLog
 from .journey import JourneyTracker, JourneyUpdate, Update, UpdateKind
 from .journey.resync import Gap, apply_snapshot, close_for_gap
@@ -111,6 +111,7 @@ class PbxPipeline:
             "login_failures": link.login_failures,
             "resyncs": link.resyncs,
             "watchdog_timeouts": link.watchdog_timeouts,
+            "slow_pongs": link.slow_pongs,
             "dropped": link.dropped,
         }
 
