@@ -410,13 +410,16 @@ async def test_a_journey_submitted_while_the_database_is_down_reaches_the_spool_
         await down.dispose()
 
 
-async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path):
+@pytest.mark.parametrize("segment_bytes", [16 * 1024 * 1024, 4000])
+async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path, segment_bytes):
     """While the database is down, every flush interval appends the waiting journeys to the spool and
     fsyncs them.  The fsync (tens of milliseconds on a busy disk, seconds on a sick one) runs in a
-    worker thread: the event loop, which reads AMI and serves HTTP, never waits for the disk."""
+    worker thread: the event loop, which reads AMI and serves HTTP, never waits for the disk -- also when
+    small segments are sealed and new ones created (their directory entry fsync'd) all the time."""
     journeys = final_records("load_a")
     down = make_engine(UNREACHABLE)
-    writer = new_writer(down, tmp_path, flush_interval=0.01, retry_interval=60, max_retry_interval=60)
+    writer = new_writer(down, tmp_path, flush_interval=0.01, retry_interval=60, max_retry_interval=60,
+                        segment_bytes=segment_bytes)
     on_loop: list[str] = []
 
     def watch(frame, event, arg) -> None:  # profiles this thread (the event loop's) only

@@ -48,24 +48,18 @@ def _segment_name(index: int) -> str:
     return f"spool-{index:012d}.jsonl"
 
 
-def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _fsync_all(fds: list[tuple[int, str]]) -> list[str]:
+    """fsync and close every descriptor (a worker thread runs this); the errors, one line each."""
+    errors = []
+    for fd, what in fds:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            errors.append(f"{what}: {exc.strerror or exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    return errors
 
 
 class Spool:
@@ -81,6 +75,9 @@ class Spool:
         self._fh: IO[bytes] | None = None
         self._lock_fh: IO[bytes] | None = None
         self._dirty = False
+        # descriptors (duplicated) of what was written but not fsync'd yet: sealed segments, the directory
+        # after a segment was created, the rejected file.  sync_in_thread() fsyncs them off the event loop.
+        self._unsynced: list[tuple[int, str]] = []
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -129,8 +126,24 @@ class Spool:
         self._active = None  # never append to a segment a crash may have cut short
 
     def close(self) -> None:
-        """Flush, fsync and release the directory."""
+        """fsync what is left (here, synchronously: call :meth:`aclose` from a running loop) and release the
+        directory.  Raises :class:`SpoolError` when the disk refused an fsync."""
         self._close_active()
+        pending, self._unsynced = self._unsynced, []
+        errors = _fsync_all(pending)
+        self._release()
+        if errors:
+            raise SpoolError(f"cannot fsync the spool in {self.directory}: {'; '.join(errors)}")
+
+    async def aclose(self) -> None:
+        """:meth:`close` with the fsync in a worker thread."""
+        self._close_active()
+        try:
+            await self.sync_in_thread()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._lock_fh is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
@@ -183,25 +196,36 @@ class Spool:
         self._lines[self._active] = self._lines.get(self._active, 0) + len(lines)
         return len(lines)
 
-    def sync(self) -> None:
-        """fsync what :meth:`append` wrote with ``sync=False``."""
-        if self._dirty and self._fh is not None:
-            with contextlib.suppress(OSError):
-                os.fsync(self._fh.fileno())
+    def _take_unsynced(self) -> list[tuple[int, str]]:
+        pending, self._unsynced = self._unsynced, []
+        if self._dirty and self._fh is not None and self._active is not None:
+            # duplicated: the segment may be sealed and closed while the thread runs
+            pending.append((os.dup(self._fh.fileno()), _segment_name(self._active)))
         self._dirty = False
+        return pending
 
     async def sync_in_thread(self) -> None:
-        """:meth:`sync` in a worker thread, so that the event loop does not wait for the disk (appends
-        may go on meanwhile; a later call syncs them)."""
-        if not self._dirty or self._fh is None:
-            self._dirty = False
+        """fsync everything written so far, in a worker thread: the event loop never waits for the disk
+        (appends may go on meanwhile; a later call syncs them).  Raises :class:`SpoolError` when the disk
+        refused (what was written may not be on it: the caller must not take it for durable)."""
+        pending = self._take_unsynced()
+        if not pending:
             return
-        fd = os.dup(self._fh.fileno())  # the segment may be sealed and closed while the thread runs
-        self._dirty = False
+        errors = await asyncio.to_thread(_fsync_all, pending)
+        if errors:
+            raise SpoolError(f"cannot fsync the spool in {self.directory}: {'; '.join(errors)}")
+
+    def _defer_fsync(self, fd: int, what: str) -> None:
+        """fsync this descriptor's file at the next :meth:`sync_in_thread` (through a duplicate of it)."""
         try:
-            await asyncio.to_thread(_fsync_and_close, fd)
-        except OSError as exc:
-            log.error("cannot fsync the spool in %s: %s", self.directory, exc.strerror or exc)
+            self._unsynced.append((os.dup(fd), what))
+        except OSError as exc:  # out of descriptors: do it now rather than not at all
+            try:
+                os.fsync(fd)
+            except OSError as exc2:
+                raise SpoolError(f"cannot fsync the spool in {self.directory}: {what}: "
+                                 f"{exc2.strerror or exc2}") from None
+            log.warning("spool %s: fsync'd on the spot (%s)", what, exc.strerror or exc)
 
     def _active_file(self, incoming: int) -> IO[bytes]:
         if self._fh is not None and self._active is not None:
@@ -214,7 +238,15 @@ class Spool:
             self._fh = open(path, "ab", buffering=0)  # closed by _close_active()
         except OSError as exc:
             raise SpoolError(f"cannot create {path}: {exc.strerror or exc}") from None
-        _fsync_dir(self.directory)
+        try:
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            dir_fd = -1
+        if dir_fd >= 0:  # the new file's name must reach the disk too
+            try:
+                self._defer_fsync(dir_fd, "its directory")
+            finally:
+                os.close(dir_fd)
         self._active = index
         self._segments.setdefault(index, 0)
         self._lines.setdefault(index, 0)
@@ -227,9 +259,9 @@ class Spool:
         if self._fh is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fh.fileno(), size)
-            if self._dirty:  # earlier appends with sync=False
-                with contextlib.suppress(OSError):
-                    os.fsync(self._fh.fileno())
+            if self._dirty and index is not None:  # earlier appends with sync=False: fsync'd off the loop
+                with contextlib.suppress(OSError, SpoolError):
+                    self._defer_fsync(self._fh.fileno(), _segment_name(index))
             with contextlib.suppress(OSError):
                 self._fh.close()
         self._fh = None
@@ -239,10 +271,10 @@ class Spool:
             self._drop_segment(index)
 
     def _close_active(self) -> None:
+        """Seal the segment being appended to; its fsync is left to the next :meth:`sync_in_thread`."""
         if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+            if self._dirty and self._active is not None:
+                self._defer_fsync(self._fh.fileno(), _segment_name(self._active))
             self._fh.close()
         self._fh = None
         self._active = None
@@ -333,6 +365,6 @@ class Spool:
                     record = {"reason": reason, "journey": item}
                     fh.write(json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n")
                 fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            log.error("cannot write %s: %s", path, exc.strerror or exc)
+                self._defer_fsync(fh.fileno(), path.name)
+        except (OSError, SpoolError) as exc:
+            log.error("cannot write %s: %s", path, getattr(exc, "strerror", None) or exc)

@@ -305,7 +305,11 @@ class JourneyWriter:
                 log.error("%s: %d journeys submitted before start() are lost", exc,
                           len(self._pending) + len(self._recoveries))
             await self._spill_pending()
-        self._spool.close()
+        try:
+            await self._spool.aclose()
+        except SpoolError as exc:  # never swallowed: what the spool held may not be on the disk
+            self.m_failures.labels("spool").inc()
+            log.error("%s: the journeys spooled last may be lost", exc)
         self._task = None
         self._state = WriterState.CLOSED
 
@@ -457,7 +461,13 @@ class JourneyWriter:
             self._keep_in_memory(batch)
         else:
             self.m_spooled.inc(len(batch))
-            await self._spool.sync_in_thread()
+            try:
+                await self._spool.sync_in_thread()
+            except SpoolError as exc:
+                # the disk took the write but not the fsync: do not take these journeys for durable
+                self.m_failures.labels("spool").inc()
+                log.error("%s; keeping %d journeys in memory too", exc, len(batch))
+                self._keep_in_memory(batch)
 
     def _keep_in_memory(self, batch: list[StoreItem]) -> None:
         """Put items back in the queue (beyond its bound), unless a newer version of a call waits there."""
