@@ -36,6 +36,7 @@ test: deps $(DEVSTAMP)
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check service tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/replay_throughput.py

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from . import __version__
 from .ami.link import AmiLink
@@ -111,6 +111,10 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
     call query (tests: a store that never answers)."""
     from .store import JourneyWriter, StoreCallQuery, StoreSink, engine_from_settings, load_lost_calls
 
+    # no "_created" series: they double the exposition and make Prometheus take every counter for a gauge
+    # family of its own in some parsers; rates and increases do not need them (process-wide switch of
+    # prometheus_client, the same for every registry)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     policy = CallPolicy.from_settings(settings)
     tracker_settings = settings.tracker_settings()

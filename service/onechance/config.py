@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .journey import AlertKind, TrackerSettings
+from .journey import TrackerSettings
 
 AlertKindName = Literal["abandoned", "timeout", "rejected", "exited", "bounced", "long_wait"]
 
@@ -134,9 +134,8 @@ class JourneySettings(_Section):
     short_abandon_seconds: float = Field(5.0, ge=0)
     service_level_seconds: float = Field(20.0, ge=0)
     bounce_transfers: int = Field(2, ge=1)
-    #: the alert kinds raised (long_wait also needs long_wait_seconds)
-    alert_kinds: list[AlertKindName] = Field(
-        default_factory=lambda: [str(k) for k in AlertKind if k != AlertKind.LONG_WAIT])  # type: ignore[misc]
+    #: the alert kinds raised (unset: every kind but long_wait; long_wait also needs long_wait_seconds)
+    alert_kinds: list[AlertKindName] | None = None
     long_wait_seconds: float | None = Field(None, gt=0)  # a caller still waiting this long raises long_wait
     max_call_age: float = Field(6 * 3600.0, gt=0)
     recovery_window: float = Field(7 * 86400.0, gt=0)
@@ -246,9 +245,8 @@ class Settings(BaseSettings):
                 return [mask(x) for x in d]
             return d
 
-        out = mask(data)
-        url = self.database_url()
-        out["database"]["url"] = _mask_url(url)
+        out: dict[str, Any] = mask(data)
+        out["database"]["url"] = _mask_url(self.database_url())
         return out
 
 

@@ -100,7 +100,8 @@ class CallPolicy:
             short_abandon_seconds=j.short_abandon_seconds,
             service_level_seconds=j.service_level_seconds,
             bounce_transfers=j.bounce_transfers,
-            alert_kinds=frozenset(AlertKind(k) for k in j.alert_kinds),
+            alert_kinds=(frozenset(AlertKind(k) for k in j.alert_kinds) if j.alert_kinds is not None
+                         else DEFAULT_ALERT_KINDS),
             long_wait_seconds=j.long_wait_seconds,
         )
         queues = {}

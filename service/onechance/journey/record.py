@@ -393,8 +393,8 @@ def _transfer(t: Transfer) -> TransferRecord:
 def record_of(journey: Journey, policy: CallPolicy) -> CallRecord:
     """The record of a journey now, judged by ``policy``."""
     verdict = policy.verdict(journey)
-    queues = []
-    consultations = []
+    queues: list[VisitRecord] = []
+    consultations: list[VisitRecord] = []
     for v in journey.visits:
         (queues if v.group == CALLER_GROUP else consultations).append(_visit(v))
     exit_key = None

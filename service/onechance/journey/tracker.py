@@ -424,20 +424,18 @@ class JourneyTracker:
             call.journey.visits.append(visit)
             self.report(UpdateKind.REJECTED, call, ts, queue=queue, status=status)
             return
-        visit = self._last_visit(call, ch.uid)
-        if visit is None:
+        last = self._last_visit(call, ch.uid)
+        if last is None:
             return
-        visit.exit_status = status
-        if status in GAVE_UP_STATUSES and visit.result in (VisitResult.ABANDONED, VisitResult.LEFT,
-                                                          VisitResult.WAITING, VisitResult.EXITED):
-            changed = visit.result != VisitResult.TIMEOUT
-            visit.result = VisitResult.TIMEOUT
-            visit.exit_key = None
-            self._key_exits.pop(visit.channel, None)
-            if visit.left_at is None:
-                visit.left_at = ts
-            if changed:
-                self.report(UpdateKind.TIMED_OUT, call, ts, queue=visit.queue, status=status)
+        last.exit_status = status
+        if status in GAVE_UP_STATUSES and last.result in (VisitResult.ABANDONED, VisitResult.LEFT,
+                                                         VisitResult.WAITING, VisitResult.EXITED):
+            last.result = VisitResult.TIMEOUT
+            last.exit_key = None
+            self._key_exits.pop(last.channel, None)
+            if last.left_at is None:
+                last.left_at = ts
+            self.report(UpdateKind.TIMED_OUT, call, ts, queue=last.queue, status=status)
 
     # ---- queues ----------------------------------------------------------------------------------------
     @staticmethod

@@ -7,6 +7,8 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -18,7 +20,7 @@ depends_on = None
 FALSE = sa.text("false")
 
 
-def _child_key() -> list[sa.Column]:
+def _child_key() -> list[sa.Column[Any]]:
     return [
         sa.Column("pbx", sa.String(64), nullable=False),
         sa.Column("call_id", sa.String(64), nullable=False),
