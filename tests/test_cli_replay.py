@@ -86,3 +86,27 @@ def test_a_capture_without_timestamps_is_replayed_with_a_warning(tmp_path):
     (call,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert call["outcome"] == "answered" and call["operators"] == ["Anna Tamm"]
     assert "timestampevents" not in run_cli("replay", str(DATA / "answered.ami")).stderr
+
+
+def test_replay_store_judges_calls_with_the_configured_rules(tmp_path, monkeypatch, capsys):
+    """``[queues.support] short_abandon_seconds = 1``: the 2 s abandon of short_abandon.ami is not short, so it
+    is a lost caller, as the daemon with the same configuration stores it (replay --store used to ignore
+    [journey] and [queues.*] and stored it short and not lost, off the callback worklist)."""
+    import sqlite3
+
+    from onechance.cli import main
+
+    conf = tmp_path / "onechance.toml"
+    conf.write_text("[queues.support]\nshort_abandon_seconds = 1\n", encoding="utf-8")
+    monkeypatch.delenv("ONECHANCE_CONFIG", raising=False)
+    monkeypatch.setenv("ONECHANCE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["replay", str(DATA / "short_abandon.ami"), "--store", "--json", "--config", str(conf)]) == 0
+    (printed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed["short_abandon"] is False and printed["lost"] is True and printed["alerts"] == ["abandoned"]
+    with sqlite3.connect(tmp_path / "data" / "onechance.db") as db:
+        assert db.execute("SELECT short_abandon, lost FROM calls").fetchall() == [(0, 1)]
+    # without the rule, the default 5 s threshold makes it short (and not lost)
+    monkeypatch.setenv("ONECHANCE_DATA_DIR", str(tmp_path / "data2"))
+    assert main(["replay", str(DATA / "short_abandon.ami"), "--store", "--json"]) == 0
+    (printed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed["short_abandon"] is True and printed["lost"] is False
