@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +127,8 @@ class QueueSettings(_Section):
     bounce_transfers: int | None = Field(None, ge=1)
     alert_kinds: list[AlertKindName] | None = None
     long_wait_seconds: float | None = Field(None, gt=0)
+    mute: bool | None = None  # alerts of this queue are recorded, never sent
+    hours: str | None = None  # the name of an [alerts.hours.<name>] schedule: outside it, alerts are held back
 
 
 class JourneySettings(_Section):
@@ -137,6 +140,8 @@ class JourneySettings(_Section):
     #: the alert kinds raised (unset: every kind but long_wait; long_wait also needs long_wait_seconds)
     alert_kinds: list[AlertKindName] | None = None
     long_wait_seconds: float | None = Field(None, gt=0)  # a caller still waiting this long raises long_wait
+    mute: bool = False  # alerts are recorded, never sent (per queue: [queues.<name>] mute)
+    hours: str | None = None  # default business-hours schedule of every queue ([alerts.hours.<name>])
     max_call_age: float = Field(6 * 3600.0, gt=0)
     recovery_window: float = Field(7 * 86400.0, gt=0)
     #: region for caller numbers written without a country code (ISO 3166 code, e.g. EE), so 5550107,
@@ -154,6 +159,160 @@ class JourneySettings(_Section):
         if code not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {v!r}: a two-letter country code such as EE, FI, DE")
         return code
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _time_range(text: str) -> tuple[int, int]:
+    """``08:00-17:30`` -> minutes of the day ``(480, 1050)``; ``00:00-24:00`` is the whole day."""
+    start, sep, end = text.strip().partition("-")
+    if not sep:
+        raise ValueError(f"{text!r}: expected HH:MM-HH:MM")
+    out = []
+    for part in (start, end):
+        h, colon, m = part.strip().partition(":")
+        if not colon or not h.isdigit() or not m.isdigit() or not (0 <= int(h) <= 24 and 0 <= int(m) < 60):
+            raise ValueError(f"{text!r}: expected HH:MM-HH:MM")
+        out.append(int(h) * 60 + int(m))
+    if out[1] > 24 * 60 or out[0] >= out[1]:
+        raise ValueError(f"{text!r}: the end must come after the start, within the day")
+    return out[0], out[1]
+
+
+class HoursSettings(_Section):
+    """``[alerts.hours.<name>]``: business hours in a named time zone, a weekly schedule plus holidays."""
+
+    timezone: str = "UTC"
+    mon: list[str] = Field(default_factory=list)  # e.g. ["08:00-12:00", "13:00-17:00"]; empty: closed
+    tue: list[str] = Field(default_factory=list)
+    wed: list[str] = Field(default_factory=list)
+    thu: list[str] = Field(default_factory=list)
+    fri: list[str] = Field(default_factory=list)
+    sat: list[str] = Field(default_factory=list)
+    sun: list[str] = Field(default_factory=list)
+    holidays: list[date] = Field(default_factory=list)  # closed all day
+    outside: str | None = None  # channel to send to outside hours (unset: recorded, not sent)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_ok(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Europe/Tallinn, UTC)") from None
+        return v
+
+    @field_validator(*_DAYS)
+    @classmethod
+    def _ranges_ok(cls, v: list[str]) -> list[str]:
+        for text in v:
+            _time_range(text)
+        return v
+
+    def weekly(self) -> dict[int, list[tuple[int, int]]]:
+        """Weekday (0 = Monday) -> open ranges in minutes of the day."""
+        return {i: [_time_range(t) for t in getattr(self, day)] for i, day in enumerate(_DAYS)}
+
+
+ChannelKind = Literal["webhook", "alertmanager", "apprise"]
+
+
+class ChannelSettings(_Section):
+    """``[[alerts.channels]]``: where alerts go.  ``url`` (or ``url_file``) and ``secret`` (or ``secret_file``)
+    are secrets: never logged, masked by ``check-config``."""
+
+    name: str
+    kind: ChannelKind
+    url: SecretStr | None = None
+    url_file: Path | None = None
+    secret: SecretStr | None = None  # webhook: the HMAC-SHA256 signing key
+    secret_file: Path | None = None
+    kinds: list[AlertKindName] | None = None  # only these alert kinds (unset: all)
+    queues: list[str] | None = None  # only alerts of these queues (unset: all)
+    pbx: list[str] | None = None  # only alerts of these PBXs (unset: all)
+    mask_caller: bool = False  # show the caller's number as +372 555 ***7
+    template: str | None = None  # the message text (unset: alerts.template)
+    timeout: float = Field(5.0, gt=0)  # seconds one delivery attempt may take
+    retry_min: float = Field(1.0, gt=0)  # first retry after this, doubling, jittered
+    retry_max: float = Field(300.0, gt=0)
+    max_age: float = Field(6 * 3600.0, gt=0)  # an alert not delivered within this is given up (expired)
+    storm_limit: int = Field(20, ge=1)  # past this many alerts a minute, one digest lists the rest
+    repeat_interval: float = Field(300.0, gt=0)  # alertmanager: re-post an open alert this often
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError("must be letters, digits, '-', '_' or '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChannelSettings:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError(f"channel {self.name!r}: set exactly one of url and url_file")
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError(f"channel {self.name!r}: set either secret or secret_file, not both")
+        if self.retry_max < self.retry_min:
+            raise ValueError(f"channel {self.name!r}: retry_max must be >= retry_min")
+        return self
+
+    def resolved_url(self) -> str:
+        """The URL, read from ``url_file`` when given.  Never log the result."""
+        return _read_secret(f"alerts.channels[{self.name}].url", self.url, self.url_file)
+
+    def resolved_secret(self) -> str:
+        return _read_secret(f"alerts.channels[{self.name}].secret", self.secret, self.secret_file)
+
+
+def _read_secret(what: str, value: SecretStr | None, path: Path | None) -> str:
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}_file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{what}_file {path}: not UTF-8 text") from None
+    return value.get_secret_value() if value is not None else ""
+
+
+DEFAULT_TEMPLATE = ("Lost caller {caller} ({caller_name}): {what} after {wait} s in {queue}, {time}. "
+                    "Call back: {link}")
+
+
+class AlertsSettings(_Section):
+    """``[alerts]``: one-chance alerts and where they go."""
+
+    public_url: str = "http://127.0.0.1:9648"  # the daemon's address as people reach it (links in messages)
+    template: str = DEFAULT_TEMPLATE  # fields: caller, caller_name, what, kind, wait, queue, time, link, pbx...
+    timezone: str | None = None  # for times in messages (unset: the machine's)
+    hours: dict[str, HoursSettings] = Field(default_factory=dict)
+    channels: list[ChannelSettings] = Field(default_factory=list)
+    tick_interval: float = Field(1.0, gt=0)  # how often waits are checked for long_wait
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertsSettings:
+        names = [c.name for c in self.channels]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"alert channel names must be unique; repeated: {', '.join(dup)}")
+        for name, hours in self.hours.items():
+            if hours.outside is not None and hours.outside not in names:
+                raise ValueError(f"alerts.hours.{name}.outside: no channel named {hours.outside!r}")
+        return self
+
+
+class CallbacksSettings(_Section):
+    """``[callbacks]``: the callback worklist and its page."""
+
+    expire_after: float = Field(7 * 86400.0, gt=0)  # an entry nobody closed is closed as expired after this
+    page_refresh: int = Field(30, ge=5)  # seconds between refreshes of /callbacks
+    originate: bool = False  # a "call back now" button: Asterisk rings the operator, then dials the caller
+    originate_channel: str = "PJSIP/{extension}"  # the operator's phone
+    originate_context: str = "from-internal"  # where the caller's number is dialled
+    session_hours: float = Field(12.0, gt=0)  # how long a page login lasts
 
 
 class DemoSettings(_Section):
@@ -189,6 +348,8 @@ class Settings(BaseSettings):
     queues: dict[str, QueueSettings] = Field(default_factory=dict)
     demo: DemoSettings = DemoSettings()
     daemon: DaemonSettings = DaemonSettings()
+    alerts: AlertsSettings = AlertsSettings()
+    callbacks: CallbacksSettings = CallbacksSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -211,6 +372,10 @@ class Settings(BaseSettings):
         missing = [p.name for p in self.pbx if not p.host]
         if missing:
             raise ValueError(f"every [[pbx]] table needs a host; missing for: {', '.join(missing)}")
+        schedules = {"journey.hours": self.journey.hours} | {f"queues.{q}.hours": s.hours for q, s in self.queues.items()}
+        for where, name in schedules.items():
+            if name is not None and name not in self.alerts.hours:
+                raise ValueError(f"{where}: no [alerts.hours.{name}] schedule")
         return self
 
     def demo_mode(self) -> bool:

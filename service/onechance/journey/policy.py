@@ -73,6 +73,8 @@ class QueueRule:
     bounce_transfers: int = 2
     alert_kinds: frozenset[AlertKind] = DEFAULT_ALERT_KINDS
     long_wait_seconds: float | None = None  # None: no long_wait alert
+    mute: bool = False  # alerts are recorded, never sent
+    hours: str | None = None  # business-hours schedule: outside it alerts are held back (or sent elsewhere)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ class CallPolicy:
             alert_kinds=(frozenset(AlertKind(k) for k in j.alert_kinds) if j.alert_kinds is not None
                          else DEFAULT_ALERT_KINDS),
             long_wait_seconds=j.long_wait_seconds,
+            mute=j.mute,
+            hours=j.hours,
         )
         queues = {}
         for name, q in settings.queues.items():
@@ -113,6 +117,8 @@ class CallPolicy:
                 alert_kinds=(frozenset(AlertKind(k) for k in q.alert_kinds) if q.alert_kinds is not None
                              else default.alert_kinds),
                 long_wait_seconds=_pick(q.long_wait_seconds, default.long_wait_seconds),
+                mute=_pick(q.mute, default.mute),
+                hours=_pick(q.hours, default.hours),
             )
         return cls(default, queues)
 

@@ -160,11 +160,12 @@ transfers = Table(
 )
 
 # Alerts: the fact, one per call and kind, whatever the channels.  No foreign key to ``calls`` on purpose: an
-# alert is raised (and stored) before the asynchronous writer has stored its call.
+# alert is raised (and stored) before the asynchronous writer has stored its call.  Ids are made by the daemon
+# (from the call and the kind), so the same alert always has the same id.
 alerts = Table(
     "alerts",
     metadata,
-    Column("id", Integer, nullable=False, autoincrement=True),
+    Column("id", String(32), nullable=False),
     Column("pbx", String(64), nullable=False),
     Column("call_id", String(64), nullable=False),
     Column("kind", String(16), nullable=False),  # abandoned, timeout, rejected, exited, bounced, long_wait
@@ -175,6 +176,7 @@ alerts = Table(
     Column("state", String(16), nullable=False, server_default="open"),  # open, resolved
     Column("resolved_at", Double, nullable=True),
     Column("payload", JSON, nullable=False),
+    Column("updated_at", Double, nullable=False),
     PrimaryKeyConstraint("id", name="pk_alerts"),
     UniqueConstraint("pbx", "call_id", "kind", name="uq_alerts_pbx_call_id_kind"),
     Index("ix_alerts_decided_at", "decided_at"),
@@ -184,8 +186,7 @@ alerts = Table(
 alert_deliveries = Table(
     "alert_deliveries",
     metadata,
-    Column("id", Integer, nullable=False, autoincrement=True),
-    Column("alert_id", Integer, nullable=False),
+    Column("alert_id", String(32), nullable=False),
     Column("channel", String(64), nullable=False),
     # pending, sent, failed (gave up), expired (too old), suppressed (muted, outside hours), cancelled
     Column("state", String(16), nullable=False, server_default="pending"),
@@ -196,9 +197,9 @@ alert_deliveries = Table(
     Column("resolved_sent_at", Double, nullable=True),  # a resolve notice went out (Alertmanager)
     Column("last_error", Text, nullable=True),
     Column("idempotency_key", String(80), nullable=False),
-    PrimaryKeyConstraint("id", name="pk_alert_deliveries"),
+    Column("updated_at", Double, nullable=False),
+    PrimaryKeyConstraint("alert_id", "channel", name="pk_alert_deliveries"),
     ForeignKeyConstraint(["alert_id"], ["alerts.id"], ondelete="CASCADE", name="fk_alert_deliveries_alerts"),
-    UniqueConstraint("alert_id", "channel", name="uq_alert_deliveries_alert_id_channel"),
     Index("ix_alert_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
 )
 
@@ -206,7 +207,7 @@ alert_deliveries = Table(
 callbacks = Table(
     "callbacks",
     metadata,
-    Column("id", Integer, nullable=False, autoincrement=True),
+    Column("id", String(32), nullable=False),
     Column("pbx", String(64), nullable=False),
     Column("caller_key", String(64), nullable=False),
     Column("caller", String(128), nullable=False),
@@ -236,7 +237,7 @@ callbacks = Table(
 callback_calls = Table(
     "callback_calls",
     metadata,
-    Column("callback_id", Integer, nullable=False),
+    Column("callback_id", String(32), nullable=False),
     Column("pbx", String(64), nullable=False),
     Column("call_id", String(64), nullable=False),
     Column("queue", String(128), nullable=False, server_default=""),
@@ -249,8 +250,8 @@ callback_calls = Table(
 callback_attempts = Table(
     "callback_attempts",
     metadata,
-    Column("id", Integer, nullable=False, autoincrement=True),
-    Column("callback_id", Integer, nullable=False),
+    Column("id", String(32), nullable=False),
+    Column("callback_id", String(32), nullable=False),
     Column("at", Double, nullable=False),
     Column("by", String(256), nullable=True),  # who called (operator)
     Column("call_id", String(64), nullable=True),  # the outbound call, when made through the PBX
@@ -258,7 +259,6 @@ callback_attempts = Table(
     PrimaryKeyConstraint("id", name="pk_callback_attempts"),
     ForeignKeyConstraint(["callback_id"], ["callbacks.id"], ondelete="CASCADE",
                          name="fk_callback_attempts_callbacks"),
-    UniqueConstraint("callback_id", "call_id", name="uq_callback_attempts_callback_id_call_id"),
 )
 
 CHILD_TABLES = (queue_visits, operator_legs, transfers)

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..journey import CallRecord, Recovered
+from .facts import AlertRow, CallbackRow, DeliveryRow, fact_from_line, fact_to_line
 
-#: what the writer writes: a call (upserted) or a recovery (a targeted update)
-StoreItem = CallRecord | Recovered
+#: what the writer writes: a call (upserted), a recovery (a targeted update), or a fact of the alerts and the
+#: callback worklist (upserted, newest version first)
+StoreItem = CallRecord | Recovered | AlertRow | DeliveryRow | CallbackRow
 Key = tuple[str, str]
 
 #: the columns a recovery sets; an upsert of the call leaves them alone
@@ -163,7 +165,9 @@ def recovery_values(r: Recovered) -> dict[str, Any]:
 
 # ---- the spool's lines ---------------------------------------------------------------------------------
 def to_line(item: StoreItem) -> dict[str, Any]:
-    """The JSON object of one spool line: a call's JSON, or ``{"recovered": {...}}``."""
+    """The JSON object of one spool line: a call's JSON, ``{"recovered": {...}}`` or ``{"fact": ...}``."""
+    if isinstance(item, (AlertRow, DeliveryRow, CallbackRow)):
+        return fact_to_line(item)
     if isinstance(item, Recovered):
         return {"recovered": {"pbx": item.pbx, "call_id": item.call_id, "caller": item.caller, "queue": item.queue,
                               "by": item.by, "at": item.at, "how": item.how}}
@@ -173,6 +177,8 @@ def to_line(item: StoreItem) -> dict[str, Any]:
 def from_line(line: Mapping[str, Any]) -> StoreItem:
     """The item of a spool line (older spools hold bare call JSON).  Raises :class:`BadJourney`."""
     try:
+        if "fact" in line:
+            return fact_from_line(dict(line))
         rec = line.get("recovered")
         if isinstance(rec, Mapping):
             return Recovered(str(rec["pbx"]), str(rec["call_id"]), str(rec.get("caller") or ""),

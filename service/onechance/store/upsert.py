@@ -17,7 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..journey import CallRecord, Recovered
-from .models import calls, operator_legs, queue_visits, transfers
+from .facts import AlertRow, CallbackRow, DeliveryRow, Fact
+from .models import alert_deliveries, alerts, callback_attempts, callback_calls, callbacks, calls, operator_legs, \
+    queue_visits, transfers
 from .rows import RECOVERY_COLUMNS, JourneyRows, Key, coalesce, journey_rows, recovery_values
 
 T = TypeVar("T")
@@ -78,6 +80,73 @@ async def upsert_rows(conn: AsyncConnection, rows: Sequence[JourneyRows]) -> set
         for part in _chunks(children, 1000):
             await conn.execute(insert(table), list(part))
     return applied
+
+
+def _insert_for(conn: AsyncConnection) -> Any:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise RuntimeError(f"unsupported database dialect {dialect}")  # pragma: no cover
+
+
+async def _upsert_newer(conn: AsyncConnection, table: Any, keys: Sequence[str], values: dict[str, Any]) -> bool:
+    """Insert a row, or update it where the stored one is not newer (``updated_at``); True if written."""
+    make_insert = _insert_for(conn)
+    stmt = make_insert(table).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={name: stmt.excluded[name] for name in values if name not in keys},
+        where=table.c.updated_at <= stmt.excluded.updated_at,
+    ).returning(table.c[keys[0]])
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def apply_facts(conn: AsyncConnection, facts: Sequence[Fact]) -> None:
+    """Upsert alert, delivery and worklist rows on an open transaction (the newest version of each wins)."""
+    for fact in facts:
+        if isinstance(fact, AlertRow):
+            values = {f: getattr(fact, f) for f in AlertRow.__dataclass_fields__}
+            await _upsert_newer(conn, alerts, ["id"], values)
+        elif isinstance(fact, DeliveryRow):
+            values = {f: getattr(fact, f) for f in DeliveryRow.__dataclass_fields__}
+            await _upsert_newer(conn, alert_deliveries, ["alert_id", "channel"], values)
+        else:
+            await _apply_callback(conn, fact)
+
+
+async def _apply_callback(conn: AsyncConnection, entry: CallbackRow) -> None:
+    values = {f: getattr(entry, f) for f in CallbackRow.__dataclass_fields__ if f not in ("calls", "attempt_list")}
+    if not await _upsert_newer(conn, callbacks, ["id"], values):
+        return
+    await conn.execute(delete(callback_calls).where(callback_calls.c.callback_id == entry.id))
+    await conn.execute(delete(callback_attempts).where(callback_attempts.c.callback_id == entry.id))
+    if entry.calls:
+        await conn.execute(insert(callback_calls), [
+            {"callback_id": entry.id, "pbx": c.pbx, "call_id": c.call_id, "queue": c.queue, "outcome": c.outcome,
+             "lost_at": c.lost_at} for c in entry.calls])
+    if entry.attempt_list:
+        await conn.execute(insert(callback_attempts), [
+            {"id": a.id, "callback_id": entry.id, "at": a.at, "by": a.by, "call_id": a.call_id,
+             "answered": a.answered} for a in entry.attempt_list])
+
+
+async def apply_ordered(conn: AsyncConnection, items: Sequence[Recovered | Fact]) -> list[Recovered]:
+    """Recoveries and facts, in order; returns the recoveries whose call is not stored (yet)."""
+    missing: list[Recovered] = []
+    facts: list[Fact] = []
+    for item in items:
+        if isinstance(item, Recovered):
+            if facts:
+                await apply_facts(conn, facts)
+                facts = []
+            missing.extend(await apply_recoveries(conn, [item]))
+        else:
+            facts.append(item)
+    if facts:
+        await apply_facts(conn, facts)
+    return missing
 
 
 async def apply_recoveries(conn: AsyncConnection, recoveries: Sequence[Recovered]) -> list[Recovered]:

@@ -33,7 +33,8 @@ from . import migrate
 from .engine import StoreUnavailable, describe, is_schema_missing, is_unavailable
 from .rows import BadJourney, JourneyRows, Key, StoreItem, from_line, journey_rows, to_line
 from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError
-from .upsert import apply_recoveries, upsert_rows
+from .facts import Fact
+from .upsert import apply_ordered, upsert_rows
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -83,7 +84,10 @@ class JourneyWriter:
         self._clock = clock
         self._spool = Spool(spool_dir, segment_bytes=segment_bytes)
         self._pending: dict[Key, CallRecord] = {}
-        self._recoveries: list[Recovered] = []
+        # recoveries and facts (alerts, deliveries, worklist entries): written after the records of their batch,
+        # in the order they came
+        self._ordered: list[Recovered | Fact] = []
+        self._durable_waiters: dict[int, asyncio.Future[None]] = {}  # id(fact) -> persist() waiting for it
         self._orphans: dict[Recovered, int] = {}  # recoveries whose call was not stored yet -> tries
         self._state = WriterState.NEW
         self._schema_ready = False
@@ -102,7 +106,7 @@ class JourneyWriter:
         self.m_queue_depth = Gauge(
             "onechance_store_queue_depth", "Journeys waiting in memory for the database", registry=registry
         )
-        self.m_queue_depth.set_function(lambda: float(len(self._pending) + len(self._recoveries)))
+        self.m_queue_depth.set_function(lambda: float(len(self._pending) + len(self._ordered)))
         self.m_spool_bytes = Gauge(
             "onechance_store_spool_bytes", "Bytes of journeys waiting in the on-disk spool", registry=registry
         )
@@ -185,13 +189,13 @@ class JourneyWriter:
 
     # ---- the consumer's side ---------------------------------------------------------------------------
     def submit(self, item: StoreItem) -> None:
-        """Queue a call record (or a recovery) for writing.  Never blocks on the database and never raises for
-        the database's sake."""
+        """Queue a call record (or a recovery, or a fact) for writing.  Never blocks on the database and never
+        raises for the database's sake."""
         if self._closing and self._task is None:
             raise RuntimeError("the journey writer is closed")
-        if isinstance(item, Recovered):
-            self._recoveries.append(item)
-            if len(self._recoveries) >= self.batch_size:
+        if not isinstance(item, CallRecord):
+            self._ordered.append(item)
+            if len(self._ordered) >= self.batch_size:
                 self._wake.set()
             return
         key = item.key
@@ -217,6 +221,31 @@ class JourneyWriter:
         self._pending[key] = item
         if len(self._pending) >= self.batch_size:
             self._wake.set()
+
+    async def persist(self, facts: Sequence[Fact]) -> None:
+        """Write facts at once (not after ``flush_interval``) and return once they are durable: in the database,
+        or fsync'd in the spool while it is unavailable.  Raises :class:`SpoolError` when neither took them
+        (they stay queued in memory and are written later)."""
+        if not facts:
+            return
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for fact in facts:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._durable_waiters[id(fact)] = fut
+            self._ordered.append(fact)
+            waiters.append(fut)
+        self._wake.set()
+        await asyncio.gather(*waiters)
+
+    def _durable(self, batch: Sequence[StoreItem]) -> None:
+        """These items are in the database or fsync'd in the spool: tell whoever waits for them."""
+        if not self._durable_waiters:
+            return
+        for item in batch:
+            fut = self._durable_waiters.pop(id(item), None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
 
     def _spool_open(self) -> bool:
         return self._started
@@ -303,7 +332,7 @@ class JourneyWriter:
                 self._started = True
             except SpoolError as exc:
                 log.error("%s: %d journeys submitted before start() are lost", exc,
-                          len(self._pending) + len(self._recoveries))
+                          len(self._pending) + len(self._ordered))
             await self._spill_pending()
         try:
             await self._spool.aclose()
@@ -412,15 +441,15 @@ class JourneyWriter:
         return True
 
     def _has_pending(self) -> bool:
-        return bool(self._pending or self._recoveries)
+        return bool(self._pending or self._ordered)
 
     def _take_batch(self) -> list[StoreItem]:
-        """Up to ``batch_size`` records, then the recoveries (written after the records of the same batch)."""
+        """Up to ``batch_size`` records, then every recovery and fact waiting (written after the records of the
+        same batch; a fact never waits behind a backlog of records)."""
         keys = list(islice(self._pending, self.batch_size))
         batch: list[StoreItem] = [self._pending.pop(k) for k in keys]
-        if len(batch) < self.batch_size or not self._pending:
-            batch.extend(self._recoveries)
-            self._recoveries = []
+        batch.extend(self._ordered)
+        self._ordered = []
         return batch
 
     async def _write_pending(self) -> bool:
@@ -444,9 +473,9 @@ class JourneyWriter:
         """Move everything waiting in memory to the spool (the database is unavailable, or closing)."""
         if not (self._has_pending() or self._orphans) or not self._started:
             return
-        batch: list[StoreItem] = [*self._pending.values(), *self._recoveries, *self._orphans]
+        batch: list[StoreItem] = [*self._pending.values(), *self._ordered, *self._orphans]
         self._pending.clear()
-        self._recoveries = []
+        self._ordered = []
         self._orphans.clear()
         await self._spool_journeys(batch)
 
@@ -468,18 +497,20 @@ class JourneyWriter:
                 self.m_failures.labels("spool").inc()
                 log.error("%s; keeping %d journeys in memory too", exc, len(batch))
                 self._keep_in_memory(batch)
+            else:
+                self._durable(batch)
 
     def _keep_in_memory(self, batch: list[StoreItem]) -> None:
         """Put items back in the queue (beyond its bound), unless a newer version of a call waits there."""
-        recoveries = []
+        ordered: list[Recovered | Fact] = []
         for item in batch:
-            if isinstance(item, Recovered):
-                recoveries.append(item)
+            if not isinstance(item, CallRecord):
+                ordered.append(item)
                 continue
             old = self._pending.get(item.key)
             if old is None or item.updated_at > old.updated_at:
                 self._pending[item.key] = item
-        self._recoveries = recoveries + self._recoveries
+        self._ordered = ordered + self._ordered
 
     # ---- database --------------------------------------------------------------------------------------
     async def _prepare_schema(self) -> None:
@@ -505,14 +536,14 @@ class JourneyWriter:
         self._schema_ready = True
 
     async def _write(self, items: Sequence[StoreItem]) -> bool:
-        """Write records and recoveries; False (nothing lost: the caller spools them) when the database is
-        unavailable.  Records refused for their data are set aside in the spool's rejected file."""
+        """Write records, recoveries and facts; False (nothing lost: the caller spools them) when the database
+        is unavailable.  Items refused for their data are set aside in the spool's rejected file."""
         now = self._clock()
         latest: dict[Key, tuple[CallRecord, JourneyRows]] = {}
-        recoveries = [*self._orphans]
+        ordered: list[Recovered | Fact] = [*self._orphans]
         for item in items:
-            if isinstance(item, Recovered):
-                recoveries.append(item)
+            if not isinstance(item, CallRecord):
+                ordered.append(item)
                 continue
             try:
                 rows = journey_rows(item, now)
@@ -522,53 +553,50 @@ class JourneyWriter:
             old = latest.get(rows.key)
             if old is None or item.updated_at >= old[0].updated_at:
                 latest[rows.key] = (item, rows)
-        if not latest and not recoveries:
+        if not latest and not ordered:
             return True
         pairs = list(latest.values())
         try:
             await self._prepare_schema()
-            await self._upsert([rows for _, rows in pairs], recoveries)
+            await self._upsert([rows for _, rows in pairs], ordered)
         except Exception as exc:
             if is_schema_missing(exc):
                 self._schema_ready = False  # dropped under us: upgrade again (auto_upgrade) or wait for it
             if is_unavailable(exc) or is_schema_missing(exc):
                 self._mark_unavailable(exc)
                 return False
-            if len(pairs) <= 1 and not recoveries:
-                if pairs:
-                    self._reject(pairs[0][0], describe(exc))
+            if len(pairs) + len(ordered) <= 1:
+                for item in [p[0] for p in pairs] + ordered:
+                    self._reject(item, describe(exc))
+                self._durable(items)
                 return True
             log.warning("a batch of %d journeys was refused (%s); writing them one by one", len(pairs),
                         describe(exc))
-            for record, rows in pairs:
+            singles: list[tuple[StoreItem, list[JourneyRows], list[Recovered | Fact]]] = [
+                *((record, [rows], []) for record, rows in pairs), *((o, [], [o]) for o in ordered)]
+            for item, rows_, ordered_ in singles:
                 try:
-                    await self._upsert([rows], [])
+                    await self._upsert(rows_, ordered_)
                 except Exception as exc1:
                     if is_unavailable(exc1) or is_schema_missing(exc1):
                         self._mark_unavailable(exc1)
                         return False
-                    self._reject(record, describe(exc1))
-            for r in recoveries:
-                try:
-                    await self._upsert([], [r])
-                except Exception as exc1:
-                    if is_unavailable(exc1) or is_schema_missing(exc1):
-                        self._mark_unavailable(exc1)
-                        return False
-                    self._reject(r, describe(exc1))
+                    self._reject(item, describe(exc1))
         self._mark_ok()
+        self._durable(items)
         return True
 
-    async def _upsert(self, rows: list[JourneyRows], recoveries: list[Recovered]) -> None:
+    async def _upsert(self, rows: list[JourneyRows], ordered: list[Recovered | Fact]) -> None:
         started = time.perf_counter()
         async with self.engine.begin() as conn:
             applied = await upsert_rows(conn, rows)
-            missing = await apply_recoveries(conn, recoveries) if recoveries else []
+            missing = await apply_ordered(conn, ordered) if ordered else []
         self.m_write_seconds.observe(time.perf_counter() - started)
         self.m_written.inc(len(applied))
         self.last_write_at = self._clock()
-        for r in recoveries:
-            self._orphans.pop(r, None)
+        for item in ordered:
+            if isinstance(item, Recovered):
+                self._orphans.pop(item, None)
         for r in missing:  # its call is not stored yet (still queued): try again with the next batches
             tries = self._orphans.get(r, 0) + 1
             if tries < ORPHAN_RETRIES:
@@ -579,7 +607,8 @@ class JourneyWriter:
 
     def _reject(self, item: StoreItem, reason: str) -> None:
         self.m_failures.labels("rejected").inc()
-        log.error("journey %s refused by the database: %s (kept in %s)", item.call_id, reason,
+        what = getattr(item, "call_id", None) or getattr(item, "id", None) or getattr(item, "alert_id", "?")
+        log.error("%s %s refused by the database: %s (kept in %s)", type(item).__name__, what, reason,
                   self._spool.directory / "rejected.jsonl")
         self._spool.reject([to_line(item)], reason)
 

@@ -36,7 +36,7 @@ def upgrade() -> None:
     op.drop_table("alerts")
     op.create_table(
         "alerts",
-        sa.Column("id", sa.Integer, nullable=False, autoincrement=True),
+        sa.Column("id", sa.String(32), nullable=False),
         sa.Column("pbx", sa.String(64), nullable=False),
         sa.Column("call_id", sa.String(64), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
@@ -47,14 +47,14 @@ def upgrade() -> None:
         sa.Column("state", sa.String(16), nullable=False, server_default="open"),
         sa.Column("resolved_at", sa.Double, nullable=True),
         sa.Column("payload", sa.JSON, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_alerts"),
         sa.UniqueConstraint("pbx", "call_id", "kind", name="uq_alerts_pbx_call_id_kind"),
     )
     op.create_index("ix_alerts_decided_at", "alerts", ["decided_at"])
     op.create_table(
         "alert_deliveries",
-        sa.Column("id", sa.Integer, nullable=False, autoincrement=True),
-        sa.Column("alert_id", sa.Integer, nullable=False),
+        sa.Column("alert_id", sa.String(32), nullable=False),
         sa.Column("channel", sa.String(64), nullable=False),
         sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -64,15 +64,15 @@ def upgrade() -> None:
         sa.Column("resolved_sent_at", sa.Double, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("idempotency_key", sa.String(80), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_alert_deliveries"),
+        sa.Column("updated_at", sa.Double, nullable=False),
+        sa.PrimaryKeyConstraint("alert_id", "channel", name="pk_alert_deliveries"),
         sa.ForeignKeyConstraint(["alert_id"], ["alerts.id"], ondelete="CASCADE", name="fk_alert_deliveries_alerts"),
-        sa.UniqueConstraint("alert_id", "channel", name="uq_alert_deliveries_alert_id_channel"),
     )
     op.create_index("ix_alert_deliveries_state_next_attempt_at", "alert_deliveries", ["state", "next_attempt_at"])
 
     op.create_table(
         "callbacks",
-        sa.Column("id", sa.Integer, nullable=False, autoincrement=True),
+        sa.Column("id", sa.String(32), nullable=False),
         sa.Column("pbx", sa.String(64), nullable=False),
         sa.Column("caller_key", sa.String(64), nullable=False),
         sa.Column("caller", sa.String(128), nullable=False),
@@ -99,7 +99,7 @@ def upgrade() -> None:
                     sqlite_where=OPEN, postgresql_where=OPEN)
     op.create_table(
         "callback_calls",
-        sa.Column("callback_id", sa.Integer, nullable=False),
+        sa.Column("callback_id", sa.String(32), nullable=False),
         sa.Column("pbx", sa.String(64), nullable=False),
         sa.Column("call_id", sa.String(64), nullable=False),
         sa.Column("queue", sa.String(128), nullable=False, server_default=""),
@@ -111,8 +111,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "callback_attempts",
-        sa.Column("id", sa.Integer, nullable=False, autoincrement=True),
-        sa.Column("callback_id", sa.Integer, nullable=False),
+        sa.Column("id", sa.String(32), nullable=False),
+        sa.Column("callback_id", sa.String(32), nullable=False),
         sa.Column("at", sa.Double, nullable=False),
         sa.Column("by", sa.String(256), nullable=True),
         sa.Column("call_id", sa.String(64), nullable=True),
@@ -120,7 +120,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_callback_attempts"),
         sa.ForeignKeyConstraint(["callback_id"], ["callbacks.id"], ondelete="CASCADE",
                                 name="fk_callback_attempts_callbacks"),
-        sa.UniqueConstraint("callback_id", "call_id", name="uq_callback_attempts_callback_id_call_id"),
     )
 
 
