@@ -372,7 +372,8 @@ class Settings(BaseSettings):
         missing = [p.name for p in self.pbx if not p.host]
         if missing:
             raise ValueError(f"every [[pbx]] table needs a host; missing for: {', '.join(missing)}")
-        schedules = {"journey.hours": self.journey.hours} | {f"queues.{q}.hours": s.hours for q, s in self.queues.items()}
+        schedules = {"journey.hours": self.journey.hours} | {
+            f"queues.{q}.hours": s.hours for q, s in self.queues.items()}
         for where, name in schedules.items():
             if name is not None and name not in self.alerts.hours:
                 raise ValueError(f"{where}: no [alerts.hours.{name}] schedule")

@@ -18,8 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..journey import CallRecord, Recovered
 from .facts import AlertRow, CallbackRow, DeliveryRow, Fact
-from .models import alert_deliveries, alerts, callback_attempts, callback_calls, callbacks, calls, operator_legs, \
-    queue_visits, transfers
+from .models import (
+    alert_deliveries,
+    alerts,
+    callback_attempts,
+    callback_calls,
+    callbacks,
+    calls,
+    operator_legs,
+    queue_visits,
+    transfers,
+)
 from .rows import RECOVERY_COLUMNS, JourneyRows, Key, coalesce, journey_rows, recovery_values
 
 T = TypeVar("T")

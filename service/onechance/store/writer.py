@@ -31,9 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..journey import CallRecord, Recovered
 from . import migrate
 from .engine import StoreUnavailable, describe, is_schema_missing, is_unavailable
+from .facts import Fact
 from .rows import BadJourney, JourneyRows, Key, StoreItem, from_line, journey_rows, to_line
 from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError
-from .facts import Fact
 from .upsert import apply_ordered, upsert_rows
 
 if TYPE_CHECKING:
