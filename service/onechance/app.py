@@ -187,8 +187,8 @@ class App:
                     else:
                         await p.queue.put(LinkStopped())
                 await _gather_logged("a consumer", *consumer_tasks)
-                for service in self.services:
-                    await service.aclose()
+                for service in reversed(self.services):  # the last started first: the store writer after those
+                    await service.aclose()                # that write through it (alerts, worklist)
                 await _gather_logged("a service", *service_tasks)
             return 0
         except TimeoutError:

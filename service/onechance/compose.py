@@ -19,12 +19,14 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from . import __version__
+from .alerts.model import Channel
 from .ami.link import AmiLink
 from .app import App, Service, serve
 from .config import AmiSettings, ConfigError, Settings
@@ -39,6 +41,7 @@ from .status import DaemonStatus
 __all__ = ["build_app", "run_daemon"]
 
 log = logging.getLogger("onechance")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +108,33 @@ def _demo(settings: Settings) -> tuple[_Pbx, _DemoService]:
     return _Pbx(pbx, secret), service
 
 
+def _channels(settings: Settings) -> dict[str, Channel]:
+    """The configured alert channels (a URL a channel cannot use is a configuration error)."""
+    if not settings.alerts.channels:
+        return {}
+    from .alerts.channels import build_channel
+
+    return {c.name: build_channel(c, settings.alerts) for c in settings.alerts.channels}
+
+
 def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> App:
     """Every component of the daemon, wired.  Raises :class:`~onechance.config.ConfigError` (or the store's
     ``StoreConfigError``) for settings that cannot work.  ``store_query`` replaces the SQL side of the API's
     call query (tests: a store that never answers)."""
-    from .store import JourneyWriter, StoreCallQuery, StoreSink, engine_from_settings, load_lost_calls
+    from .alerts.outbox import Outbox
+    from .alerts.query import AlertQuery
+    from .alerts.raiser import AlertRaiser
+    from .alerts.routing import Router
+    from .store import (
+        JourneyWriter,
+        StoreCallQuery,
+        StoreSink,
+        engine_from_settings,
+        load_callbacks,
+        load_live_deliveries,
+        load_lost_calls,
+    )
+    from .worklist import Worklist
 
     # no "_created" series: they double the exposition and make Prometheus take every counter for a gauge
     # family of its own in some parsers; rates and increases do not need them (process-wide switch of
@@ -131,7 +156,20 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
     services.append(writer)
     recent = RecentCalls(settings.http.recent_calls)
     metrics = CallMetrics(registry, policy)
-    sinks: Sequence[Sink] = (recent, metrics, StoreSink(writer))
+    async def when_ready(load: Callable[[], Awaitable[_T]]) -> _T:
+        """A load from the store, once the writer has brought its schema up (else a one-line error)."""
+        if not await writer.wait_ready(timeout=10):
+            raise RuntimeError(f"the database is not reachable yet ({writer.last_error or 'starting'})")
+        return await load()
+
+    outbox = Outbox(Router(policy, settings.alerts.channels, settings.alerts.hours), _channels(settings),
+                    settings.alerts.channels, writer, registry,
+                    load=lambda: when_ready(lambda: load_live_deliveries(engine)))
+    worklist = Worklist(writer, registry, expire_after=settings.callbacks.expire_after,
+                        region=settings.journey.default_region, on_close=outbox.resolve_call,
+                        load=lambda: when_ready(lambda: load_callbacks(engine)), queues=policy.configured_queues())
+    services += [outbox, worklist]
+    sinks: Sequence[Sink] = (recent, metrics, StoreSink(writer), AlertRaiser(policy, outbox), worklist)
 
     pipelines: list[PbxPipeline] = []
     for pbx in pbxs:
@@ -149,7 +187,8 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
     calls = MergedCallQuery(store_query if store_query is not None else StoreCallQuery(engine), recent,
                             timeout=settings.http.store_timeout)
     token = settings.http.token.get_secret_value() if settings.http.token else None
-    http = make_app(registry=registry, calls=calls, status=status, token=token, version=__version__)
+    http = make_app(registry=registry, calls=calls, status=status, token=token, version=__version__,
+                    worklist=worklist, alerts=AlertQuery(engine, outbox, settings.http.store_timeout))
     recovery_window = settings.journey.recovery_window
 
     async def lost_calls(pbx: str) -> Sequence[LostCall]:

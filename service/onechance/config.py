@@ -290,7 +290,6 @@ class AlertsSettings(_Section):
     timezone: str | None = None  # for times in messages (unset: the machine's)
     hours: dict[str, HoursSettings] = Field(default_factory=dict)
     channels: list[ChannelSettings] = Field(default_factory=list)
-    tick_interval: float = Field(1.0, gt=0)  # how often waits are checked for long_wait
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertsSettings:
@@ -325,7 +324,7 @@ class DemoSettings(_Section):
 
 class DaemonSettings(_Section):
     shutdown_timeout: float = Field(10.0, gt=0)  # SIGTERM: longest drain before exiting anyway
-    tick_interval: float = Field(30.0, gt=0)  # how often idle trackers close over-age calls
+    tick_interval: float = Field(1.0, gt=0)  # how often each tracker is given the time (long waits, over-age calls)
 
 
 class Settings(BaseSettings):

@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import hmac
 import json
-import math
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .journey import Outcome
+from .params import BadRequest, parse_time
 from .sinks import CallFilter, CallQuery
 from .status import DaemonStatus
+
+if TYPE_CHECKING:
+    from .api_worklist import AlertQuery
+    from .worklist import Worklist
 
 __all__ = ["MAX_LIMIT", "make_app", "parse_filter"]
 
@@ -43,10 +46,6 @@ OUTCOMES = frozenset(str(o) for o in Outcome)
 
 
 
-class BadRequest(ValueError):
-    """A bad query parameter; the message is shown to the client."""
-
-
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers=headers,
                              dumps=lambda d: json.dumps(d, ensure_ascii=False))
@@ -54,25 +53,6 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return _json({"error": message}, status=status, headers=headers)
-
-
-def parse_time(text: str) -> float:
-    """Epoch seconds, or an ISO 8601 date-time (UTC when it has no offset)."""
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(value):  # "nan" matched every call in memory and none in the store
-            raise BadRequest("since: expected epoch seconds or an ISO 8601 date-time")
-        return value
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest("since: expected epoch seconds or an ISO 8601 date-time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def parse_filter(query: Any) -> CallFilter:
@@ -107,6 +87,8 @@ def make_app(
     status: DaemonStatus,
     token: str | None = None,
     version: str = "",
+    worklist: Worklist | None = None,
+    alerts: AlertQuery | None = None,
 ) -> web.Application:
     """The aiohttp application; ``token`` protects ``/api/*`` when set."""
     expected = f"Bearer {token}".encode() if token else None
@@ -160,6 +142,8 @@ def make_app(
             raise BadRequest("/api/live takes no parameters")
         return _json(status.live())
 
+    from .api_worklist import add_worklist_routes
+
     app = web.Application(middlewares=[api_guard])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -167,4 +151,6 @@ def make_app(
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/{call_id}", get_call)
     app.router.add_get("/api/live", live_calls)
+    if worklist is not None and alerts is not None:
+        add_worklist_routes(app, worklist, alerts)
     return app

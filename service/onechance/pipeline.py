@@ -60,7 +60,7 @@ class PbxPipeline:
         *,
         link: AmiLink | None = None,
         name: str | None = None,
-        tick_interval: float = 30.0,
+        tick_interval: float = 1.0,
         queues: Iterable[str] = (),
         errors: RateLimitedLog | None = None,
     ) -> None:
@@ -126,21 +126,26 @@ class PbxPipeline:
 
     # ---- running ---------------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Handle items until :class:`LinkStopped`; idle periods tick the tracker."""
+        """Handle items until :class:`LinkStopped`; every ``tick_interval`` the tracker is given the time (long
+        waits, over-age calls), busy or idle."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_interval
         burst = 0
         while True:
             burst += 1
             if burst >= 256:  # a long backlog must not starve the HTTP API and the link's watchdog
                 burst = 0
                 await asyncio.sleep(0)
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + self.tick_interval
+                self._dispatch(self.tracker.tick(self.pbx_now()))
             try:
                 item = self.queue.get_nowait()
             except asyncio.QueueEmpty:
                 burst = 0
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), self.tick_interval)
+                    item = await asyncio.wait_for(self.queue.get(), max(0.0, next_tick - loop.time()))
                 except TimeoutError:
-                    self._dispatch(self.tracker.tick(self.pbx_now()))
                     continue
             try:
                 if isinstance(item, LinkStopped):

@@ -264,6 +264,21 @@ class AmiLink:
             "login_failures": self.login_failures,
         }
 
+    async def originate(self, channel: str, context: str, exten: str, caller_id: str) -> None:
+        """Have Asterisk ring ``channel`` (an operator's phone) and, when answered, dial ``exten`` in ``context``
+        (the caller's number): the "call back now" button.  Needs the manager user's ``originate`` write class.
+        Raises :class:`~onechance.ami.items.AmiError` with a readable line when it cannot be done."""
+        session = self._session
+        if session is None or not self.ready:
+            raise AmiError(f"{self.name}: not connected to the PBX")
+        responses = await session.action({"Action": "Originate", "Channel": channel, "Context": context,
+                                          "Exten": exten, "Priority": "1", "CallerID": caller_id,
+                                          "Async": "true", "Timeout": "30000"})
+        first = responses[0] if responses else None
+        if first is None or not succeeded(first):
+            why = first.headers.get("Message") if first is not None else "no answer"
+            raise AmiError(f"{self.name}: the PBX refused to originate the call: {why}")
+
     def next_action_id(self) -> str:
         """ActionIDs of ours carry a per-process random prefix: a stale answer never matches a pending one."""
         self._next_id += 1

@@ -64,6 +64,7 @@ class UpdateKind(StrEnum):
     TIMED_OUT = "timed_out"
     REJECTED = "rejected"
     EXITED = "exited"
+    LONG_WAIT = "long_wait"  # still waiting past the queue's long-wait threshold (raised by tick, once per visit)
     MERGED = "merged"  # this call became part of another one (a phone's consultation call, after the transfer)
     ENDED = "ended"
 

@@ -138,6 +138,12 @@ class CallPolicy:
     def configured_queues(self) -> Iterable[str]:
         return self.queues.keys()
 
+    @property
+    def watches_long_waits(self) -> bool:
+        """Whether any queue raises long_wait at all (the tracker then checks waits on each tick)."""
+        return any(r.long_wait_seconds is not None and AlertKind.LONG_WAIT in r.alert_kinds
+                   for r in (self.default, *self.queues.values()))
+
     def is_short_abandon(self, queue: str, wait_seconds: float) -> bool:
         return wait_seconds < self.rule(queue).short_abandon_seconds
 

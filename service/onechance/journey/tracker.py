@@ -202,8 +202,18 @@ class JourneyTracker:
         return self.take_updates()
 
     def tick(self, now: float) -> list[Update]:
-        """The passing of time without events: close over-age calls, raise long waits (call it now and then)."""
-        self._sweep(now)
+        """The passing of time (``now``: the PBX's clock): raise long waits, and now and then close over-age
+        calls.  The daemon calls it every ``alerts.tick_interval``; the tracker never reads a clock."""
+        if self.policy.watches_long_waits:
+            for call in self.index.calls.values():
+                for visit in call.journey.visits:
+                    if visit.result == VisitResult.WAITING and self.policy.long_wait_due(visit, now):
+                        visit.long_wait_raised = True
+                        self.report(UpdateKind.LONG_WAIT, call, now, queue=visit.queue,
+                                    waited=round(now - visit.joined_at, 3), consultation=visit.consultation)
+        if now - self._last_sweep >= SWEEP_INTERVAL:
+            self._last_sweep = now
+            self._sweep(now)
         return self.take_updates()
 
     def close_all(self, at: float, reason: str = "link_lost") -> list[Update]:

@@ -15,7 +15,8 @@ from sqlalchemy import Row, Select, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..journey import CallJson, CallRecord, LostCall
-from .models import calls, queue_visits
+from .facts import AlertRow, CallbackAttempt, CallbackCall, CallbackRow, DeliveryRow
+from .models import alert_deliveries, alerts, callback_attempts, callback_calls, callbacks, calls, queue_visits
 
 if TYPE_CHECKING:
     from ..sinks import CallFilter
@@ -187,3 +188,100 @@ async def count_rows(engine: AsyncEngine, tables: Sequence[str] = ()) -> dict[st
             table = metadata.tables[name]
             out[name] = int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
     return out
+
+
+# ---- alerts and the callback worklist -------------------------------------------------------------------
+def _alert_row(r: Row[Any]) -> AlertRow:
+    return AlertRow(id=r.id, pbx=r.pbx, call_id=r.call_id, kind=r.kind, queue=r.queue, caller=r.caller,
+                    decided_at=r.decided_at, created_at=r.created_at, state=r.state, resolved_at=r.resolved_at,
+                    payload=dict(r.payload), updated_at=r.updated_at)
+
+
+def _delivery_row(r: Row[Any]) -> DeliveryRow:
+    return DeliveryRow(alert_id=r.alert_id, channel=r.channel, state=r.state, attempts=r.attempts,
+                       next_attempt_at=r.next_attempt_at, last_attempt_at=r.last_attempt_at, sent_at=r.sent_at,
+                       resolved_sent_at=r.resolved_sent_at, last_error=r.last_error,
+                       idempotency_key=r.idempotency_key, updated_at=r.updated_at)
+
+
+async def load_live_deliveries(engine: AsyncEngine) -> list[tuple[AlertRow, list[DeliveryRow]]]:
+    """Alerts with a delivery still to make: pending ones, and those sent to a channel that re-posts open alerts
+    and resolves them (they are all loaded; the outbox keeps what its channels need)."""
+    d = alert_deliveries
+    live = select(d.c.alert_id).where(
+        (d.c.state == "pending") | ((d.c.state == "sent") & d.c.resolved_sent_at.is_(None)))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(alerts).where(alerts.c.id.in_(live)))).all()
+        by_alert: dict[str, list[DeliveryRow]] = {}
+        ids = [r.id for r in rows]
+        for start in range(0, len(ids), 500):
+            for dr in await conn.execute(select(d).where(d.c.alert_id.in_(ids[start:start + 500]))):
+                by_alert.setdefault(dr.alert_id, []).append(_delivery_row(dr))
+    return [(_alert_row(r), by_alert.get(r.id, [])) for r in rows]
+
+
+async def list_alerts(engine: AsyncEngine, *, since: float | None = None, until: float | None = None,
+                      kinds: Sequence[str] | None = None, pbx: str | None = None, queue: str | None = None,
+                      limit: int = 100) -> list[tuple[AlertRow, list[DeliveryRow]]]:
+    """Stored alerts, newest first, with their deliveries."""
+    q = select(alerts)
+    if since is not None:
+        q = q.where(alerts.c.decided_at >= since)
+    if until is not None:
+        q = q.where(alerts.c.decided_at < until)
+    if kinds:
+        q = q.where(alerts.c.kind.in_(list(kinds)))
+    if pbx is not None:
+        q = q.where(alerts.c.pbx == pbx)
+    if queue is not None:
+        q = q.where(alerts.c.queue == queue)
+    q = q.order_by(alerts.c.decided_at.desc(), alerts.c.id).limit(max(0, min(limit, MAX_LIMIT)))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(q)).all()
+        ids = [r.id for r in rows]
+        by_alert: dict[str, list[DeliveryRow]] = {}
+        if ids:
+            d = alert_deliveries
+            for dr in await conn.execute(select(d).where(d.c.alert_id.in_(ids))):
+                by_alert.setdefault(dr.alert_id, []).append(_delivery_row(dr))
+    return [(_alert_row(r), by_alert.get(r.id, [])) for r in rows]
+
+
+async def load_callbacks(engine: AsyncEngine, *, open_only: bool = True, states: Sequence[str] | None = None,
+                         queue: str | None = None, pbx: str | None = None, limit: int = 100000
+                         ) -> list[CallbackRow]:
+    """Worklist entries (open ones by default), oldest first, with their calls and attempts."""
+    c = callbacks
+    q = select(c)
+    if open_only:
+        q = q.where(c.c.closed_at.is_(None))
+    if states:
+        q = q.where(c.c.state.in_(list(states)))
+    if queue is not None:
+        q = q.where(c.c.queue == queue)
+    if pbx is not None:
+        q = q.where(c.c.pbx == pbx)
+    q = q.order_by(c.c.first_lost_at.asc(), c.c.id).limit(limit)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(q)).all()
+        ids = [r.id for r in rows]
+        lost: dict[str, list[CallbackCall]] = {}
+        tries: dict[str, list[CallbackAttempt]] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            for r in await conn.execute(select(callback_calls).where(callback_calls.c.callback_id.in_(part))
+                                        .order_by(callback_calls.c.lost_at)):
+                lost.setdefault(r.callback_id, []).append(CallbackCall(r.pbx, r.call_id, r.queue, r.outcome,
+                                                                       r.lost_at))
+            for r in await conn.execute(select(callback_attempts)
+                                        .where(callback_attempts.c.callback_id.in_(part))
+                                        .order_by(callback_attempts.c.at)):
+                tries.setdefault(r.callback_id, []).append(CallbackAttempt(r.id, r.at, r.by, r.call_id,
+                                                                           bool(r.answered)))
+    return [CallbackRow(id=r.id, pbx=r.pbx, caller_key=r.caller_key, caller=r.caller, caller_name=r.caller_name,
+                        queue=r.queue, state=r.state, lost_count=r.lost_count, first_lost_at=r.first_lost_at,
+                        last_lost_at=r.last_lost_at, claimed_by=r.claimed_by, claimed_at=r.claimed_at, note=r.note,
+                        attempts=r.attempts, last_attempt_at=r.last_attempt_at, resolution=r.resolution,
+                        done_reason=r.done_reason, resolved_by_call=r.resolved_by_call, closed_at=r.closed_at,
+                        updated_at=r.updated_at, calls=tuple(lost.get(r.id, ())),
+                        attempt_list=tuple(tries.get(r.id, ()))) for r in rows]
