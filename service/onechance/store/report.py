@@ -20,7 +20,11 @@ queue, in the report's time zone (UTC by default):
   denominator is 0;
 * ``transfers``: blind and attended transfers made by operators who answered through this queue,
   on the day of the transfer;
-* ``bounced``: bounced calls, counted once, in the first queue the caller entered.
+* ``bounced``: bounced calls, counted once, in the first queue the caller entered;
+* ``lost``: lost callers (the call policy's verdict: an inbound call abandoned but not short, timed out,
+  refused or exited), by the call's first queue and the day it started; ``recovered``: those reached again
+  (called again and answered, or called back and answering); ``recovery_rate``: recovered / lost x 100;
+  ``median_callback_seconds``: the median time from a lost call's end to the caller being reached.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,6 +61,10 @@ FIELDS = (
     "service_level2",
     "transfers",
     "bounced",
+    "lost",
+    "recovered",
+    "recovery_rate",
+    "median_callback_seconds",
 )
 
 
@@ -77,6 +86,17 @@ class QueueDay:
     answered_wait: float = 0.0
     transfers: int = 0
     bounced: int = 0
+    lost: int = 0
+    recovered: int = 0
+    callback_times: list[float] = field(default_factory=list)
+
+    @property
+    def recovery_rate(self) -> float | None:
+        return round(100.0 * self.recovered / self.lost, 1) if self.lost else None
+
+    @property
+    def median_callback_seconds(self) -> float | None:
+        return round(statistics.median(self.callback_times), 1) if self.callback_times else None
 
     @property
     def asa_seconds(self) -> float | None:
@@ -136,11 +156,16 @@ async def daily_figures(
         .where(calls.c.bounced.is_(True), v.c.seq == 0, v.c.caller_visit.is_(True))
         .where(v.c.joined_at >= start, v.c.joined_at < end)
     )
+    lost_q = select(calls.c.first_queue, calls.c.started_at, calls.c.ended_at, calls.c.recovered,
+                    calls.c.recovered_at).where(calls.c.lost.is_(True), calls.c.started_at >= start,
+                                                calls.c.started_at < end)
     if queue is not None:
+        lost_q = lost_q.where(calls.c.first_queue == queue)
         visits_q = visits_q.where(v.c.queue == queue)
         transfers_q = transfers_q.where(t.c.from_queue == queue)
         bounced_q = bounced_q.where(v.c.queue == queue)
     if pbx is not None:
+        lost_q = lost_q.where(calls.c.pbx == pbx)
         visits_q = visits_q.where(v.c.pbx == pbx)
         transfers_q = transfers_q.where(t.c.pbx == pbx)
         bounced_q = bounced_q.where(v.c.pbx == pbx)
@@ -170,6 +195,13 @@ async def daily_figures(
             bucket(row.from_queue, row.at).transfers += 1
         async for row in await conn.stream(bounced_q.execution_options(yield_per=YIELD_PER)):
             bucket(row.queue, row.joined_at).bounced += 1
+        async for row in await conn.stream(lost_q.execution_options(yield_per=YIELD_PER)):
+            day = bucket(row.first_queue or "", row.started_at)
+            day.lost += 1
+            if row.recovered:
+                day.recovered += 1
+                if row.recovered_at is not None and row.ended_at is not None:
+                    day.callback_times.append(max(0.0, row.recovered_at - row.ended_at))
     return sorted(days.values(), key=lambda d: (d.date, d.queue))
 
 
@@ -214,7 +246,7 @@ def render(rows: Sequence[QueueDay], fmt: str = "table") -> str:
             writer.writerow({k: ("" if v is None else v) for k, v in d.items()})
         return buf.getvalue()
     head = ("queue", "date", "offered", "answered", "abandoned", "short", "timeouts", "rejected", "ASA s",
-            "SL %", "SL2 %", "transfers", "bounced")
+            "SL %", "SL2 %", "transfers", "bounced", "lost", "reached", "reached %", "callback s")
     table = [head] + [tuple(_cell(d[f]) for f in FIELDS) for d in dicts]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = []
