@@ -32,8 +32,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
