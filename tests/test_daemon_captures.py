@@ -13,7 +13,8 @@ import pytest
 import pytest_asyncio
 
 from onechance.ami.parser import AmiFramer
-from onechance.metrics import WAIT_BUCKETS
+from onechance.journey import CallPolicy
+from onechance.metrics import wait_buckets
 from onechance.replay import replay_files
 
 from .livehelp import api_for, capture, fake_pbx, running, sample, samples, settings_for, settled
@@ -83,7 +84,7 @@ async def test_call_counts_are_those_the_truth_implies(live, name):
     got_pairs: Counter[tuple[str, str]] = Counter()
     for lab, v in samples(m, "onechance_calls_total", pbx=name).items():
         d = dict(lab)
-        got_pairs[(d["queue"], d["outcome"])] += int(v)
+        got_pairs[(d["first_queue"], d["outcome"])] += int(v)
     assert sum(got_pairs.values()) == expected_calls(doc)
     assert not want - got_pairs
     assert sum((got_pairs - want).values()) == open_calls
@@ -101,32 +102,38 @@ async def test_call_counts_are_those_the_truth_implies(live, name):
     lost = sum(1 for c in truth if set(c.get("alerts", [])) & {"abandoned", "timeout", "rejected", "exited"})
     assert sum(samples(m, "onechance_lost_calls_total", pbx=name).values()) == lost
     abandoned = [c for c in truth if c["outcome"] == "abandoned"]
-    assert sum(samples(m, "onechance_queue_abandoned_total", pbx=name).values()) == len(abandoned)
     shorts = [c for c in abandoned if c.get("short_abandon")]
-    assert sum(samples(m, "onechance_queue_abandoned_total", pbx=name, short="true").values()) == len(shorts)
+    assert sum(samples(m, "onechance_queue_left_total", pbx=name, result="short_abandoned").values()) == len(shorts)
+    # the abandoned calls' last visits (earlier visits of a call were answered and transferred)
+    assert sum(samples(m, "onechance_queue_left_total", pbx=name, result="abandoned").values()) == \
+        len(abandoned) - len(shorts)
 
 
 @pytest.mark.parametrize("name", NAMES)
 async def test_wait_histograms_are_those_the_journeys_imply(live, name):
     m = live["metrics"]
-    waits: dict[str, list[float]] = {}
+    waits: dict[tuple[str, str], list[float]] = {}
     for j in replay_files([str(DATA / f"{name}.ami")]).journeys:
-        for v in j.queues:
-            if str(v.result) in ("answered", "abandoned", "timeout", "left", "exited"):
-                waits.setdefault(v.queue, []).append(v.wait_seconds)
-    got_queues = {dict(lab)["queue"] for lab in samples(m, "onechance_queue_wait_seconds_count", pbx=name)}
-    assert got_queues == set(waits)
-    for queue, values in waits.items():
-        assert sample(m, "onechance_queue_wait_seconds_count", pbx=name, queue=queue) == len(values)
-        assert math.isclose(sample(m, "onechance_queue_wait_seconds_sum", pbx=name, queue=queue), sum(values),
-                            abs_tol=1e-6)
-        for le in WAIT_BUCKETS:
-            assert sample(m, "onechance_queue_wait_seconds_bucket", pbx=name, queue=queue,
+        for v in (*j.queues, *j.consultations):
+            result = {"answered": "answered", "abandoned": "abandoned", "timeout": "timeout",
+                      "exited": "exited"}.get(str(v.result))
+            if result is not None:
+                waits.setdefault((v.queue, result), []).append(v.wait_seconds)
+    got = {(dict(lab)["queue"], dict(lab)["result"]): v
+           for lab, v in samples(m, "onechance_queue_wait_seconds_count", pbx=name).items() if v}
+    assert got == {k: len(v) for k, v in waits.items()}
+    buckets = wait_buckets(CallPolicy())
+    for (queue, result), values in waits.items():
+        assert math.isclose(sample(m, "onechance_queue_wait_seconds_sum", pbx=name, queue=queue, result=result),
+                            sum(values), abs_tol=1e-6)
+        for le in buckets:
+            assert sample(m, "onechance_queue_wait_seconds_bucket", pbx=name, queue=queue, result=result,
                           le=f"{float(le)}") == sum(1 for w in values if w <= le), (queue, le)
     # the truth's first waits fall in the buckets the histogram shows (queue_log whole seconds, +-1.5 s)
     for c in load_truth(name)["calls"]:
         if "first_wait" in c and c.get("queues"):
-            assert any(abs(w - c["first_wait"]) <= 1.5 for w in waits[c["queues"][0]])
+            assert any(abs(w - c["first_wait"]) <= 1.5 for (q, _r), ws in waits.items() if q == c["queues"][0]
+                       for w in ws)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -67,7 +67,8 @@ bounce_transfers = 3
     cfg = json.loads(r.stdout)
     assert cfg["followed_pbxs"] == ["tallinn", "tartu"]
     assert cfg["queues"]["support"] == {"short_abandon_seconds": 3.0, "service_level_seconds": 30.0,
-                                        "bounce_transfers": 3, "alert_kinds": None, "long_wait_seconds": None}
+                                        "bounce_transfers": 3, "alert_kinds": None, "long_wait_seconds": None,
+                                        "mute": None, "hours": None}
     r = _check_config(ONECHANCE_CONFIG=str(conf))
     assert r.returncode == 0 and json.loads(r.stdout)["followed_pbxs"] == ["tallinn", "tartu"]
 

@@ -80,7 +80,7 @@ async def test_tcp_drop_in_the_middle_of_a_call_is_one_uncertain_journey():
     assert [q["queue"] for q in got["queues"]] == [v.queue for v in ref.queues]
     assert got["operators"] == ref.operators
     assert got["bounced"] is True
-    assert sample(m, "onechance_calls_total", pbx="p", queue="support", outcome="answered") == 1
+    assert sample(m, "onechance_calls_total", pbx="p", first_queue="support", outcome="answered") == 1
     assert sample(m, "onechance_calls_unresolved_total", pbx="p", reason="link_lost") == 1
 
 
@@ -110,7 +110,7 @@ async def test_asterisk_restart_is_survived():
     assert check_truth(load_truth("abandoned"), after) == []
     assert not any(c["uncertain"] for c in after)
     assert sample(m, "onechance_calls_unresolved_total", pbx="p", reason="pbx_restart") == 1
-    assert sample(m, "onechance_calls_total", pbx="p", queue="support", outcome="abandoned") == 1
+    assert sample(m, "onechance_calls_total", pbx="p", first_queue="support", outcome="abandoned") == 1
 
 
 async def test_refused_login_is_reported_retried_slowly_and_never_logs_the_secret(caplog):

@@ -35,7 +35,8 @@ from .http import make_app
 from .journey import CallPolicy, JourneyTracker, LostCall
 from .metrics import CallMetrics, LiveCollector, build_info
 from .pipeline import PbxPipeline, tracker_error_hook
-from .sinks import CallQuery, MergedCallQuery, RecentCalls, Sink
+from .queues import QueueCatalog
+from .sinks import CallLog, CallQuery, MergedCallQuery, RecentCalls, Sink
 from .status import DaemonStatus
 
 __all__ = ["build_app", "run_daemon"]
@@ -155,7 +156,8 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
     writer = JourneyWriter.from_settings(settings, engine, registry)
     services.append(writer)
     recent = RecentCalls(settings.http.recent_calls)
-    metrics = CallMetrics(registry, policy)
+    catalog = QueueCatalog(policy.configured_queues())
+    metrics = CallMetrics(registry, policy, catalog)
     async def when_ready(load: Callable[[], Awaitable[_T]]) -> _T:
         """A load from the store, once the writer has brought its schema up (else a one-line error)."""
         if not await writer.wait_ready(timeout=10):
@@ -169,7 +171,7 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
                         region=settings.journey.default_region, on_close=outbox.resolve_call,
                         load=lambda: when_ready(lambda: load_callbacks(engine)), queues=policy.configured_queues())
     services += [outbox, worklist]
-    sinks: Sequence[Sink] = (recent, metrics, StoreSink(writer), AlertRaiser(policy, outbox), worklist)
+    sinks: Sequence[Sink] = (recent, metrics, StoreSink(writer), AlertRaiser(policy, outbox), worklist, CallLog())
 
     pipelines: list[PbxPipeline] = []
     for pbx in pbxs:
@@ -178,9 +180,9 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
         tracker = JourneyTracker(policy, tracker_settings, pbx=pbx.settings.name,
                                  on_error=tracker_error_hook(errors, pbx.settings.name))
         pipelines.append(PbxPipeline(tracker, link.queue, sinks, link=link, name=pbx.settings.name,
-                                     tick_interval=settings.daemon.tick_interval,
-                                     queues=policy.configured_queues(), errors=errors))
-    registry.register(LiveCollector(lambda: pipelines))
+                                     tick_interval=settings.daemon.tick_interval, catalog=catalog,
+                                     errors=errors))
+    registry.register(LiveCollector(lambda: pipelines, catalog))
     build_info(registry)
 
     status = DaemonStatus(pipelines, writer)

@@ -30,6 +30,8 @@ from .ami.items import AmiEvent, LinkDown, LinkItem, LinkState, LinkStopped, Sna
 from .errors import RateLimitedLog
 from .journey import JourneyTracker, JourneyUpdate, Update, UpdateKind
 from .journey.resync import Gap, apply_snapshot, close_for_gap
+from .members import QueueMembers
+from .queues import QueueCatalog
 from .sinks import Sink
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ class PbxPipeline:
         link: AmiLink | None = None,
         name: str | None = None,
         tick_interval: float = 1.0,
-        queues: Iterable[str] = (),
+        catalog: QueueCatalog | None = None,
         errors: RateLimitedLog | None = None,
     ) -> None:
         self.tracker = tracker
@@ -81,7 +83,9 @@ class PbxPipeline:
         self.gap: Gap | None = None
         self._hung_up: set[str] = set()
         self._collect_hangups = True  # between a (re)connect and its snapshot
-        self._queues: set[str] = set(queues)
+        self.catalog = catalog if catalog is not None else QueueCatalog()
+        self.catalog.add_pbx(self.name)
+        self.members = QueueMembers()
         self._clock_known = False  # offset learnt from a timestamped event
 
     # ---- views (HTTP API, metrics) ---------------------------------------------------------------------
@@ -96,7 +100,7 @@ class PbxPipeline:
         return link_ok and self.resynced and self._collect_hangups is False and not self.stopped
 
     def known_queues(self) -> Iterable[str]:
-        return self._queues
+        return self.catalog.queues(self.name)
 
     def link_counters(self) -> dict[str, float]:
         link = self.link
@@ -181,7 +185,9 @@ class PbxPipeline:
             for p in item.params:
                 q = p.headers.get("Queue")
                 if q:
-                    self._queues.add(q)
+                    self.catalog.label(self.name, q)
+            if item.complete:
+                self.members.replace(item.members)
             updates = apply_snapshot(self.tracker, channels=item.channels, entries=item.entries,
                                      members=item.members, at=at, gap=self.gap, hung_up=self._hung_up)
             self.gap = None
@@ -216,8 +222,10 @@ class PbxPipeline:
                 self._hung_up.add(uid)
         elif event == "QueueCallerJoin":
             q = h.get("Queue")
-            if q and q not in self._queues:
-                self._queues.add(q)
+            if q:
+                self.catalog.label(self.name, q)
+        elif event in QueueMembers.EVENTS:
+            self.members.feed(msg)
         updates = self.tracker.feed(msg, item.arrival + self.offset)
         if updates:
             self._dispatch(updates)

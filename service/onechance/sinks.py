@@ -22,7 +22,7 @@ from .journey import CallJson, CallRecord, Recovered, Update, UpdateKind
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CallFilter", "CallQuery", "MergedCallQuery", "RecentCalls", "Sink"]
+__all__ = ["CallFilter", "CallLog", "CallQuery", "MergedCallQuery", "RecentCalls", "Sink"]
 
 
 @runtime_checkable
@@ -30,6 +30,29 @@ class Sink(Protocol):
     """Receives every update of every PBX, in order.  Synchronous and non-blocking."""
 
     def handle(self, update: Update) -> None: ...
+
+
+class CallLog:
+    """One INFO line per lost, bounced or recovered call (the caller's number masked)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.log = logger or logging.getLogger("onechance.calls")
+
+    def handle(self, update: Update) -> None:
+        from .alerts.model import caller_masked
+
+        if isinstance(update, Recovered):
+            self.log.info("%s: lost caller %s of call %s reached again (%s, by call %s)", update.pbx or "-",
+                          caller_masked(update.caller), update.call_id, update.how, update.by)
+            return
+        r = update.record
+        if update.kind == UpdateKind.BOUNCED:
+            self.log.info("%s: call %s from %s bounced: %d transfers (%s)", r.pbx or "-", r.call_id,
+                          caller_masked(r.caller), len(r.transfers),
+                          " > ".join(t.to for t in r.transfers) or "-")
+        elif update.kind == UpdateKind.ENDED and r.lost:
+            self.log.info("%s: lost caller %s (call %s): %s after %.0f s in %s", r.pbx or "-",
+                          caller_masked(r.caller), r.call_id, r.outcome, r.wait_seconds, r.last_queue or "-")
 
 
 @dataclass(frozen=True, slots=True)
