@@ -1,5 +1,6 @@
 # onechance: two commands do everything on a fresh Debian machine with Python 3.11.
-#   make run   - set up .venv and run the daemon (follows an embedded demo PBX when no Asterisk is configured)
+#   make run   - set up .venv and run the daemon: `onechance run` when an Asterisk is configured
+#                (ONECHANCE_CONFIG, ONECHANCE_AMI__HOST or ONECHANCE_PBX), else `onechance demo`
 #   make test  - set up .venv with the dev extras and run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,7 +25,12 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/onechance run
+	@if [ -n "$$ONECHANCE_CONFIG$$ONECHANCE_AMI__HOST$$ONECHANCE_PBX" ]; then \
+		exec $(BIN)/onechance run; \
+	else \
+		echo "No Asterisk configured (ONECHANCE_CONFIG, ONECHANCE_AMI__HOST): running the simulated call centre."; \
+		exec $(BIN)/onechance demo; \
+	fi
 
 # The Debian packages the tests drive for real (PostgreSQL, Prometheus, Alertmanager, Chromium,
 # docker-compose, systemd-analyze): installed only when missing (as root), else nothing happens.

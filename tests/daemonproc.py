@@ -80,10 +80,11 @@ async def _wait_port(proc: subprocess.Popen[str], lines: list[str]) -> int:
 
 
 @asynccontextmanager
-async def daemon(**env: str) -> AsyncIterator[Daemon]:
-    """``onechance run`` with ``clean_env(**env)`` listening on a free port; killed if not stopped."""
+async def daemon(*args: str, command: str = "run", **env: str) -> AsyncIterator[Daemon]:
+    """``onechance run`` (or ``command``) with ``clean_env(**env)`` listening on a free port; killed if not
+    stopped."""
     env.setdefault("ONECHANCE_HTTP__LISTEN", "127.0.0.1:0")
-    proc = subprocess.Popen([*ONECHANCE, "run"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([*ONECHANCE, command, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=clean_env(**env))
     d = Daemon(proc)
     try:

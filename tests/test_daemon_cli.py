@@ -32,7 +32,7 @@ def test_check_config_masks_secrets_from_the_environment():
     assert cfg["ami"]["host"] == "pbx.example" and cfg["ami"]["port"] == 5039
     assert cfg["ami"]["secret"] == "********" and cfg["http"]["token"] == "********"
     assert cfg["http"]["listen"] == "0.0.0.0:9700"
-    assert cfg["demo_mode"] is False and cfg["followed_pbxs"] == ["default"]
+    assert cfg["followed_pbxs"] == ["default"]
 
 
 def test_check_config_reads_several_pbxs_and_queue_settings_from_toml(tmp_path: Path):
@@ -105,18 +105,36 @@ def test_run_reports_an_unusable_listen_address_or_demo_capture_as_a_config_erro
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         cases = [
-            ({"ONECHANCE_HTTP__LISTEN": f"127.0.0.1:{busy.getsockname()[1]}"}, "http.listen 127.0.0.1:"),
-            ({"ONECHANCE_HTTP__LISTEN": "127.0.0.1:0", "ONECHANCE_DEMO__CAPTURE": str(tmp_path / "none.ami")},
-             "demo.capture"),
+            ("run", {"ONECHANCE_HTTP__LISTEN": f"127.0.0.1:{busy.getsockname()[1]}", "ONECHANCE_AMI__HOST": "x",
+                     "ONECHANCE_AMI__SECRET": "s"}, "http.listen 127.0.0.1:"),
+            ("demo", {"ONECHANCE_HTTP__LISTEN": "127.0.0.1:0", "ONECHANCE_DEMO__CAPTURE": str(tmp_path / "none.ami"),
+                      "ONECHANCE_DATA_DIR": str(tmp_path)}, "demo.capture"),
         ]
-        for env, text in cases:
-            r = subprocess.run([*ONECHANCE, "run"], capture_output=True, text=True, env=clean_env(**env), timeout=30)
+        for command, env, text in cases:
+            r = subprocess.run([*ONECHANCE, command], capture_output=True, text=True, env=clean_env(**env),
+                               timeout=30)
             assert r.returncode == 2, (env, r.stderr)
             assert text in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-async def test_run_with_nothing_configured_plays_the_demo_pbx_and_stops_cleanly_on_sigterm():
-    async with daemon(ONECHANCE_DEMO__SPEED="40") as d, aiohttp.ClientSession() as s:
+def test_run_without_an_asterisk_is_a_config_error_and_a_mistyped_variable_is_named(tmp_path: Path):
+    """A missing or mistyped host used to start the demo and write fake calls into the configured database."""
+    r = subprocess.run([*ONECHANCE, "run"], capture_output=True, text=True, timeout=30,
+                       env=clean_env(ONECHANCE_AMI_HOST="10.0.0.5", ONECHANCE_DATA_DIR=str(tmp_path)))
+    assert r.returncode == 2, r.stderr
+    assert "warning: unknown environment variable ONECHANCE_AMI_HOST (did you mean ONECHANCE_AMI__HOST?)" in r.stderr
+    assert "no Asterisk to follow" in r.stderr and "onechance demo" in r.stderr
+    assert not (tmp_path / "onechance.db").exists()
+    conf = tmp_path / "c.toml"
+    conf.write_text('[ami]\nport = 5038\nsecret = "x"\n', encoding="utf-8")  # a config without host
+    r = subprocess.run([*ONECHANCE, "run", "--config", str(conf)], capture_output=True, text=True, timeout=30,
+                       env=clean_env(ONECHANCE_DATA_DIR=str(tmp_path)))
+    assert r.returncode == 2 and "no Asterisk to follow" in r.stderr
+
+
+async def test_demo_plays_the_demo_pbx_in_its_own_data_directory_and_stops_cleanly_on_sigterm(tmp_path: Path):
+    async with daemon(command="demo", ONECHANCE_DEMO__SPEED="40", ONECHANCE_DATA_DIR=str(tmp_path)) as d, \
+            aiohttp.ClientSession() as s:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (await get_json(s, d.base + "/readyz"))[0] != 200:
             await asyncio.sleep(0.1)
@@ -126,6 +144,7 @@ async def test_run_with_nothing_configured_plays_the_demo_pbx_and_stops_cleanly_
         await d.stop(signal.SIGTERM)
     assert d.returncode == 0, d.log
     assert "onechance stopped" in d.log and "Traceback" not in d.log
+    assert (tmp_path / "demo" / "onechance.db").exists() and not (tmp_path / "onechance.db").exists()
 
 
 async def test_run_follows_a_pbx_from_the_environment_and_sigint_stops_it():

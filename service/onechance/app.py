@@ -167,8 +167,9 @@ class App:
             raise ConfigError(f"http.listen {host}:{port}: cannot listen there: {exc.strerror or exc}") from None
         addresses = runner.addresses
         self.http_port = addresses[0][1] if addresses else port
-        log.info("HTTP API and metrics on http://%s:%d (/metrics, /api/calls, /api/live, /readyz)", host,
-                 self.http_port)
+        base = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{self.http_port}"
+        log.info("open %s/callbacks (callers to call back), %s/api/live (calls now), %s/metrics, %s/api/calls",
+                 base, base, base, base)
         return runner
 
     async def _drain(self, link_tasks: list[asyncio.Task[None]], consumer_tasks: list[asyncio.Task[None]],

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .journey import CallPolicy, CallRecord, QueueRule
@@ -143,56 +144,91 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     """``onechance run`` and ``onechance check-config``."""
 
     def load(args: argparse.Namespace, command: str):  # type: ignore[no-untyped-def]
-        from .config import ConfigError, load_settings
+        from .config import ConfigError, load_settings, unknown_environment
 
+        for warning in unknown_environment():
+            print(f"onechance {command}: warning: {warning}", file=sys.stderr)
         try:
-            settings = load_settings(args.config)
-            for pbx in settings.pbxs():
-                if pbx.host and not pbx.resolved_secret():
-                    raise ConfigError(f"PBX {pbx.name!r} ({pbx.host}): no AMI secret; set ami.secret or "
-                                      "ami.secret_file (ONECHANCE_AMI__SECRET or ONECHANCE_AMI__SECRET_FILE)")
+            return load_settings(args.config)
         except ConfigError as exc:
             print(f"onechance {command}: {exc}", file=sys.stderr)
             return None
-        return settings
 
     def cmd_check_config(args: argparse.Namespace) -> int:
+        from .config import ConfigError
+
         settings = load(args, "check-config")
         if settings is None:
             return 2
         out = settings.masked()
-        out["followed_pbxs"] = [p.name for p in settings.pbxs()] if not settings.demo_mode() else ["demo"]
-        out["demo_mode"] = settings.demo_mode()
+        try:
+            out["followed_pbxs"] = [p.name for p in settings.followed_pbxs()]
+        except ConfigError as exc:
+            if settings.pbx or settings.ami.host:  # a PBX without its secret
+                print(f"onechance check-config: {exc}", file=sys.stderr)
+                return 2
+            out["followed_pbxs"] = []
+            out["note"] = str(exc)
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
 
-    def cmd_run(args: argparse.Namespace) -> int:
+    def serve(settings: Any, command: str, demo: bool) -> int:
         import logging
 
         from .compose import run_daemon
+        from .config import ConfigError
+        from .store import StoreConfigError
+
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for noisy in ("alembic", "aiosqlite", "asyncio", "aiohttp.access"):  # quiet unless something is wrong
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+        try:
+            return run_daemon(settings, demo=demo)
+        except (ConfigError, StoreConfigError) as exc:
+            print(f"onechance {command}: {exc}", file=sys.stderr)
+            return 2
+
+    def cmd_run(args: argparse.Namespace) -> int:
         from .config import ConfigError
 
         settings = load(args, "run")
         if settings is None:
             return 2
-        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for noisy in ("alembic", "aiosqlite", "asyncio", "aiohttp.access"):  # quiet unless something is wrong
-            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-        from .store import StoreConfigError
-
         try:
-            return run_daemon(settings)
-        except (ConfigError, StoreConfigError) as exc:
+            settings.followed_pbxs()
+        except ConfigError as exc:
             print(f"onechance run: {exc}", file=sys.stderr)
             return 2
+        return serve(settings, "run", demo=False)
+
+    def cmd_demo(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        settings = load(args, "demo")
+        if settings is None:
+            return 2
+        demo = settings.demo.model_copy(update={k: v for k, v in (("speed", args.speed), ("seed", args.seed))
+                                                if v is not None})
+        data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir / "demo"
+        return serve(settings.model_copy(update={"demo": demo, "data_dir": data_dir}), "demo", demo=True)
 
     help_config = "TOML settings file (default: $ONECHANCE_CONFIG); ONECHANCE_* variables override it"
-    p = sub.add_parser("run", help="follow the PBX(s) over AMI and serve /metrics and the HTTP API",
-                       description="Run the daemon.  Without ami.host (ONECHANCE_AMI__HOST) it follows an "
-                                   "embedded demo PBX that plays a recorded capture.")
+    p = sub.add_parser("run", help="follow the PBX(s) over AMI and serve /metrics, the API and /callbacks",
+                       description="Run the daemon against the Asterisk of ami.host (ONECHANCE_AMI__HOST) or of the "
+                                   "[[pbx]] tables; without one it refuses to start (exit 2): `onechance demo` runs "
+                                   "without an Asterisk.")
     p.add_argument("--config", metavar="FILE", help=help_config)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("demo", help="run the daemon on a simulated call centre: nothing else needed",
+                       description="The daemon, following an embedded simulated Asterisk (endless, realistic "
+                                   "traffic), with a data directory of its own (<data_dir>/demo) and a local receiver "
+                                   "that logs the alerts.  Open the URLs it prints.")
+    p.add_argument("--config", metavar="FILE", help=help_config)
+    p.add_argument("--speed", type=float, default=None, help="simulated time per real second (default: demo.speed)")
+    p.add_argument("--seed", type=int, default=None, help="the simulation's seed (default: demo.seed)")
+    p.add_argument("--data-dir", default=None, help="where the demo keeps its database (default: <data_dir>/demo)")
+    p.set_defaults(func=cmd_demo)
     p = sub.add_parser("check-config", help="validate the settings and print them, secrets masked")
     p.add_argument("--config", metavar="FILE", help=help_config)
     p.set_defaults(func=cmd_check_config)

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
+from pydantic import SecretStr
 
 from . import __version__
 from .alerts.model import Channel
 from .ami.link import AmiLink
 from .app import App, Service, serve
-from .config import AmiSettings, ConfigError, Settings
+from .config import AmiSettings, ChannelSettings, ConfigError, Settings
+from .demo_receiver import DemoReceiver
 from .errors import RateLimitedLog
 from .http import make_app
 from .journey import CallPolicy, JourneyTracker, LostCall
@@ -52,15 +54,8 @@ class _Pbx:
 
 
 def _secrets(settings: Settings) -> list[_Pbx]:
-    """Each PBX with its secret (a missing secret file is a configuration error, reported before starting)."""
-    out = []
-    for pbx in settings.pbxs():
-        secret = pbx.resolved_secret()
-        if not secret:
-            raise ConfigError(f"PBX {pbx.name!r}: set ami.secret or ami.secret_file "
-                              f"(ONECHANCE_AMI__SECRET or ONECHANCE_AMI__SECRET_FILE)")
-        out.append(_Pbx(pbx, secret))
-    return out
+    """Each PBX with its secret (none, or a missing secret file, is a configuration error, before starting)."""
+    return [_Pbx(pbx, pbx.required_secret()) for pbx in settings.followed_pbxs()]
 
 
 class _DemoService:
@@ -101,8 +96,8 @@ def _demo(settings: Settings) -> tuple[_Pbx, _DemoService]:
     service = _DemoService(settings, sock, secret)
     base = settings.ami
     name = base.name if base.name != "default" else "demo"
-    log.info("no Asterisk configured (ami.host): following the embedded demo PBX on 127.0.0.1:%d, playing %s at "
-             "%gx%s", service.pbx.port, settings.demo.capture or "the bundled capture", settings.demo.speed,
+    log.info("demo: following the embedded demo PBX on 127.0.0.1:%d, playing %s at %gx%s", service.pbx.port,
+             settings.demo.capture or "the bundled capture", settings.demo.speed,
              " in a loop" if settings.demo.loop else "")
     pbx = base.model_copy(update={"name": name, "host": "127.0.0.1", "port": service.pbx.port, "username": "demo",
                                   "secret": None, "secret_file": None})
@@ -118,7 +113,17 @@ def _channels(settings: Settings) -> dict[str, Channel]:
     return {c.name: build_channel(c, settings.alerts) for c in settings.alerts.channels}
 
 
-def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> App:
+def _with_demo_channel(settings: Settings, url: str) -> Settings:
+    """The demo's settings: its alerts also go to the local receiver that logs them."""
+    import secrets
+
+    channel = ChannelSettings(name="demo-receiver", kind="webhook", url=SecretStr(url),
+                              secret=SecretStr(secrets.token_hex(16)))
+    alerts = settings.alerts.model_copy(update={"channels": [*settings.alerts.channels, channel]})
+    return settings.model_copy(update={"alerts": alerts})
+
+
+def build_app(settings: Settings, *, demo: bool = False, store_query: CallQuery | None = None) -> App:
     """Every component of the daemon, wired.  Raises :class:`~onechance.config.ConfigError` (or the store's
     ``StoreConfigError``) for settings that cannot work.  ``store_query`` replaces the SQL side of the API's
     call query (tests: a store that never answers)."""
@@ -145,10 +150,12 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
     policy = CallPolicy.from_settings(settings)
     tracker_settings = settings.tracker_settings()
     services: list[Service] = []
-    if settings.demo_mode():
+    if demo:
         demo_pbx, demo_service = _demo(settings)
         pbxs = [demo_pbx]
-        services.append(demo_service)
+        receiver = DemoReceiver()
+        services += [demo_service, receiver]
+        settings = _with_demo_channel(settings, receiver.url)
     else:
         pbxs = _secrets(settings)
 
@@ -203,9 +210,9 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
                closers=[engine.dispose])
 
 
-def run_daemon(settings: Settings) -> int:
-    """``onechance run``: serve until SIGTERM/SIGINT; the process exit code."""
+def run_daemon(settings: Settings, *, demo: bool = False) -> int:
+    """``onechance run`` (``demo``: ``onechance demo``): serve until SIGTERM/SIGINT; the process exit code."""
     async def main() -> int:
-        return await serve(build_app(settings))
+        return await serve(build_app(settings, demo=demo))
 
     return asyncio.run(main())

@@ -11,6 +11,7 @@ import os
 import tomllib
 from datetime import date
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -76,6 +77,14 @@ class AmiSettings(_Section):
             except UnicodeDecodeError:
                 raise ConfigError(f"ami.secret_file {self.secret_file}: not UTF-8 text") from None
         return self.secret.get_secret_value() if self.secret is not None else ""
+
+    def required_secret(self) -> str:
+        """The secret, or a configuration error saying how to give one."""
+        secret = self.resolved_secret()
+        if not secret:
+            raise ConfigError(f"PBX {self.name!r} ({self.host}): no AMI secret; set ami.secret or ami.secret_file "
+                              "(ONECHANCE_AMI__SECRET or ONECHANCE_AMI__SECRET_FILE)")
+        return secret
 
 
 class HttpSettings(_Section):
@@ -315,11 +324,12 @@ class CallbacksSettings(_Section):
 
 
 class DemoSettings(_Section):
-    """The embedded demo PBX, started when no Asterisk is configured (``ami.host`` unset)."""
+    """``onechance demo``: the embedded simulated PBX."""
 
     capture: Path | None = None  # None: the bundled capture (service/onechance/data/demo.ami)
     speed: float = Field(1.0, ge=0)  # 1 = real time, 10 = ten times faster, 0 = as fast as possible
     loop: bool = True  # play the capture again (with fresh ids and times) when it ends
+    seed: int = 1  # the simulation's seed: the same seed, the same calls
 
 
 class DaemonSettings(_Section):
@@ -378,9 +388,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{where}: no [alerts.hours.{name}] schedule")
         return self
 
-    def demo_mode(self) -> bool:
-        """No Asterisk configured: the daemon follows the embedded demo PBX."""
-        return not self.pbx and not self.ami.host
+    def followed_pbxs(self) -> list[AmiSettings]:
+        """The PBXs ``onechance run`` follows, each with its secret checked; a configuration error when none."""
+        if not self.pbx and not self.ami.host:
+            raise ConfigError("no Asterisk to follow: set ami.host (ONECHANCE_AMI__HOST) or [[pbx]] tables; to try "
+                              "onechance without an Asterisk, run `onechance demo`")
+        for pbx in self.pbxs():
+            pbx.required_secret()
+        return self.pbxs()
 
     def pbxs(self) -> list[AmiSettings]:
         """The PBXs to follow: the [[pbx]] tables, or the single [ami] section."""
@@ -422,6 +437,40 @@ def _mask_url(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:********@{host}" if ":" in creds else url
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> set[str]:
+    """Every ``ONECHANCE_*`` name the settings read (sections nested with ``__``)."""
+    out = set()
+    for name, fld in model.model_fields.items():
+        env = f"{prefix}{name}".upper()
+        out.add(env)
+        ann = fld.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out |= _env_names(ann, env + "__")
+    return out
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warnings for ``ONECHANCE_*`` variables no setting reads (a typo such as ``ONECHANCE_AMI_HOST`` would
+    otherwise be silently ignored)."""
+    import difflib
+
+    environ = os.environ if environ is None else environ
+    known = _env_names(Settings, "ONECHANCE_") | {CONFIG_ENV} | {
+        k for k in environ if k.startswith(("ONECHANCE_TEST_", "ONECHANCE_BENCH_"))}
+    out = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("ONECHANCE_") or upper in known:
+            continue
+        # dict sections (queues, alerts.hours) take any key below them
+        if upper.startswith(("ONECHANCE_QUEUES__", "ONECHANCE_ALERTS__HOURS__")):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"unknown environment variable {name}{hint}: no setting reads it")
+    return out
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
