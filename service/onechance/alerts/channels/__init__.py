@@ -31,7 +31,7 @@ def _check_http_url(where: str, kind: str, url: str) -> None:
     except ValueError:
         parts, port_ok = None, False
     if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok:
-        raise ConfigError(f"{where}: a {kind} URL must be http://HOST... or https://HOST... "
+        raise ConfigError(f"{where}: the {kind} URL must be http://HOST... or https://HOST... "
                           f"(got {safe_origin(url)})")
 
 

@@ -26,15 +26,19 @@ __all__ = ["USER_AGENT", "HttpPoster", "RedactingFilter", "safe_origin", "secret
 USER_AGENT = f"onechance/{__version__}"
 _HOST_OK = re.compile(r"[A-Za-z0-9.\-_\[\]:%]+")
 _DNS_NAME = re.compile(r"(?=.*\.)[A-Za-z0-9\-.]+")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 _PLAIN_WORD = re.compile(r"[a-z\-_]{1,16}")
 _SPLIT = re.compile(r"[/:@?&=#,;+\s]+")
 
 
 def safe_origin(url: str) -> str:
-    """``scheme://host[:port]`` of a URL: never its user, password, path or query (they may hold secrets)."""
+    """``scheme://host[:port]`` of an http(s) URL: never its user, password, path or query (they may hold
+    secrets); only ``scheme://`` for other schemes."""
     scheme, sep, _rest = url.partition("://")
     if not sep or not scheme:
         return "(a URL without scheme://)"
+    if scheme.lower() not in ("http", "https"):
+        return f"{scheme.lower()}://"  # another scheme's host part may be a token (slack://TOKEN/...)
     try:
         netloc = urlsplit(url).netloc
     except ValueError:
@@ -47,8 +51,8 @@ def safe_origin(url: str) -> str:
 
 def secret_fragments(url: str) -> list[str]:
     """The parts of a URL that may be secret (for :class:`RedactingFilter`): the URL itself, its password,
-    every path segment, host and query value that looks like a token (anything but a DNS name, a port or a
-    plain lowercase word)."""
+    every path segment, host and query value that looks like a token (anything but a DNS name, an IPv4
+    address, a port or a plain lowercase word)."""
     out: set[str] = {url}
     _scheme, sep, rest = url.partition("://")
     if sep:
@@ -66,6 +70,8 @@ def secret_fragments(url: str) -> list[str]:
                 continue
             if _DNS_NAME.fullmatch(form) and any(ch.isalpha() for ch in form.rpartition(".")[2]):
                 continue  # a host name such as hooks.slack.com
+            if _IPV4.fullmatch(form):
+                continue  # an address
             if _PLAIN_WORD.fullmatch(form):
                 continue  # a word such as services, webhook
             out.add(form)
