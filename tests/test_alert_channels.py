@@ -140,10 +140,11 @@ async def test_a_digest_is_one_payload_holding_the_alert_payloads():
     assert documented_verify()(SECRET, req.headers, req.body)
 
 
-async def test_resolved_notices_are_not_sent_to_webhooks():
+async def test_resolved_and_empty_notices_are_not_sent_to_webhooks():
     async with Receiver() as rx:
         ch = channel(rx.url())
         await ch.send(notice(make_alert(), kind="resolved"))
+        await ch.send(notice(kind="digest"))  # nothing in it: nothing to send
         await ch.send(notice(make_alert()))
         await ch.aclose()
     assert len(rx.requests) == 1 and rx.requests[0].json()["kind"] == "abandoned"

@@ -53,8 +53,13 @@ __all__ = [
     "LONG_WAIT_TEMPLATE",
     "LOST_KINDS",
     "Renderer",
+    "caller_name_of",
     "format_number",
     "iso8601",
+    "sample_record",
+    "severity_of",
+    "wait_of",
+    "what_of",
 ]
 
 #: the kinds that mean a caller was lost (critical); bounced and long_wait are warnings

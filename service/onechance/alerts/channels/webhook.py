@@ -61,6 +61,8 @@ class WebhookChannel:
         if notice.kind == "resolved":
             log.debug("webhook channel %s: a resolved notice is not sent to webhooks (ignored)", self.name)
             return
+        if not notice.alerts:
+            return
         try:
             body = encode(self.renderer.notice_payload(notice))
         except Exception as exc:  # the contract: DeliveryFailed, never anything else
