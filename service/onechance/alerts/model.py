@@ -73,9 +73,12 @@ class DeliveryFailed(Exception):
     """A delivery attempt failed; ``retryable`` says whether trying again may succeed (a timeout, a 5xx, a
     refused connection) or not (a 4xx other than 408/429: the request itself is wrong)."""
 
-    def __init__(self, reason: str, retryable: bool = True) -> None:
+    def __init__(self, reason: str, retryable: bool = True, retry_after: float | None = None) -> None:
         super().__init__(reason)
+        self.reason = reason
         self.retryable = retryable
+        #: seconds the receiver asked us to wait before trying again (HTTP ``Retry-After``), None: not said
+        self.retry_after = retry_after
 
 
 class Channel(Protocol):
