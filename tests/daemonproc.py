@@ -73,7 +73,7 @@ async def _wait_port(proc: subprocess.Popen[str], lines: list[str]) -> int:
     while time.monotonic() < deadline:
         line = await loop.run_in_executor(None, proc.stderr.readline)
         lines.append(line)
-        m = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/callbacks", line)
         if m:
             return int(m.group(1))
     raise AssertionError("".join(lines))

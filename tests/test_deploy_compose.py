@@ -212,7 +212,7 @@ async def test_the_healthcheck_passes_against_a_running_daemon_and_fails_without
     r = subprocess.run(argv, env={**env, "ONECHANCE_HTTP__LISTEN": f"0.0.0.0:{closed}"},
                        capture_output=True, timeout=30)
     assert r.returncode != 0, "the health check passed with nothing listening"
-    async with daemon(ONECHANCE_DEMO__SPEED="0") as d:  # demo mode: no PBX needed
+    async with daemon(command="demo", ONECHANCE_DEMO__SPEED="0") as d:  # the demo: no PBX needed
         r = subprocess.run(argv, env={**env, "ONECHANCE_HTTP__LISTEN": f"0.0.0.0:{d.port}"},
                            capture_output=True, text=True, timeout=30)
         await d.stop()

@@ -217,7 +217,7 @@ async def test_prometheus_scrapes_onechance_loads_the_rules_and_finds_alertmanag
     am_port, prom_port = free_port(), free_port()
     am_config = tmp_path / "alertmanager.yml"
     am_config.write_text(ALERTMANAGER_YML.read_text(encoding="utf-8"), encoding="utf-8")
-    async with daemon(ONECHANCE_DEMO__SPEED="0") as d:
+    async with daemon(command="demo", ONECHANCE_DEMO__SPEED="0") as d:
         config = load_yaml(PROMETHEUS_YML.read_text(encoding="utf-8"))
         config = rewrite_targets(config, {"onechance": d.port, "alertmanager": am_port, "prometheus": prom_port})
         config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"  # the only timing change

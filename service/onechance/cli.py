@@ -181,7 +181,8 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
 
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for noisy in ("alembic", "aiosqlite", "asyncio", "aiohttp.access"):  # quiet unless something is wrong
+        # quiet unless something is wrong (apprise and urllib3 print request URLs, tokens included, at DEBUG)
+        for noisy in ("alembic", "aiosqlite", "asyncio", "aiohttp.access", "apprise", "urllib3"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
         try:
             return run_daemon(settings, demo=demo)

@@ -110,7 +110,8 @@ def _channels(settings: Settings) -> dict[str, Channel]:
         return {}
     from .alerts.channels import build_channel
 
-    return {c.name: build_channel(c, settings.alerts) for c in settings.alerts.channels}
+    region = settings.journey.default_region
+    return {c.name: build_channel(c, settings.alerts, region=region) for c in settings.alerts.channels}
 
 
 def _with_demo_channel(settings: Settings, url: str) -> Settings:

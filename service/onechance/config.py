@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -294,7 +294,8 @@ DEFAULT_TEMPLATE = ("Lost caller {caller} ({caller_name}): {what} after {wait} s
 class AlertsSettings(_Section):
     """``[alerts]``: one-chance alerts and where they go."""
 
-    public_url: str = "http://127.0.0.1:9648"  # the daemon's address as people reach it (links in messages)
+    # the daemon's address as people reach it (links in messages); empty: http://<http.listen>
+    public_url: str = ""
     template: str = DEFAULT_TEMPLATE  # fields: caller, caller_name, what, kind, wait, queue, time, link, pbx...
     timezone: str | None = None  # for times in messages (unset: the machine's)
     hours: dict[str, HoursSettings] = Field(default_factory=dict)
@@ -386,6 +387,10 @@ class Settings(BaseSettings):
         for where, name in schedules.items():
             if name is not None and name not in self.alerts.hours:
                 raise ValueError(f"{where}: no [alerts.hours.{name}] schedule")
+        if not self.alerts.public_url:
+            host = self.http.host if self.http.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+            self.alerts = self.alerts.model_copy(update={"public_url": f"http://{host}:{self.http.port}"})
         return self
 
     def followed_pbxs(self) -> list[AmiSettings]:
