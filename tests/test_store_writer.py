@@ -11,6 +11,8 @@ import select
 import sqlite3
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -460,16 +462,25 @@ async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path, segment_bytes):
     writer = new_writer(down, tmp_path, flush_interval=0.01, retry_interval=60, max_retry_interval=60,
                         segment_bytes=segment_bytes)
     on_loop: list[str] = []
+    in_workers: list[str] = []
 
     def watch(frame, event, arg) -> None:  # profiles this thread (the event loop's) only
         if event == "c_call" and arg is os.fsync:
             on_loop.append(frame.f_code.co_name)
 
+    def watch_workers(frame, event, arg) -> None:  # profiles the threads started from now on
+        if event == "c_call" and arg is os.fsync:
+            in_workers.append(threading.current_thread().name)
+
+    threading.setprofile(watch_workers)
+    # a default executor of the test's own: its worker threads start after the watch, so they are watched
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(thread_name_prefix="spool-fsync"))
     try:
         await writer.start()
         writer.submit(journeys[0])
         assert not await writer.flush(timeout=10)  # unavailable; the spool segment exists
         assert writer.spooled == 1
+        before = len(in_workers)
         sys.setprofile(watch)
         try:
             for j in journeys[1:]:
@@ -483,6 +494,8 @@ async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path, segment_bytes):
             sys.setprofile(None)
         assert writer.spooled == len(journeys)
         assert on_loop == []
+        assert len(in_workers) > before, "the spool was not fsync'd at all while it grew"
     finally:
+        threading.setprofile(None)
         await writer.close()
         await down.dispose()
