@@ -56,6 +56,7 @@ async def test_api_calls_match_truth(live, name):
 async def test_api_calls_equal_file_replay(live, name):
     """Over TCP, through the link and the consumer, the journeys are exactly those of the file replay."""
     got = sorted(live["calls"][name], key=lambda c: (c["started_at"], c["call_id"]))
+    assert got, "no call: nothing compared"
     assert got == _replayed(name)
     assert all(not c["uncertain"] for c in got)
 
