@@ -8,7 +8,7 @@ import pytest
 from onechance.replay import replay_files
 
 from .queuelog import QLVisit, parse_queue_log
-from .truthcheck import DATA, check_truth, load_truth, scenarios
+from .truthcheck import DATA, check_truth, expected_calls, load_truth, scenarios
 
 SCENARIOS = scenarios()
 
@@ -24,8 +24,10 @@ def test_every_capture_has_a_truth_file():
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_replay_matches_truth(name):
-    problems = check_truth(load_truth(name), replay(name))
+    journeys = replay(name)
+    problems = check_truth(load_truth(name), journeys)
     assert problems == []
+    assert len(journeys) == expected_calls(load_truth(name))  # (check_truth ignores journeys it does not expect)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
