@@ -6,11 +6,19 @@ everything is in the spool, prints ``SPOOLED <n>`` and keeps running (retrying) 
 
 ``python -m tests.store_driver drain``: starts a writer (which writes what the spool holds), waits
 until the spool is empty, prints ``DRAINED`` and exits.
+
+``python -m tests.store_driver cancel-close CAPTURE...``: starts a writer, prints ``READY`` once the database
+answered and waits for a line on stdin (the test locks the database meanwhile); then submits the captures'
+final journeys, waits until they have left the queue (a batch being written), prints ``IN_FLIGHT <queue
+depth> <spooled>``, cancels a ``close()`` 0.2 s after it began (a second SIGTERM does that to the daemon),
+prints ``SPOOLED <n>`` and exits as the daemon then does: the engine disposed, the process gone (which is
+what releases the spool).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 from prometheus_client import CollectorRegistry
@@ -50,8 +58,36 @@ async def drain() -> None:
     print("DRAINED", flush=True)
 
 
+async def cancel_close(paths: list[str]) -> None:
+    settings = load_settings()
+    engine = engine_from_settings(settings)
+    writer = JourneyWriter.from_settings(settings, engine, CollectorRegistry(), flush_interval=0.02)
+    await writer.start()
+    if not await writer.wait_ready(timeout=30):
+        raise SystemExit(f"the database did not answer: {writer.status()}")
+    journeys = replay_files(paths).journeys
+    print("READY", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    for j in journeys:
+        writer.submit(j)
+    for _ in range(100):  # the batch leaves the queue: it is being written
+        if writer.queue_depth == 0:
+            break
+        await asyncio.sleep(0.01)
+    print(f"IN_FLIGHT {writer.queue_depth} {writer.spooled}", flush=True)
+    closing = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0.2)
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    print(f"SPOOLED {writer.spooled}", flush=True)
+    await engine.dispose()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "spool":
         asyncio.run(spool(sys.argv[2:]))
+    elif sys.argv[1] == "cancel-close":
+        asyncio.run(cancel_close(sys.argv[2:]))
     else:
         asyncio.run(drain())

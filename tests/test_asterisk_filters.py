@@ -576,6 +576,7 @@ def test_filtered_capture_gives_the_same_journeys(name, cuts, tmp_path):
     filtered.write_bytes(cut.kept)
     full = replay_files([str(CAPTURE_FILES[name])])
     kept = replay_files([str(filtered)])
+    assert full.journeys, "a capture without calls compares nothing"
     assert kept.bad_messages == 0
     assert kept.tracker_errors == full.tracker_errors
     assert [j.to_json() for j in kept.journeys] == [j.to_json() for j in full.journeys]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -176,24 +175,17 @@ def test_the_sample_settings_file_is_valid(tmp_path: Path):
     assert SECRET not in r.stdout
 
 
-async def test_a_second_signal_exits_at_once(monkeypatch, tmp_path):
-    """The first SIGTERM asks for a graceful drain; if that hangs, a second one ends the process (130)."""
-    from onechance import app as app_module
-    from onechance.compose import build_app
-    from onechance.config import Settings
-
-    async def stuck(self: app_module.App) -> int:
-        self.started.set()
-        await asyncio.Event().wait()  # a drain that never finishes
-        return 0
-
-    monkeypatch.setattr(app_module.App, "run", stuck)
-    app = build_app(Settings(http={"listen": "127.0.0.1:0"}, data_dir=tmp_path,
-                             ami={"host": "127.0.0.1", "secret": "x"}))
-    task = asyncio.create_task(app_module.serve(app))
-    await asyncio.sleep(0.1)  # the signal handlers are installed
-    os.kill(os.getpid(), signal.SIGTERM)
-    await asyncio.sleep(0.1)
-    assert not task.done()
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert await asyncio.wait_for(task, 5) == 130
+async def test_a_second_signal_exits_at_once():
+    """The first SIGTERM asks for a graceful drain; if that hangs (here the PBX never answers the Logoff the
+    drain sends it), a second one ends the process at once (130: neither the drain's 0 nor its time-out's 1)."""
+    async with fake_pbx("answered", speed=0) as pbx:
+        pbx.ignore_actions.add("logoff")
+        async with daemon(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(pbx.port),
+                          ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET) as d:
+            await wait_until(lambda: pbx.finished.is_set(), what="capture played")
+            d.proc.send_signal(signal.SIGTERM)
+            await wait_until(lambda: "logoff" in pbx.actions, what="the drain's Logoff")
+            assert d.proc.poll() is None, "the drain did not wait for the Logoff"
+            await d.stop(signal.SIGTERM)
+        assert d.returncode == 130, d.log
+        assert "SIGTERM again: exiting now" in d.log

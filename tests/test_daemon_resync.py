@@ -109,6 +109,7 @@ def test_random_cuts_in_load_a(seed, n_cuts, max_gap):
     got = sim.run(cuts)
     exact, flying = check(got, sim.gaps)
     assert exact + flying == 60
+    assert exact > 0 and flying > 0  # both rules were checked: calls seen whole, calls cut in flight
     assert sim.tracker.live() == []
 
 

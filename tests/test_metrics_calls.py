@@ -172,13 +172,13 @@ def test_live_collector_reads_the_tracker_at_scrape_time():
     msgs = AmiFramer().feed((DATA / "answered.ami").read_bytes())
     joined = None
     for msg in msgs:
-        pipeline.handle(AmiEvent(msg, time.time()))
+        # received 3 s ago, nothing since: the pipeline learns from the events' Timestamp that the PBX's clock
+        # now says 3 s after the join
+        pipeline.handle(AmiEvent(msg, time.time() - 3.0))
         if msg.event == "QueueCallerJoin":
             joined = float(msg["Timestamp"])
             break
     assert joined is not None
-    pipeline.offset = joined + 3.0 - time.time()  # the PBX clock says 3 s after the join
-    pipeline._clock_known = True
     assert reg.get_sample_value("onechance_queue_callers", {"pbx": "x", "queue": "support"}) == 1
     oldest = reg.get_sample_value("onechance_queue_oldest_wait_seconds", {"pbx": "x", "queue": "support"})
     assert 3.0 <= oldest < 4.0

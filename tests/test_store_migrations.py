@@ -8,6 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onechance.cli import main
@@ -179,7 +180,12 @@ def test_db_commands(env, db_url, capsys):
     assert main(["db", "upgrade"]) == 0
     out = capsys.readouterr().out
     assert f"at revision {head_revision()} (head)" in out
-    assert "onechance_test:" not in out or "***" in out  # never a password in clear
+    url = make_url(db_url)
+    if url.password is None:  # SQLite: the file, as configured
+        assert db_url in out
+    else:  # PostgreSQL: the server and database, never the password in clear
+        assert f"{url.username}:***@{url.host}:{url.port}/{url.database}" in out
+        assert f":{url.password}@" not in out
     assert main(["db", "current"]) == 0
     assert "(head)" in capsys.readouterr().out
     assert main(["db", "downgrade", "base"]) == 0

@@ -63,12 +63,12 @@ async def test_calls_by_outcome_queue_and_caller(engine, stored):
 
     billing = await list_calls(engine, queue="billing", limit=1000)
     expected = {j["call_id"] for j in stored if any(v["queue"] == "billing" for v in j["queues"])}
-    assert {j["call_id"] for j in billing} == expected
+    assert expected and {j["call_id"] for j in billing} == expected
 
     caller = stored[0]["caller"]
     assert {j["caller"] for j in await list_calls(engine, caller=caller)} == {caller}
     bounced = await list_calls(engine, bounced=True, limit=1000)
-    assert {j["call_id"] for j in bounced} == {j["call_id"] for j in stored if j["bounced"]}
+    assert bounced and {j["call_id"] for j in bounced} == {j["call_id"] for j in stored if j["bounced"]}
 
 
 async def test_the_callback_worklist_holds_lost_calls_not_yet_recovered(engine, stored):
@@ -78,14 +78,13 @@ async def test_the_callback_worklist_holds_lost_calls_not_yet_recovered(engine, 
         if j["outcome"] in ("abandoned", "timeout", "rejected", "exited") and not j["short_abandon"]
         and not j["recovered"] and j["direction"] == "inbound"
     ]
-    assert sorted(j["call_id"] for j in work) == sorted(j["call_id"] for j in expected)
+    assert len(expected) >= 2 and sorted(j["call_id"] for j in work) == sorted(j["call_id"] for j in expected)
     assert [j["started_at"] for j in work] == sorted(j["started_at"] for j in work)  # oldest first
-    assert not any(j["short_abandon"] for j in work)
+    assert any(j["short_abandon"] for j in stored) and not any(j["short_abandon"] for j in work)
     recovered = [j for j in stored if j["recovered"]]
     assert recovered and not {j["call_id"] for j in recovered} & {j["call_id"] for j in work}
-    assert {j["call_id"] for j in await callback_worklist(engine, queue="empty")} == {
-        j["call_id"] for j in stored if j["outcome"] == "rejected"
-    }
+    rejected = {j["call_id"] for j in stored if j["outcome"] == "rejected"}
+    assert rejected and {j["call_id"] for j in await callback_worklist(engine, queue="empty")} == rejected
 
 
 def messages(name: str) -> list:
@@ -157,9 +156,10 @@ async def test_the_store_answers_the_http_apis_call_query(engine, stored):
         CallFilter(outcomes=frozenset({"abandoned", "timeout"}), limit=1000),
         CallFilter(queue="sales", limit=1000),
         CallFilter(pbx="", queue="support", outcomes=frozenset({"answered"}), since=mid, limit=1000),
-        CallFilter(pbx="other", limit=1000),
+        CallFilter(pbx="other", limit=1000),  # no call of that PBX: nothing
     ):
         expected = sorted((c for c in stored if flt.matches(CallRecord.from_json(c))),
                           key=lambda c: (c["started_at"], c["call_id"]), reverse=True)[: flt.limit]
+        assert bool(expected) is (flt.pbx != "other"), flt  # the filters select something, but "other"
         assert await query.list_calls(flt) == expected, flt
     assert await query.get_call(stored[3]["call_id"]) == stored[3]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import inspect
 import json
 import os
+import select
 import sqlite3
+import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +27,7 @@ from onechance.store import JourneyWriter, WriterState, downgrade, make_engine, 
 from .storehelp import assert_store_holds, capture, dump, final_records, stored_journeys, update_stream, wait_drained
 
 UNREACHABLE = "postgresql+asyncpg://nobody:secret@127.0.0.1:1/nothing"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def new_writer(engine, tmp_path, registry=None, **kw) -> JourneyWriter:
@@ -339,16 +344,36 @@ async def test_a_journey_submitted_to_an_idle_writer_is_written_within_the_flush
     await assert_store_holds(engine, journeys)
 
 
+def _line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The child's next line of output (at most ``timeout`` seconds: a silent child fails the test)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
+
+
 async def test_close_that_times_out_mid_write_keeps_the_batch_in_flight(tmp_path, registry):
     """The database hangs (SQLite locked by another process, long busy timeout) while a batch is being
     written and the shutdown cannot wait: the batch in flight goes to the spool with the rest, and the
-    next start writes it."""
+    next start writes it.  Twice: ``close(timeout)`` expires; ``close()`` itself is cancelled (a second
+    SIGTERM), in a daemon process of its own, since the daemon then exits and only that releases the spool."""
     path = tmp_path / "onechance.db"
-    engine = make_engine(f"sqlite+aiosqlite:///{path}?timeout=1")
+    url = f"sqlite+aiosqlite:///{path}?timeout=1"
+    engine = make_engine(url)
     journeys = final_records("load_a")
     await upgrade(engine)
-    for cancel in (False, True):  # close(timeout) expires; close() itself is cancelled
-        writer = new_writer(engine, tmp_path, registry if not cancel else None)
+
+    async def next_start_writes_them() -> None:
+        writer = new_writer(engine, tmp_path)
+        await writer.start()
+        await wait_drained(writer)
+        await writer.close()
+        await assert_store_holds(engine, journeys)
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DELETE FROM calls")
+
+    try:
+        # close(timeout) expires
+        writer = new_writer(engine, tmp_path, registry)
         await writer.start()
         assert await writer.wait_ready(timeout=10)
         blocker = sqlite3.connect(path, isolation_level=None)
@@ -361,28 +386,44 @@ async def test_close_that_times_out_mid_write_keeps_the_batch_in_flight(tmp_path
                     break
                 await asyncio.sleep(0.01)
             assert writer.queue_depth == 0 and writer.spooled == 0
-            if cancel:
-                closing = asyncio.ensure_future(writer.close())
-                await asyncio.sleep(0.2)
-                closing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await closing
-            else:
-                await writer.close(timeout=0.3)
+            await writer.close(timeout=0.3)
             assert writer.spooled == len(journeys)
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        writer._spool.close()  # a cancelled close() leaves it open; closing twice is harmless
-        writer = new_writer(engine, tmp_path)  # the next start
-        await writer.start()
-        await wait_drained(writer)
-        await writer.close()
-        await assert_store_holds(engine, journeys)
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("DELETE FROM calls")
-    await engine.dispose()
+        await next_start_writes_them()
 
+        # close() cancelled, in a daemon process
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ONECHANCE_")} | {
+            "ONECHANCE_DATA_DIR": str(tmp_path / "data"),
+            "ONECHANCE_DATABASE__SPOOL_DIR": str(tmp_path / "spool"),
+            "ONECHANCE_DATABASE__URL": url,
+        }
+        daemon = subprocess.Popen([sys.executable, "-m", "tests.store_driver", "cancel-close", capture("load_a")],
+                                  cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert _line(daemon) == "READY\n", daemon.stderr.read() if daemon.poll() is not None else ""
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            try:
+                assert daemon.stdin is not None
+                daemon.stdin.write("go\n")
+                daemon.stdin.flush()
+                assert _line(daemon) == "IN_FLIGHT 0 0\n"
+                assert _line(daemon) == f"SPOOLED {len(journeys)}\n"
+                _out, err = await asyncio.to_thread(daemon.communicate, None, 60)
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert daemon.returncode == 0, err
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.communicate(timeout=10)
+        await next_start_writes_them()
+    finally:
+        await engine.dispose()
 
 
 async def test_a_journey_submitted_while_the_database_is_down_reaches_the_spool_within_the_flush_interval(
@@ -421,16 +462,25 @@ async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path, segment_bytes):
     writer = new_writer(down, tmp_path, flush_interval=0.01, retry_interval=60, max_retry_interval=60,
                         segment_bytes=segment_bytes)
     on_loop: list[str] = []
+    in_workers: list[str] = []
 
     def watch(frame, event, arg) -> None:  # profiles this thread (the event loop's) only
         if event == "c_call" and arg is os.fsync:
             on_loop.append(frame.f_code.co_name)
 
+    def watch_workers(frame, event, arg) -> None:  # profiles the threads started from now on
+        if event == "c_call" and arg is os.fsync:
+            in_workers.append(threading.current_thread().name)
+
+    threading.setprofile(watch_workers)
+    # a default executor of the test's own: its worker threads start after the watch, so they are watched
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(thread_name_prefix="spool-fsync"))
     try:
         await writer.start()
         writer.submit(journeys[0])
         assert not await writer.flush(timeout=10)  # unavailable; the spool segment exists
         assert writer.spooled == 1
+        before = len(in_workers)
         sys.setprofile(watch)
         try:
             for j in journeys[1:]:
@@ -444,6 +494,8 @@ async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path, segment_bytes):
             sys.setprofile(None)
         assert writer.spooled == len(journeys)
         assert on_loop == []
+        assert len(in_workers) > before, "the spool was not fsync'd at all while it grew"
     finally:
+        threading.setprofile(None)
         await writer.close()
         await down.dispose()
