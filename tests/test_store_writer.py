@@ -422,6 +422,27 @@ async def test_close_that_times_out_mid_write_keeps_the_batch_in_flight(tmp_path
                 daemon.kill()
                 daemon.communicate(timeout=10)
         await next_start_writes_them()
+
+        # close() cancelled in this process: the spool is released all the same, the next writer opens it
+        writer = new_writer(engine, tmp_path, registry=CollectorRegistry())
+        await writer.start()
+        assert await writer.wait_ready(timeout=10)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for j in journeys:
+                writer.submit(j)
+            closing = asyncio.ensure_future(writer.close())
+            await asyncio.sleep(0.2)
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            assert writer.spooled == len(journeys)
+            await writer.close()  # closed already: returns
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await next_start_writes_them()
     finally:
         await engine.dispose()
 

@@ -311,6 +311,7 @@ class JourneyWriter:
         self._closing = True
         self._wake.set()
         task = self._task
+        cancelled = False
         if task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
@@ -319,12 +320,11 @@ class JourneyWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             except asyncio.CancelledError:
+                cancelled = True  # spill and release the spool all the same, then pass the cancellation on
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task  # let it put its batch in flight back before spilling
-                raise
-            finally:
-                await self._spill_pending()
+            await self._spill_pending()
         elif self._has_pending():
             # never started: nothing was written, keep it all on disk
             try:
@@ -341,6 +341,8 @@ class JourneyWriter:
             log.error("%s: the journeys spooled last may be lost", exc)
         self._task = None
         self._state = WriterState.CLOSED
+        if cancelled:
+            raise asyncio.CancelledError
 
     # ---- as a daemon service (``onechance.app.Service``) -------------------------------------------------
     async def run(self) -> None:
