@@ -493,12 +493,16 @@ def realtime_rows(name: str, zone: str) -> list[dict[str, Any]]:
     return rows
 
 
-async def make_realtime_db(url: str, names: list[str], zone: str, extra: list[dict[str, Any]] = ()) -> None:
+async def make_realtime_db(url: str, names: list[str], zone: str, extra: list[dict[str, Any]] = (),
+                           table_name: str = "queue_log", drop: bool = False) -> None:
     metadata = MetaData()
-    table = realtime_table(metadata)
+    table = realtime_table(metadata, table_name)
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
+            if drop:
+                await conn.run_sync(metadata.drop_all)
+                return
             await conn.run_sync(metadata.create_all)
             rows = [r for n in names for r in realtime_rows(n, zone)] + list(extra)
             await conn.execute(insert(table), rows)
@@ -506,16 +510,26 @@ async def make_realtime_db(url: str, names: list[str], zone: str, extra: list[di
         await engine.dispose()
 
 
+@pytest.fixture
+def realtime_source(cli_env, tmp_path):
+    """Where the realtime table lives: a SQLite file, or (PostgreSQL backend) the test's PostgreSQL database."""
+    if cli_env.startswith("postgresql"):
+        yield cli_env, "asterisk_queue_log"
+        run(make_realtime_db(cli_env, [], "UTC", table_name="asterisk_queue_log", drop=True))
+    else:
+        yield f"sqlite:///{tmp_path / 'asterisk.db'}", "queue_log"
+
+
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Tallinn"])
-def test_a_realtime_table_imports_like_the_file(zone, tmp_path, cli_env, capsys):
-    source = f"sqlite:///{tmp_path / 'asterisk.db'}"
+def test_a_realtime_table_imports_like_the_file(zone, realtime_source, cli_env, capsys):
+    source, table = realtime_source
     names = ["load_a", "bounced", "attended_transfer", "abandon_then_callback"]
     bad = {"time": None, "callid": "1.1", "queuename": "support", "agent": "NONE", "event": "ENTERQUEUE",
            **{f"data{i}": "" for i in range(1, 6)}}
-    run(make_realtime_db(source, names, zone, [bad]))
-    rc, out, err = import_(capsys, "--from-db", source, "--db-tz", zone, "--pbx", "table")
+    run(make_realtime_db(source, names, zone, [bad], table_name=table))
+    rc, out, err = import_(capsys, "--from-db", source, "--table", table, "--db-tz", zone, "--pbx", "table")
     assert rc == 0, err
-    assert "1 bad lines" in out and "bad line queue_log row" in err
+    assert "1 bad lines" in out and f"bad line {table} row" in err
     assert import_(capsys, *[qlog(n) for n in names], "--pbx", "file")[0] == 0
     stored = run(journeys(cli_env))
     from_table = {k[1]: {**j, "pbx": ""} for k, j in stored.items() if k[0] == "table"}
