@@ -248,6 +248,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return cmd_report(args)
 
 
+def _cmd_import_queue_log(args: argparse.Namespace) -> int:
+    from .store.queue_log import cmd_import_queue_log
+
+    return cmd_import_queue_log(args)
+
+
 def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``onechance db ...`` and ``onechance report`` (handlers in ``onechance.store.commands``)."""
     config_help = ("TOML settings file (default: $ONECHANCE_CONFIG); the database URL is [database] url "
@@ -275,6 +281,20 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     rp.add_argument("--tz", default="UTC", help="time zone the days are counted in (default: UTC)")
     rp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
     rp.set_defaults(func=_cmd_report)
+
+    ip = sub.add_parser("import-queue-log", help="fill the database with past calls from Asterisk's queue_log",
+                        description="Import calls from queue_log files (plain or .gz) or a realtime queue_log table "
+                                    "(docs/import.md).  Idempotent; never overwrites a call recorded live.")
+    ip.add_argument("files", nargs="*", metavar="FILE", help="queue_log file(s), e.g. /var/log/asterisk/queue_log*")
+    ip.add_argument("--from-db", metavar="URL", help="read a realtime queue_log table from this database instead "
+                                                     "(sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB)")
+    ip.add_argument("--table", default="queue_log", help="the realtime table's name (default: queue_log)")
+    ip.add_argument("--db-tz", metavar="ZONE", help="time zone of the table's times (default: this machine's local "
+                                                    "time, as Asterisk writes them)")
+    ip.add_argument("--pbx", help="PBX name of the imported calls (default: the configured one)")
+    ip.add_argument("--dry-run", action="store_true", help="read and count, write nothing")
+    ip.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
+    ip.set_defaults(func=_cmd_import_queue_log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

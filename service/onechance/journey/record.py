@@ -110,6 +110,7 @@ class CallJson(TypedDict):
     dialled_by: str | None
     exit_key: str | None
     updated_at: float
+    source: str  # "ami" (recorded live) or "queue_log" (imported from Asterisk's queue_log, docs/import.md)
 
 
 # ---- the record ----------------------------------------------------------------------------------------
@@ -249,6 +250,7 @@ class CallRecord:
     recovered_by: str | None = None
     recovered_at: float | None = None
     recovered_how: str | None = None
+    source: str = "ami"  # where the record comes from: "ami" (live) or "queue_log" (onechance import-queue-log)
     _json: CallJson | None = field(default=None, init=False, repr=False, compare=False)
 
     # ---- derived -------------------------------------------------------------------------------------------
@@ -323,6 +325,7 @@ class CallRecord:
             "dialled_by": self.dialled_by,
             "exit_key": self.exit_key,
             "updated_at": self.updated_at,
+            "source": self.source,
         }
         object.__setattr__(self, "_json", out)
         return out
@@ -361,6 +364,7 @@ class CallRecord:
             recovered_by=d.get("recovered_by"),
             recovered_at=_opt_float(d.get("recovered_at")),
             recovered_how=d.get("recovered_how"),
+            source=str(d.get("source") or "ami"),
         )
 
 
