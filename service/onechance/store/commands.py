@@ -39,7 +39,7 @@ class CommandError(Exception):
         self.status = status
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def command_settings(args: argparse.Namespace) -> Settings:
     from ..config import ConfigError, load_settings
 
     try:
@@ -48,7 +48,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise CommandError(str(exc), 2) from None
 
 
-def _engine(settings: Settings, must_exist: bool = False) -> AsyncEngine:
+def command_engine(settings: Settings, must_exist: bool = False) -> AsyncEngine:
     url = settings.database_url()
     try:
         parsed = normalize_url(url)
@@ -61,7 +61,7 @@ def _engine(settings: Settings, must_exist: bool = False) -> AsyncEngine:
         raise CommandError(str(exc), 2) from None
 
 
-def _run(prog: str, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def run_command(prog: str, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         return asyncio.run(main())
     except CommandError as exc:
@@ -90,9 +90,9 @@ def cmd_db(args: argparse.Namespace) -> int:
     prog = f"onechance db {args.db_command}"
 
     async def main() -> int:
-        settings = _settings(args)
+        settings = command_settings(args)
         url = mask_url(settings.database_url())
-        engine = _engine(settings, must_exist=args.db_command != "upgrade")
+        engine = command_engine(settings, must_exist=args.db_command != "upgrade")
         try:
             head = head_revision()
             if args.db_command == "upgrade":
@@ -115,7 +115,7 @@ def cmd_db(args: argparse.Namespace) -> int:
             await engine.dispose()
         return 0
 
-    return _run(prog, main)
+    return run_command(prog, main)
 
 
 # ---- report --------------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     prog = "onechance report"
 
     async def main() -> int:
-        settings = _settings(args)
+        settings = command_settings(args)
         try:
             tz = ZoneInfo(args.tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -140,7 +140,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise CommandError(str(exc), 2) from None
         if end <= start:
             raise CommandError(f"--to {last} is before --from {first}", 2)
-        engine = _engine(settings, must_exist=True)
+        engine = command_engine(settings, must_exist=True)
         try:
             await _schema_check(engine)
             rows = await daily_figures(engine, start, end, queue=args.queue, pbx=args.pbx,
@@ -151,7 +151,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return 0
 
-    return _run(prog, main)
+    return run_command(prog, main)
 
 
 # ---- replay --store ------------------------------------------------------------------------------------
@@ -161,9 +161,9 @@ def store_replayed(journeys: Sequence[CallRecord], args: argparse.Namespace) -> 
     prog = "onechance replay"
 
     async def main() -> int:
-        settings = _settings(args)
+        settings = command_settings(args)
         url = mask_url(settings.database_url())
-        engine = _engine(settings)
+        engine = command_engine(settings)
         writer = JourneyWriter.from_settings(settings, engine, CollectorRegistry(), flush_interval=0.05)
         try:
             await writer.start()
@@ -182,4 +182,4 @@ def store_replayed(journeys: Sequence[CallRecord], args: argparse.Namespace) -> 
               file=sys.stderr)
         return 1
 
-    return _run(prog, main)
+    return run_command(prog, main)

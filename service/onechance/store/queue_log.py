@@ -46,7 +46,7 @@ from ..importer import (
     read_file,
 )
 from ..journey import CallPolicy
-from .commands import CommandError, _engine, _run, _settings
+from .commands import CommandError, command_engine, command_settings, run_command
 from .engine import StoreConfigError, make_engine, mask_url, normalize_url
 from .migrate import current_revision, upgrade
 from .models import CHILD_TABLES, calls, queue_visits
@@ -252,7 +252,7 @@ def cmd_import_queue_log(args: argparse.Namespace) -> int:
             raise CommandError("--table and --db-tz go with --from-db", 2)
         if not _TABLE_NAME.match(args.table):
             raise CommandError(f"--table {args.table!r}: not a table name (NAME or SCHEMA.NAME)", 2)
-        settings = _settings(args)
+        settings = command_settings(args)
         pbx = _pbx_name(args, settings)
         tz = _zone(args.db_tz) if args.from_db else None
         source_engine = None
@@ -272,7 +272,7 @@ def cmd_import_queue_log(args: argparse.Namespace) -> int:
         checked = True
         if args.dry_run:  # read the database if there is one; never create it
             try:
-                engine = _engine(settings, must_exist=True)
+                engine = command_engine(settings, must_exist=True)
             except CommandError as exc:
                 if exc.status == 2:
                     raise
@@ -281,7 +281,7 @@ def cmd_import_queue_log(args: argparse.Namespace) -> int:
                 engine = None
             checked = engine is not None
         else:
-            engine = _engine(settings)
+            engine = command_engine(settings)
             await upgrade(engine)
         batch: list[ImportedCall] = []
         stored_at = time.time()
@@ -318,4 +318,4 @@ def cmd_import_queue_log(args: argparse.Namespace) -> int:
         print(f"{prog}: " + _summary(source, stats, write, args.dry_run, checked) + f" (PBX {pbx})")
         return 0
 
-    return _run(prog, main)
+    return run_command(prog, main)
