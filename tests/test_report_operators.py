@@ -133,3 +133,17 @@ async def test_operator_rows_per_period_pbx_and_queue_filter(engine):
 
 QUEUES = {("Boris Petrov", "support"), ("Jüri Õunapuu", "sales"), ("Мария Иванова", "billing"),
           ("Anna Tamm", "support")}
+
+
+async def test_a_direct_call_is_an_operators_call_in_no_queue(engine):
+    """direct_call: the caller dials extension 201 (Jüri's); no queue figures, 201 answered one call in no queue (a
+    replay knows the extension only: no queue event ever named its member)."""
+    report = await stored_report(engine, final_records("direct_call"), by="day", tz=UTC, operator_figures=True)
+    assert report.rows == [] and report.operators is not None
+    (row, total) = report.operators
+    assert (row.kind, row.operator, row.queue, row.answered, row.transfers) == ("operator", "201", "", 1, 0)
+    assert row.talk_seconds > 0 and (total.kind, total.queue, total.answered) == ("operator_total", None, 1)
+    from onechance.store.report import render
+
+    table = render(report, "table")
+    assert "(no queue calls in this period)" in table and "(direct)" in table

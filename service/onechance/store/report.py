@@ -560,6 +560,8 @@ def _arrange(cells: dict[tuple[str, str, str], QueueRow], periods: Sequence[Peri
     grand = QueueRow("total", None if several else single, None, None, None)
     for p in periods:
         rows = sorted(by_period.get(p.label, ()), key=lambda r: (r.pbx or "", r.queue or ""))
+        if not rows:
+            continue  # a period with operator figures only
         out.extend(rows)
         period_total = QueueRow("total", None if several else single, None, p.label, p.start_iso)
         per_pbx: dict[str, QueueRow] = {}
@@ -575,7 +577,7 @@ def _arrange(cells: dict[tuple[str, str, str], QueueRow], periods: Sequence[Peri
                 pbx_totals.setdefault(name, QueueRow("total", name, None, None, None)).add(per_pbx[name])
         out.append(period_total)
         grand.add(period_total)
-    if len(periods) > 1:
+    if len(by_period) > 1:
         out.extend(queue_totals[k] for k in sorted(queue_totals))
     if several:
         out.extend(pbx_totals[k] for k in sorted(pbx_totals))
@@ -696,7 +698,7 @@ def queue_table_cells(report: Report, row: QueueRow) -> list[str]:
 
 QUEUE_HEAD = ("offered", "answered", "abandoned", "short", "timeouts", "rejected", "ASA s", "SL %", "SL2 %",
               "transfers", "bounced", "lost", "reached", "reached %", "callback s")
-OPERATOR_HEAD = ("answered", "talk s", "AHT s", "transfers", "bounced")
+OPERATOR_HEAD = ("answered", "talk s", "AHT s", "transfers", "made bounced")
 
 
 def queue_table_head(report: Report) -> list[str]:

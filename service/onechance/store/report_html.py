@@ -18,6 +18,7 @@ from .report import (
     Period,
     QueueRow,
     Report,
+    describe,
     operator_table_cells,
     operator_table_head,
     queue_table_cells,
@@ -260,8 +261,6 @@ def charts(report: Report) -> list[str]:
 
 def render_html(report: Report) -> str:
     """The report as one XHTML page with its charts and tables."""
-    from .report import describe
-
     title = f"onechance report {report.start_iso[:10]} - {report.end_iso[:10]}"
     body = [
         "<h1>Queue report</h1>",
