@@ -12,7 +12,10 @@ records, the raw AMI bytes), never onechance's journeys or database, and follows
   timed out within) / (answered + abandoned + timed out);
 * short abandon: ABANDON with ``waittime`` < 5;
 * transfers: BLINDTRANSFER and ATTENDEDTRANSFER lines of the queue;
-* bounced: a callid with 2 transfers or more, counted in the queue of its first ENTERQUEUE.
+* bounced: a callid with 2 transfers or more, counted in the queue of its first ENTERQUEUE;
+* every visit counts as queue_log ends it, the consultation call of an attended transfer too, also when
+  the caller it belongs to hung up before the transfer completed (load_a: a CONNECT in sales after the
+  caller had gone is answered: sales has 18 answered, queue_log's 18 CONNECT).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from onechance.cli import main
 from onechance.journey import CallPolicy, CallRecord
 from onechance.store import daily_figures, make_engine, store_journeys, upgrade
 from onechance.store.models import calls, queue_visits
-from onechance.store.report import FIELDS, parse_bound, render
+from onechance.store.report import CSV_FIELDS, FIELDS, ReportError, build_report, parse_bound, render
 
 from .storehelp import CAPTURES, DATA, final_records
 
@@ -81,7 +84,7 @@ class Figures:
         within = self.answered_in_sl + self.unanswered_in_sl
         return {
             "queue": queue,
-            "date": date,
+            "period": date,
             "offered": self.offered,
             "answered": self.answered,
             "abandoned": self.abandoned,
@@ -100,7 +103,6 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
     lines = [ln.split("|") for ln in (DATA / f"{name}.queue_log").read_text().splitlines() if ln.strip()]
     ami = ami_messages(DATA / f"{name}.ami")
     linkedid: dict[str, str] = {}
-    hangup: dict[str, float] = {}
     hangup_asked: dict[str, float] = {}
     queue_app: dict[str, str] = {}
     refused: list[tuple[str, float]] = []
@@ -114,8 +116,6 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
             serves.setdefault(m["DestUniqueid"], uid)
         if event == "Newchannel":
             linkedid[uid] = m["Linkedid"]
-        elif event == "Hangup":
-            hangup[uid] = float(m["Timestamp"])
         elif event in ("HangupRequest", "SoftHangupRequest"):
             hangup_asked.setdefault(uid, float(m["Timestamp"]))
         elif event == "Newexten" and m.get("Application") == "Queue":
@@ -147,13 +147,8 @@ def expected_from_queue_log(name: str) -> dict[tuple[str, str], dict]:
         elif event in ENDS:
             joined = open_visits.pop((callid, queue))
             f = figures[(queue, day(joined))]
-            # A consultation call answered after the call it belongs to had ended (its first channel
-            # hung up): onechance stops following an orphaned consultation and does not know how it
-            # ended, so it is offered but neither answered nor abandoned.  queue_log cannot tell; the
-            # AMI capture's Hangup times can.
-            first_channel = linkedid.get(callid, callid)
-            if hangup.get(first_channel, float("inf")) < epoch:
-                continue
+            # Every visit counts as queue_log ends it, also a consultation call answered (or abandoned)
+            # after the caller it belongs to had hung up (load_a: sales, CONNECT by Jüri Õunapuu).
             if event == "CONNECT":
                 hold = int(data[0])
                 f.answered += 1
@@ -213,11 +208,16 @@ async def report_for(url: str, journeys: list[CallRecord]) -> list[dict]:
 CALLBACK_FIGURES = ("lost", "recovered", "recovery_rate", "median_callback_seconds")
 
 
+#: what says which row it is, besides the queue and period
+ROW_KEYS = ("kind", "pbx", "period_start")
+
+
 def compare(ours: list[dict], expected: dict[tuple[str, str], dict]) -> None:
-    got = {(r["queue"], r["date"]): r for r in ours}
+    got = {(r["queue"], r["period"]): r for r in ours}
     assert sorted(got) == sorted(expected)
+    assert all(r["kind"] == "queue" and r["pbx"] == "" for r in ours)
     for key, exp in expected.items():
-        row = {k: v for k, v in got[key].items() if k not in CALLBACK_FIGURES}
+        row = {k: v for k, v in got[key].items() if k not in CALLBACK_FIGURES and k not in ROW_KEYS}
         asa, exp_asa = row.pop("asa_seconds"), exp["asa_seconds"]
         exp = {k: v for k, v in exp.items() if k != "asa_seconds"}
         assert row == exp, key
@@ -290,10 +290,16 @@ def test_days_follow_the_time_zone():
         parse_bound("22.11.2026", UTC)
 
 
-def test_render_formats():
-    assert render([], "json") == "[]\n"
-    assert render([], "csv").strip() == ",".join(FIELDS)
-    assert "no queue calls" in render([], "table")
+async def test_render_formats_of_an_empty_report(engine):
+    report = await build_report(engine, 0, 86400.0, by="day", tz=UTC)
+    assert json.loads(render(report, "json")) == {
+        "timezone": "UTC", "by": "day", "from": "1970-01-01T00:00:00+00:00", "to": "1970-01-02T00:00:00+00:00",
+        "pbxs": [], "rows": []}
+    assert render(report, "csv").strip() == ",".join(CSV_FIELDS)
+    assert "no queue calls" in render(report, "table")
+    assert "No queue calls" in render(report, "html")
+    with pytest.raises(ReportError, match="unknown format"):
+        render(report, "pdf")
 
 
 @pytest.fixture
@@ -301,6 +307,7 @@ def cli_env(monkeypatch, tmp_path, sqlite_url):
     monkeypatch.delenv("ONECHANCE_CONFIG", raising=False)
     monkeypatch.setenv("ONECHANCE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ONECHANCE_DATABASE__URL", sqlite_url)
+    monkeypatch.setenv("TZ", "UTC")  # the machine's zone, the report's default
     return monkeypatch
 
 
@@ -310,23 +317,36 @@ def test_report_command(cli_env, capsys):
     capsys.readouterr()
     day_ = "2026-11-22"
     assert main(["report", "--from", day_, "--to", day_, "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    assert (out["timezone"], out["by"], out["from"], out["pbxs"]) == ("UTC", "day", "2026-11-22T00:00:00+00:00", [""])
+    rows = out["rows"]
     assert [list(r) for r in rows] == [list(FIELDS)] * len(rows)
-    by_queue = {r["queue"]: r for r in rows}
+    by_queue = {r["queue"]: r for r in rows if r["kind"] == "queue"}
     assert set(by_queue) == {"billing", "empty", "sales", "support"}
     assert by_queue["empty"]["rejected"] == 1 and by_queue["empty"]["offered"] == 0
     assert by_queue["support"]["short_abandoned"] == 1 and by_queue["support"]["timeouts"] == 1
+    # the day's total, then the grand total: the same figures here (one day)
+    day_total, grand = rows[-2:]
+    assert (day_total["kind"], day_total["queue"], day_total["period"]) == ("total", None, day_)
+    assert (grand["kind"], grand["queue"], grand["period"]) == ("total", None, None)
+    assert {k: v for k, v in day_total.items() if k not in ("period", "period_start")} == \
+        {k: v for k, v in grand.items() if k not in ("period", "period_start")}
+    assert grand["offered"] == sum(r["offered"] for r in by_queue.values())
 
     assert main(["report", "--from", day_, "--queue", "sales", "--format", "csv"]) == 0
     csv_lines = capsys.readouterr().out.splitlines()
-    assert csv_lines[0] == ",".join(FIELDS) and len(csv_lines) == 2 and csv_lines[1].startswith("sales,2026-11-22,")
+    assert csv_lines[0] == ",".join(CSV_FIELDS) and len(csv_lines) == 4
+    assert csv_lines[1].startswith("UTC,queue,,sales,,2026-11-22,2026-11-22T00:00:00+00:00,")
+    assert csv_lines[2].startswith("UTC,total,,,,2026-11-22,") and csv_lines[3].startswith("UTC,total,,,,,,")
 
     assert main(["report", "--from", day_]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["queue", "date", "offered"] and len(table) == 6
+    assert table[0].startswith("Queues from 2026-11-22 00:00 to 2026-11-23 00:00") and "time zone UTC" in table[0]
+    assert table[2].split()[:3] == ["queue", "period", "offered"] and len(table) == 4 + 4 + 2
+    assert table[-1].split()[:2] == ["all", "queues"]
 
     assert main(["report", "--from", "2026-11-23", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    assert json.loads(capsys.readouterr().out)["rows"] == []
 
 
 def test_report_errors_are_one_line(cli_env, capsys, tmp_path):
@@ -336,6 +356,12 @@ def test_report_errors_are_one_line(cli_env, capsys, tmp_path):
     assert "before --from" in capsys.readouterr().err
     assert main(["report", "--tz", "Mars/Olympus"]) == 2
     assert "unknown time zone" in capsys.readouterr().err
+    assert main(["report", "--by", "year"]) == 2
+    assert capsys.readouterr().err == "onechance report: unknown --by 'year' (hour, day, week or month)\n"
+    assert main(["report", "--format", "pdf"]) == 2
+    assert capsys.readouterr().err == "onechance report: unknown --format 'pdf' (table, csv, json, html)\n"
+    assert main(["report", "--output", str(tmp_path / "nowhere" / "r.html")]) == 2
+    assert "no directory" in capsys.readouterr().err
     assert main(["report"]) == 1  # the database does not exist yet
     err = capsys.readouterr().err
     assert "no database at" in err and err.count("\n") == 1
@@ -376,8 +402,8 @@ def test_the_default_day_is_today_in_the_reports_time_zone(cli_env, sqlite_url, 
 
     asyncio.run(store())
     assert main(["report", "--tz", tz.key, "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [(r["date"], r["answered"]) for r in rows] == [(today.isoformat(), 1)]
+    rows = [r for r in json.loads(capsys.readouterr().out)["rows"] if r["kind"] == "queue"]
+    assert [(r["period"], r["answered"]) for r in rows] == [(today.isoformat(), 1)]
 
 
 async def _report_peak(engine, visits: int) -> tuple[list, int, set[tuple[str, str]]]:
@@ -436,7 +462,7 @@ def test_a_date_time_from_without_to_runs_to_the_end_of_its_day(cli_env, capsys)
     assert main(["report", "--from", "2026-11-22T00:00", "--format", "json"]) == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out) == whole_day
     assert main(["report", "--from", "2026-11-22T23:59", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []  # the capture's calls are earlier that day
+    assert json.loads(capsys.readouterr().out)["rows"] == []  # the capture's calls are earlier that day
 
 
 @pytest.mark.parametrize("name", CAPTURES)

@@ -269,16 +269,27 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
         p.set_defaults(func=_cmd_db)
 
-    rp = sub.add_parser("report", help="per-queue daily figures: offered, answered, abandoned, ASA, SL...")
+    rp = sub.add_parser("report", help="queue figures per hour, day, week or month: offered, answered, lost, "
+                                       "recovered, service level... (and per operator)",
+                        description="Queue figures per period from the journey store, with totals; "
+                                    "docs/reports.md defines every figure.")
     rp.add_argument("--from", dest="date_from", metavar="DAY",
                     help="first day, YYYY-MM-DD (or a date-time YYYY-MM-DDTHH:MM); default: today")
     rp.add_argument("--to", dest="date_to", metavar="DAY",
                     help="last day, included (default: the day of --from)")
+    rp.add_argument("--by", default="day", metavar="PERIOD",
+                    help="hour, day (default), week (ISO weeks, from Monday) or month, in the report's time zone")
     rp.add_argument("--queue", help="only this queue")
-    rp.add_argument("--pbx", help="only this PBX")
-    rp.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                    help="table (default), csv, or json (a list, one object per queue and day)")
-    rp.add_argument("--tz", default="UTC", help="time zone the days are counted in (default: UTC)")
+    rp.add_argument("--pbx", help="only this PBX (by default every PBX, one row per PBX when there are several)")
+    rp.add_argument("--operators", action="store_true",
+                    help="add per-operator figures: calls answered, talk time, AHT, transfers, bounced calls "
+                         "passed on")
+    rp.add_argument("--format", default="table", metavar="FORMAT",
+                    help="table (default), csv, json, or html (a self-contained page with charts)")
+    rp.add_argument("--output", metavar="FILE", help="write the report to FILE instead of the standard output")
+    rp.add_argument("--tz", default=None, metavar="ZONE",
+                    help="time zone of the periods, e.g. Europe/Tallinn (default: [report] timezone in the "
+                         "configuration, else the machine's own zone)")
     rp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
     rp.set_defaults(func=_cmd_report)
 

@@ -338,6 +338,25 @@ class DaemonSettings(_Section):
     tick_interval: float = Field(1.0, gt=0)  # how often each tracker is given the time (long waits, over-age calls)
 
 
+class ReportSettings(_Section):
+    """``[report]``: how ``onechance report`` counts periods."""
+
+    timezone: str | None = None  # IANA zone of the report's periods; unset: the machine's own zone
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_ok(cls, v: str | None) -> str | None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if v is None:
+            return v
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Europe/Tallinn, UTC)") from None
+        return v
+
+
 class Settings(BaseSettings):
     """Everything onechance reads from its environment."""
 
@@ -360,6 +379,7 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     alerts: AlertsSettings = AlertsSettings()
     callbacks: CallbacksSettings = CallbacksSettings()
+    report: ReportSettings = ReportSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -123,6 +123,8 @@ class JourneyTracker:
         # dial legs answered by a Local channel, confirmed as a real answer a moment later (see _on_dialend)
         self._unconfirmed: deque[tuple[float, CallState, OperatorLeg]] = deque()
         self._key_exits: dict[str, QueueVisit] = {}  # caller Uniqueid -> visit left after a key press
+        # call id -> when its caller hung up, for calls kept open while a consultation still waits in a queue
+        self._lingering: dict[str, float] = {}
         self._last_sweep = 0.0
         self.on_error = on_error
         self.events = 0
@@ -194,6 +196,8 @@ class JourneyTracker:
         while self._unconfirmed and self._unconfirmed[0][0] <= ts:
             _, call, leg = self._unconfirmed.popleft()
             self._confirm_answer(call, leg)
+        if self._lingering:
+            self._finish_lingering(ts)
         if ts - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = ts
             self._sweep(ts)
@@ -998,17 +1002,42 @@ class JourneyTracker:
         ch.alive = False
         call = ch.call
         # The journey is the caller's: it is over when the caller's last channel is gone, even if
-        # an orphaned consultation or operator channel lingers.
+        # an orphaned consultation or operator channel lingers -- but a consultation still waiting in a queue is
+        # followed until Asterisk says how that visit ends (CONNECT, ABANDON...: queue_log counts it), and the
+        # journey then ends at the caller's hang-up (see _finish_lingering).
         if ch.side == Side.CALLER:
             over = not any(c.alive and c.side == Side.CALLER for c in call.channels.values())
+            if over and self._consultation_waiting(call):
+                self._lingering.setdefault(call.journey.call_id, ts)
+                return
         else:
             over = not any(c.alive for c in call.channels.values())
         if over:
             self._finish(call, ts)
 
     # ---- ending ----------------------------------------------------------------------------------------
+    def _consultation_waiting(self, call: CallState) -> bool:
+        """A consultation visit of the call still waits in a queue, its channel up."""
+        for v in call.journey.visits:
+            if v.group != CALLER_GROUP and v.result == VisitResult.WAITING:
+                ch = self.index.get(v.channel)
+                if ch is not None and ch.alive:
+                    return True
+        return False
+
+    def _finish_lingering(self, now: float) -> None:
+        """Finish the calls whose caller is gone once no consultation of theirs waits in a queue any more."""
+        for call_id in list(self._lingering):
+            call = self.index.calls.get(call_id)
+            if call is None:
+                del self._lingering[call_id]
+            elif not self._consultation_waiting(call):
+                self._finish(call, now)
+
     def _finish(self, call: CallState, ts: float, reason: str | None = None) -> None:
         j = call.journey
+        # a call kept open for a consultation's queue visit ended when its caller hung up
+        end = self._lingering.pop(j.call_id, ts)
         if not self.index.finish(call):
             return
         for key in [k for k, leg in self._queue_legs.items() if leg in j.legs]:
@@ -1021,7 +1050,7 @@ class JourneyTracker:
                     # an orphaned consultation: the caller is gone and we stop following it
                     v.result = VisitResult.UNKNOWN
                 elif v.left_at is None and reason is None:
-                    v.left_at = ts
+                    v.left_at = end
                     v.result = VisitResult.ABANDONED
                 elif v.left_at is not None:
                     v.result = VisitResult.EXITED if v.exit_key else VisitResult.LEFT
@@ -1038,11 +1067,11 @@ class JourneyTracker:
             for p in mine:
                 self._unconfirmed.remove(p)
                 self._confirm_answer(call, p[2])
-        j.ended_at = ts
+        j.ended_at = end
         verdict = self.policy.verdict(j)
         j.hangup_by = self._hangup_by(j, verdict.outcome)
         if verdict.lost and j.direction != Direction.OUTBOUND:
-            self.remember_lost(LostCall(self.pbx, j.call_id, j.caller, j.first_queue, ts))
+            self.remember_lost(LostCall(self.pbx, j.call_id, j.caller, j.first_queue, end))
         self.report(UpdateKind.ENDED, call, ts, outcome=str(verdict.outcome))
 
     @staticmethod

@@ -13,14 +13,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prometheus_client import CollectorRegistry
 
 from ..journey import CallPolicy
 from .engine import SQLITE, StoreConfigError, describe, is_unavailable, make_engine, mask_url, normalize_url
 from .migrate import current_revision, downgrade, head_revision, upgrade
-from .report import daily_figures, parse_bound, render
+from .report import FORMATS, PERIODS, ReportError, build_report, local_zone, parse_bound, render, zone
 from .spool import SpoolError
 from .writer import JourneyWriter
 
@@ -120,35 +119,54 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 # ---- report --------------------------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    """``onechance report --from DAY --to DAY [--queue Q] [--format table|csv|json]``."""
+    """``onechance report [--from DAY] [--to DAY] [--by hour|day|week|month] [--queue Q] [--pbx P] [--operators]
+    [--format table|csv|json|html] [--output FILE] [--tz ZONE]``."""
     prog = "onechance report"
 
     async def main() -> int:
         settings = command_settings(args)
+        by = args.by
+        if by not in PERIODS:
+            raise CommandError(f"unknown --by {by!r} (hour, day, week or month)", 2)
+        fmt = args.format
+        if fmt not in FORMATS:
+            raise CommandError(f"unknown --format {fmt!r} ({', '.join(FORMATS)})", 2)
         try:
-            tz = ZoneInfo(args.tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise CommandError(f"unknown time zone {args.tz!r} (e.g. UTC, Europe/Tallinn)", 2) from None
-        today = datetime.now(tz).date().isoformat()  # the days of the report are days in --tz
-        first = args.date_from or today
-        try:
+            # the zone: --tz, else [report] timezone, else the machine's own
+            tz = zone(args.tz) if args.tz else (zone(settings.report.timezone) if settings.report.timezone
+                                                 else local_zone())
+            today = datetime.now(tz).date().isoformat()  # the days of the report are days in its zone
+            first = args.date_from or today
             start = parse_bound(first, tz)
             # without --to: to the end of the --from day (also when --from is a date-time)
             last = args.date_to or datetime.fromtimestamp(start, tz).date().isoformat()
             end = parse_bound(last, tz, end=True)
-        except ValueError as exc:
+        except ReportError as exc:
             raise CommandError(str(exc), 2) from None
         if end <= start:
             raise CommandError(f"--to {last} is before --from {first}", 2)
+        output = Path(args.output) if args.output else None
+        if output is not None and not output.parent.is_dir():
+            raise CommandError(f"--output {output}: no directory {output.parent}", 2)
         engine = command_engine(settings, must_exist=True)
         try:
             await _schema_check(engine)
-            rows = await daily_figures(engine, start, end, queue=args.queue, pbx=args.pbx,
-                                       policy=CallPolicy.from_settings(settings), tz=tz)
+            report = await build_report(engine, start, end, by=by, tz=tz, queue=args.queue, pbx=args.pbx,
+                                        policy=CallPolicy.from_settings(settings), operator_figures=args.operators)
         finally:
             await engine.dispose()
-        sys.stdout.write(render(rows, args.format))
-        sys.stdout.flush()
+        text = render(report, fmt)
+        if output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return 0
+        try:
+            partial = output.with_name(f".{output.name}.partial")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise CommandError(f"--output {output}: {exc.strerror or exc}", 1) from None
         return 0
 
     return run_command(prog, main)
