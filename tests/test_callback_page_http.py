@@ -21,6 +21,7 @@ from aiohttp import web
 
 from onechance.callback_page import MAX_FORM, Sessions
 from onechance.compose import build_app
+from onechance.config import ConfigError
 
 from .livehelp import api_for, fake_pbx, running, settings_for, settled
 
@@ -314,6 +315,10 @@ async def test_bad_form_values_are_400_pages(daemon):
     for query in ("?queue=%ff", "?pbx=%c3%28", "?queue=" + "q" * 201):
         status, headers, body = await c.request("GET", "/callbacks" + query, cookie=cookie)
         assert status == 400 and is_page(headers, body), query
+        # a good form under a bad address: refused before anything is done
+        status, headers, body = await c.request("POST", f"/callbacks/{eid}/claim{query}", cookie=cookie,
+                                                data={"csrf": csrf, "by": "Someone"})
+        assert status == 400 and is_page(headers, body), query
     entry = await api.json(f"/api/callbacks/{eid}")
     assert entry["state"] == "waiting" and entry["note"] is None and entry["claimed_by"] is None
 
@@ -389,6 +394,13 @@ async def test_the_landing_page_links_everything_and_the_page_headers(daemon):
     for name, ctype in (("page.css", "text/css"), ("page.js", "text/javascript")):
         status, headers, body = await c.request("GET", f"/static/{name}")
         assert status == 200 and headers["Content-Type"].startswith(ctype) and len(body) > 100
+
+
+async def test_a_channel_template_without_the_extension_is_a_configuration_error(tmp_path):
+    for template in ("PJSIP/101", "PJSIP/{ext}", "PJSIP/{extension}/{0}", "PJSIP/{extension"):
+        settings = settings_for([("pbx", 1)], callbacks={"originate": True, "originate_channel": template})
+        with pytest.raises(ConfigError, match=r"callbacks\.originate_channel"):
+            build_app(settings.model_copy(update={"data_dir": tmp_path}))
 
 
 # ---- over https -------------------------------------------------------------------------------------------

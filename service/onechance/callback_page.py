@@ -43,6 +43,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from importlib import resources
 from typing import Any, NoReturn, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -392,11 +393,10 @@ class CallbackPage:
         response.set_cookie(name, quote(value, safe=""), max_age=REMEMBER, path="/callbacks", httponly=True,
                             samesite="Strict", secure=request.secure)
 
-    def back(self, request: web.Request, message: str, anchor: str = "") -> web.Response:
+    def back(self, filters: Mapping[str, str], message: str, anchor: str = "") -> web.Response:
         """303 to the list (keeping its filter), with a signed message."""
         message = message[:MAX_FLASH]
-        params = {k: v for k in ("queue", "pbx") if (v := query_text(request, k))}
-        params.update(msg=message, sig=self.sessions.sign(message))
+        params = {**filters, "msg": message, "sig": self.sessions.sign(message)}
         return web.Response(status=303, headers={"Location": f"/callbacks?{urlencode(params)}{anchor}",
                                                  "Cache-Control": "no-store"})
 
@@ -473,6 +473,7 @@ class CallbackPage:
         return response
 
     async def act(self, request: web.Request) -> web.Response:
+        filters = {k: v for k in ("queue", "pbx") if (v := query_text(request, k))}  # checked before acting
         session = self.checked_post(request)
         form = await read_form(request)
         self.check_csrf(session, form)
@@ -506,7 +507,7 @@ class CallbackPage:
                 message, remember = await self._call(entry, extension), (EXT_COOKIE, extension)
         except WorklistError as exc:  # e.g. closed meanwhile by someone else or by a call
             message = f"Not done: {exc}"
-        response = self.back(request, message, anchor)
+        response = self.back(filters, message, anchor)
         if remember is not None:
             self.remember(request, response, *remember)
         return response
@@ -596,8 +597,6 @@ class CallbackPage:
 
 
 def web_reason(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
