@@ -367,6 +367,8 @@ class CallbackPage:
         self.sessions = Sessions(token, settings.session_hours, worklist.now)
         if originate is not None:
             check_channel(settings.originate_channel)
+        files = resources.files("onechance").joinpath("templates", "static")
+        self.static_files = {name: files.joinpath(name).read_text("utf-8") for name in STATIC}
 
     # ---- rendering ----
     def render(self, request: web.Request, template: str, context: dict[str, Any], status: int = 200,
@@ -425,8 +427,7 @@ class CallbackPage:
         name = request.match_info["name"]
         if name not in STATIC:
             _refuse(404, "no such file")
-        text = resources.files("onechance").joinpath("templates", "static", name).read_text("utf-8")
-        return web.Response(text=text, content_type=STATIC[name], charset="utf-8",
+        return web.Response(text=self.static_files[name], content_type=STATIC[name], charset="utf-8",
                             headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"})
 
     async def list_page(self, request: web.Request) -> web.Response:
@@ -589,8 +590,6 @@ class CallbackPage:
             message = {404: "there is no such page here", 405: "this address does not take that method",
                        413: "the request is too large"}.get(exc.status, exc.reason)
             return self.error_page(request, exc.status, message, headers=allow)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
         except Exception:
             log.exception("the callback page failed on %s %s", request.method, request.path)
             return self.error_page(request, 500, "something went wrong on our side; it is in the log")
