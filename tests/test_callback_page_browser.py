@@ -522,7 +522,7 @@ async def test_call_back_now_takes_digits_only(token_daemon):
         csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
         entry = re.search(r'<li class="entry \w+" id="e-([0-9a-f]+)" data-id="\1" data-pbx="xss"', page)
         assert csrf and entry
-        before = list(pbx.actions)
+        before = pbx.actions.count("originate"), len(pbx.originated)  # (the link's pings go on meanwhile)
         for bad in ("101\r\nAction: Command\r\nCommand: core stop now", "", "10a", "1" * 16, "١٠١", "+101",
                     "1 01"):
             async with s.post(f"{base}/callbacks/{entry.group(1)}/call",
@@ -530,7 +530,7 @@ async def test_call_back_now_takes_digits_only(token_daemon):
                 text = await resp.text()
                 assert resp.status == 400, (bad, resp.status)
                 assert "Your extension: digits only, 1 to 15 of them" in text
-        assert pbx.actions == before and len(pbx.originated) <= 1
+        assert (pbx.actions.count("originate"), len(pbx.originated)) == before
 
 
 async def test_logging_out_asks_for_the_token_again(token_daemon, chrome):
