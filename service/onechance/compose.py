@@ -7,7 +7,7 @@
               ├─ per PBX: AmiLink ──queue──> PbxPipeline ──> JourneyTracker ──> records
               │                                   └──> sinks: RecentCalls, CallMetrics, StoreSink
               ├─ CollectorRegistry: CallMetrics, LiveCollector, build info, the store's metrics
-              ├─ DaemonStatus (readiness, live calls) and the aiohttp application
+              ├─ DaemonStatus (readiness, live calls) and the aiohttp application (API, /callbacks page)
               └─ App: the lifecycle only (start, serve, drain)
 
 Everything is passed through constructors; nothing is patched afterwards and there is no global state.
@@ -30,6 +30,7 @@ from . import __version__
 from .alerts.model import Channel
 from .ami.link import AmiLink
 from .app import App, Service, serve
+from .callback_page import add_callback_page, originate_through
 from .config import AmiSettings, ChannelSettings, ConfigError, Settings
 from .demo_receiver import DemoReceiver
 from .errors import RateLimitedLog
@@ -199,6 +200,9 @@ def build_app(settings: Settings, *, demo: bool = False, store_query: CallQuery 
     token = settings.http.token.get_secret_value() if settings.http.token else None
     http = make_app(registry=registry, calls=calls, status=status, token=token, version=__version__,
                     worklist=worklist, alerts=AlertQuery(engine, outbox, settings.http.store_timeout))
+    links = {p.name: p.link for p in pipelines if p.link is not None}
+    add_callback_page(http, worklist, token=token, settings=settings.callbacks, version=__version__,
+                      originate=originate_through(links) if settings.callbacks.originate else None)
     recovery_window = settings.journey.recovery_window
 
     async def lost_calls(pbx: str) -> Sequence[LostCall]:
