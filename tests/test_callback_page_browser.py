@@ -84,6 +84,8 @@ class OriginatingPbx(DemoPbx):
                          login_fail_delay=0.05, **kw)
         self.ignore_actions.add("originate")  # answered below, not by the base class
         self.originated: list[dict[str, str]] = []
+        self.answer_after = 0.2  # seconds until the operator answers the phone (OriginateResponse)
+        self._answers: set[asyncio.Future[None]] = set()
 
     async def _read_action(self, conn: Any) -> dict[str, str] | None:
         action = await super()._read_action(conn)
@@ -94,13 +96,22 @@ class OriginatingPbx(DemoPbx):
             else:
                 self.originated.append(dict(action))
                 await self._send(conn, {"Response": "Success", **head, "Message": "Originate successfully queued"})
-                await asyncio.sleep(0.2)  # the operator picks up
-                await self._send(conn, {"Event": "OriginateResponse", "Privilege": "call,all", **head,
-                                        "Response": "Success", "Channel": action.get("channel", ""),
-                                        "Context": action.get("context", ""), "Exten": action.get("exten", ""),
-                                        "Reason": "4", "Uniqueid": "1795700000.1",
-                                        "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>"})
+                self._answers.add(asyncio.ensure_future(self._picked_up(conn, head, action)))
         return action
+
+    async def stop(self) -> None:
+        for answer in self._answers:
+            answer.cancel()
+        await super().stop()
+
+    async def _picked_up(self, conn: Any, head: dict[str, str], action: dict[str, str]) -> None:
+        await asyncio.sleep(self.answer_after)  # the operator picks up
+        if not conn.closed:
+            await self._send(conn, {"Event": "OriginateResponse", "Privilege": "call,all", **head,
+                                    "Response": "Success", "Channel": action.get("channel", ""),
+                                    "Context": action.get("context", ""), "Exten": action.get("exten", ""),
+                                    "Reason": "4", "Uniqueid": "1795700000.1",
+                                    "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>"})
 
 
 # ---- the browsers ---------------------------------------------------------------------------------------
@@ -491,9 +502,12 @@ async def test_call_back_now_rings_the_operator_then_dials_the_caller(token_daem
             fill(form.find_element(By.NAME, "extension"), extension)
         submit(d, form)
 
+    pbx.answer_after = 60.0  # the operator is slow to pick up: the page does not wait for that
+    started = time.monotonic()
     await inb(call, "101")
     assert await inb(flash, d) == "Calling your phone (101): answer it and the PBX dials the caller.", \
         await inb(lambda: d.find_element(By.TAG_NAME, "main").text)
+    assert time.monotonic() - started < 10
     assert len(pbx.originated) == 1
     sent = {k: v for k, v in pbx.originated[0].items() if k != "actionid"}
     assert sent == {"action": "Originate", "channel": "PJSIP/101", "context": "callback-out",

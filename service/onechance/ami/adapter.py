@@ -88,13 +88,14 @@ def _to_panoramisk(msg: AmiMessage) -> _Response:
 
 
 class _Pending:
-    __slots__ = ("action", "future", "on_complete")
+    __slots__ = ("action", "future", "on_complete", "single")
 
     def __init__(self, action: Action, future: asyncio.Future[Responses],
-                 on_complete: Callable[[Responses], None] | None) -> None:
+                 on_complete: Callable[[Responses], None] | None, single: bool = False) -> None:
         self.action = action
         self.future = future
         self.on_complete = on_complete
+        self.single = single
 
 
 class AmiConnection(AMIProtocol):  # type: ignore[misc]
@@ -130,16 +131,18 @@ class AmiConnection(AMIProtocol):  # type: ignore[misc]
         self.events.connection_made(self)
 
     # -- sending -----------------------------------------------------------------------------------------
-    def submit(self, fields: dict[str, str], on_complete: Callable[[Responses], None] | None = None
-               ) -> asyncio.Future[Responses]:
+    def submit(self, fields: dict[str, str], on_complete: Callable[[Responses], None] | None = None,
+               single: bool = False) -> asyncio.Future[Responses]:
         """Send one action; the future resolves to its responses.  ``on_complete`` runs synchronously when
-        the last one is read, in stream order with the events around it."""
+        the last one is read, in stream order with the events around it.  ``single``: the first response is
+        the whole answer (an asynchronous Originate: Asterisk's "successfully queued", whose
+        ``OriginateResponse`` event comes only once the phone answers; panoramisk would wait for it)."""
         future: asyncio.Future[Responses] = asyncio.get_running_loop().create_future()
         action = Action(fields)
         if self.closed:
             _fail(future, LinkLost("not connected"))
             return future
-        self._pending[action.id] = _Pending(action, future, on_complete)
+        self._pending[action.id] = _Pending(action, future, on_complete, single)
         self.responses[action.id] = action  # panoramisk's own view of what is pending
         try:
             self.transport.write(str(action).encode("utf-8"))
@@ -172,6 +175,13 @@ class AmiConnection(AMIProtocol):  # type: ignore[misc]
 
     def _complete(self, action_id: str, pending: _Pending, msg: AmiMessage) -> None:
         action = pending.action
+        if pending.single:
+            self._drop(action_id)
+            if not pending.future.done():
+                pending.future.set_result([msg])
+            if pending.on_complete is not None:
+                pending.on_complete([msg])
+            return
         try:
             done = bool(action.add_message(_to_panoramisk(msg)))
         except Exception as exc:  # panoramisk's multi-response heuristics can raise (issue #90)

@@ -79,7 +79,8 @@ class Session:
         self.overflowed = False
 
     async def action(self, fields: dict[str, str], timeout: float | None = None,
-                     on_complete: Callable[[Responses], None] | None = None, strict: bool = False) -> Responses:
+                     on_complete: Callable[[Responses], None] | None = None, strict: bool = False,
+                     single: bool = False) -> Responses:
         """Send one action and await its responses, at most ``timeout`` (``action_timeout``) seconds.
 
         Time spent with socket reading paused (back-pressure: the answer may be waiting unread behind the
@@ -88,7 +89,7 @@ class Session:
         if conn.closed:
             raise LinkLost("not connected")
         link = self.link
-        future = conn.submit({**fields, "ActionID": link.next_action_id()}, on_complete=on_complete)
+        future = conn.submit({**fields, "ActionID": link.next_action_id()}, on_complete=on_complete, single=single)
         limit = timeout or link.settings.action_timeout
         flow = link.flow
         try:
@@ -273,7 +274,7 @@ class AmiLink:
             raise AmiError(f"{self.name}: not connected to the PBX")
         responses = await session.action({"Action": "Originate", "Channel": channel, "Context": context,
                                           "Exten": exten, "Priority": "1", "CallerID": caller_id,
-                                          "Async": "true", "Timeout": "30000"})
+                                          "Async": "true", "Timeout": "30000"}, single=True)
         first = responses[0] if responses else None
         if first is None or not succeeded(first):
             why = first.headers.get("Message") if first is not None else "no answer"
