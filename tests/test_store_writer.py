@@ -520,3 +520,42 @@ async def test_spooling_never_fsyncs_on_the_event_loop(tmp_path, segment_bytes):
         threading.setprofile(None)
         await writer.close()
         await down.dispose()
+
+
+async def test_persist_returns_once_the_facts_are_in_the_spool_without_waiting_for_the_database(tmp_path):
+    """An alert must be durable before its first delivery, but nothing waits for the database: persist()
+    returns once the facts are fsync'd in the spool, even while the database is locked; the writer stores them
+    as soon as it can, and a newer version submitted meanwhile is not undone by the spooled older one."""
+    from onechance.store import list_alerts
+    from onechance.store.facts import AlertRow, DeliveryRow
+
+    path = tmp_path / "onechance.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}?timeout=30")
+    await upgrade(engine)
+    writer = new_writer(engine, tmp_path)
+    alert = AlertRow(id="a1", pbx="p", call_id="1.1", kind="abandoned", queue="support", caller="+3725550107",
+                     decided_at=100.0, created_at=100.5, state="open", resolved_at=None, payload={}, updated_at=1.0)
+    pending = DeliveryRow(alert_id="a1", channel="hook", state="pending", attempts=0, next_attempt_at=None,
+                          last_attempt_at=None, sent_at=None, resolved_sent_at=None, last_error=None,
+                          idempotency_key="k1", updated_at=1.0)
+    sent = dataclasses.replace(pending, state="sent", attempts=1, sent_at=2.0, updated_at=2.0)
+    try:
+        await writer.start()
+        assert await writer.wait_ready(timeout=10)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            await asyncio.wait_for(writer.persist([alert, pending]), 5)  # the database cannot take it now
+            spooled = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "spool").glob("spool-*.jsonl"))
+            assert '"a1"' in spooled and '"k1"' in spooled
+            writer.submit(sent)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert await writer.flush(timeout=30)
+        ((row, deliveries),) = await list_alerts(engine)
+        assert row.id == "a1" and [(d.state, d.attempts) for d in deliveries] == [("sent", 1)]
+        assert not list((tmp_path / "spool").glob("spool-*.jsonl")) or writer.spooled == 0
+    finally:
+        await writer.close()
+        await engine.dispose()

@@ -111,7 +111,8 @@ async def test_claim_note_done_by_hand_and_their_errors(store):
     assert worklist.entries() == [] and closed
     with pytest.raises(WorklistError, match="already closed"):
         await worklist.claim(entry.id, "Boris")
-    (row,) = await load_callbacks(engine, open_only=False)  # durable when the call returned
+    assert await writer.flush(timeout=10)  # durable (spooled) when the call returned, stored soon after
+    (row,) = await load_callbacks(engine, open_only=False)
     assert (row.state, row.resolution, row.done_reason, row.claimed_by, row.note) == (
         "done", "manual", "gave_up", "Anna", "no answer in 3 days")
     assert registry.get_sample_value("onechance_callbacks_resolved_total",

@@ -212,7 +212,7 @@ class Worklist:
         entry.calls.append(CallbackCall(r.pbx, r.call_id, r.first_queue, str(r.outcome), lost_at))
         entry.last_lost_at = max(entry.last_lost_at, lost_at)
         entry.caller_name = entry.caller_name or r.caller_name
-        entry.updated_at = now
+        _touch(entry, now)
         self._by_call[(r.pbx, r.call_id)] = entry
         self.store.submit(entry.row())
 
@@ -228,7 +228,7 @@ class Worklist:
         if any(a.call_id == r.call_id for a in entry.attempts):
             return
         entry.attempts.append(CallbackAttempt(uuid.uuid4().hex, r.started_at, r.dialled_by, r.call_id, answered))
-        entry.updated_at = self._clock()
+        _touch(entry, self._clock())
         if answered and entry.open:  # reached (the tracker's recovery may have closed it already)
             self._close(entry, "outbound", r.ended_at or update.at, resolved_by=r.call_id, persist=False)
         self.store.submit(entry.row())
@@ -272,7 +272,7 @@ class Worklist:
         return entry
 
     async def _save(self, entry: Entry) -> Entry:
-        entry.updated_at = self._clock()
+        _touch(entry, self._clock())
         await self.store.persist([entry.row()])
         return entry
 
@@ -282,7 +282,7 @@ class Worklist:
         entry.resolution = how
         entry.resolved_by_call = resolved_by or entry.resolved_by_call
         entry.closed_at = at
-        entry.updated_at = self._clock()
+        _touch(entry, self._clock())
         self._open.pop((entry.pbx, entry.caller_key), None)
         self._by_id.pop(entry.id, None)
         self._closed[entry.id] = entry
@@ -404,3 +404,9 @@ class _PendingCollector(Collector):
             oldest.add_metric(list(key), max(0.0, now - min(firsts)))
         yield pending
         yield oldest
+
+
+def _touch(entry: Entry, now: float) -> None:
+    """A new version of the entry: ``updated_at`` strictly increases (the store keeps the newest version, and a
+    version may reach it after a newer one: persisted through the spool, submitted through the queue)."""
+    entry.updated_at = max(now, entry.updated_at + 1e-6)

@@ -74,8 +74,10 @@ class _Delivery:
     last_error: str | None = None
     resolve_due: bool = False  # a "resolved" notice is owed to this (resolving) channel
     busy: bool = False  # an attempt is in flight
+    version: float = 0.0  # updated_at of the last row: strictly increasing (the store keeps the newest)
 
     def row(self, now: float) -> DeliveryRow:
+        self.version = now = max(now, self.version + 1e-6)
         return DeliveryRow(alert_id=self.alert.id, channel=self.channel, state=str(self.state),
                            attempts=self.attempts, next_attempt_at=self.next_at,
                            last_attempt_at=self.last_attempt_at, sent_at=self.sent_at,
@@ -88,8 +90,10 @@ class _AlertState:
     alert: Alert
     resolved_at: float | None = None
     deliveries: dict[str, _Delivery] = field(default_factory=dict)
+    version: float = 0.0  # updated_at of the last row: strictly increasing (the store keeps the newest)
 
     def row(self, now: float) -> AlertRow:
+        self.version = now = max(now, self.version + 1e-6)
         a = self.alert
         return AlertRow(id=a.id, pbx=a.pbx, call_id=a.call_id, kind=str(a.kind), queue=a.queue,
                         caller=a.record.caller, decided_at=a.decided_at, created_at=a.raised_at,

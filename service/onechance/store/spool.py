@@ -78,6 +78,7 @@ class Spool:
         # descriptors (duplicated) of what was written but not fsync'd yet: sealed segments, the directory
         # after a segment was created, the rejected file.  sync_in_thread() fsyncs them off the event loop.
         self._unsynced: list[tuple[int, str]] = []
+        self._sync_lock: asyncio.Lock | None = None  # one fsync at a time: see sync_in_thread
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -208,10 +209,15 @@ class Spool:
         """fsync everything written so far, in a worker thread: the event loop never waits for the disk
         (appends may go on meanwhile; a later call syncs them).  Raises :class:`SpoolError` when the disk
         refused (what was written may not be on it: the caller must not take it for durable)."""
-        pending = self._take_unsynced()
-        if not pending:
-            return
-        errors = await asyncio.to_thread(_fsync_all, pending)
+        # One at a time: a caller whose lines an fsync already in flight took must not return before it is
+        # done (under the lock, it finds that fsync finished; lines written after it began are still unsynced).
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            pending = self._take_unsynced()
+            if not pending:
+                return
+            errors = await asyncio.to_thread(_fsync_all, pending)
         if errors:
             raise SpoolError(f"cannot fsync the spool in {self.directory}: {'; '.join(errors)}")
 

@@ -223,11 +223,25 @@ class JourneyWriter:
             self._wake.set()
 
     async def persist(self, facts: Sequence[Fact]) -> None:
-        """Write facts at once (not after ``flush_interval``) and return once they are durable: in the database,
-        or fsync'd in the spool while it is unavailable.  Raises :class:`SpoolError` when neither took them
-        (they stay queued in memory and are written later)."""
+        """Return once these facts are durable on this machine's disk: appended to the spool and fsync'd (a few
+        milliseconds; nothing waits for the database), from where the writer stores them at once.  Before
+        start, or when the spool refuses, they are written to the database and this waits for that; raises
+        :class:`SpoolError` when neither took them (they stay queued in memory and are written later).
+
+        Spooled facts may reach the database before facts submitted earlier: harmless, since every fact row
+        is stored only over an older version of itself (``updated_at``)."""
         if not facts:
             return
+        if self._started and not self._closing:
+            try:
+                self._spool.append([to_line(fact) for fact in facts], sync=False)
+                await self._spool.sync_in_thread()
+            except SpoolError as exc:
+                self.m_failures.labels("spool").inc()
+                log.error("%s; waiting for the database instead", exc)
+            else:
+                self._wake.set()
+                return
         loop = asyncio.get_running_loop()
         waiters = []
         for fact in facts:
