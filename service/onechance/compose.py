@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from . import __version__
 from .alerts.model import Channel
 from .ami.link import AmiLink
+from .api_queues import DayFigures
 from .app import App, Service, serve
 from .config import AmiSettings, ConfigError, Settings
 from .errors import RateLimitedLog
@@ -189,8 +190,10 @@ def build_app(settings: Settings, *, store_query: CallQuery | None = None) -> Ap
     calls = MergedCallQuery(store_query if store_query is not None else StoreCallQuery(engine), recent,
                             timeout=settings.http.store_timeout)
     token = settings.http.token.get_secret_value() if settings.http.token else None
+    figures = DayFigures(engine, policy, timeout=settings.http.store_timeout)
     http = make_app(registry=registry, calls=calls, status=status, token=token, version=__version__,
-                    worklist=worklist, alerts=AlertQuery(engine, outbox, settings.http.store_timeout))
+                    worklist=worklist, alerts=AlertQuery(engine, outbox, settings.http.store_timeout),
+                    figures=figures, timezone=settings.alerts.timezone, region=settings.journey.default_region)
     recovery_window = settings.journey.recovery_window
 
     async def lost_calls(pbx: str) -> Sequence[LostCall]:

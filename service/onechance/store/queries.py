@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Row, Select, and_, case, exists, false, func, or_, select, true
@@ -255,6 +256,34 @@ class StoreCallQuery:
 
     async def get_call(self, call_id: str, pbx: str | None = None) -> CallJson | None:
         return await get_call(self.engine, call_id, pbx)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorFigures:
+    """What one operator (a name and, when known, an interface) did in a period: calls answered (talked with
+    the caller), talk time."""
+
+    pbx: str
+    operator: str
+    interface: str | None
+    calls: int
+    talk_seconds: float
+
+
+async def operator_figures(engine: AsyncEngine, start: float, end: float, *,
+                           pbx: str | None = None) -> list[OperatorFigures]:
+    """Per PBX, operator and interface: the calls answered in ``[start, end)`` (by when the operator answered;
+    a call counted once per operator however many times they took it) and the talk time of those answers."""
+    leg = operator_legs.c
+    q = (select(leg.pbx, leg.operator, leg.interface, func.count(func.distinct(leg.call_id)).label("calls"),
+                func.coalesce(func.sum(leg.talk_seconds), 0.0).label("talk"))
+         .where(leg.answered_at >= start, leg.answered_at < end)
+         .group_by(leg.pbx, leg.operator, leg.interface))
+    if pbx is not None:
+        q = q.where(leg.pbx == pbx)
+    async with engine.connect() as conn:
+        return [OperatorFigures(r.pbx, r.operator, r.interface, int(r.calls), round(float(r.talk), 3))
+                for r in await conn.execute(q)]
 
 
 async def load_lost_calls(
