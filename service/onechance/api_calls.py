@@ -176,7 +176,7 @@ def next_link(request: web.Request, flt: CallFilter, found: CallPage) -> str | N
     if not found.more or not found.calls:
         return None
     items = [(k, v) for k, v in request.query.items() if k not in ("cursor", "offset")]
-    if flt.offset and flt.after is None:
+    if "offset" in request.query:  # the client pages by offset
         items.append(("offset", str(flt.offset + flt.limit)))
     else:
         items.append(("cursor", encode_cursor(flt.order, call_key(found.calls[-1]))))
