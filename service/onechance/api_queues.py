@@ -35,7 +35,7 @@ from .status import DaemonStatus
 from .store.queries import OperatorFigures, operator_figures
 from .store.report import QueueDay, daily_figures
 
-__all__ = ["DayFigures", "Zone", "add_queue_routes", "day_bounds", "local_zone", "resolve_zone"]
+__all__ = ["FIGURES_KEY", "DayFigures", "Zone", "add_queue_routes", "day_bounds", "local_zone", "resolve_zone"]
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,10 @@ def _operators(pbx: str, members: list[Member], figures: list[OperatorFigures] |
 
 
 # ---- routes ------------------------------------------------------------------------------------------
+#: the application's :class:`DayFigures` (for tests and tools: its query counters)
+FIGURES_KEY = web.AppKey("onechance_day_figures", DayFigures)
+
+
 def _json(data: Any) -> web.Response:
     return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
@@ -282,5 +286,7 @@ def add_queue_routes(app: web.Application, status: DaemonStatus, figures: DayFig
             out.extend({"pbx": pbx, **o} for o in _operators(pbx, members, found, queues))
         return _json({"date": day.isoformat(), "timezone": zone.name, "operators": out, "partial": found is None})
 
+    if figures is not None:
+        app[FIGURES_KEY] = figures
     app.router.add_get("/api/queues", list_queues)
     app.router.add_get("/api/operators", list_operators)
