@@ -297,3 +297,25 @@ async def test_a_database_that_refuses_leaves_the_live_figures():
             assert all(o["answered"] is None and o["talk_seconds"] is None for o in ops["operators"])
             calls = await api.json("/api/calls")
             assert calls["partial"] is True and calls["total"] == 1
+
+
+async def test_a_request_that_goes_away_does_not_cancel_the_shared_query(tmp_path):
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'onechance.db'}")
+    figures = DayFigures(engine, CallPolicy(), ttl=60.0)
+    release = asyncio.Event()
+
+    async def slow() -> list[int]:
+        await release.wait()
+        return [1]
+
+    try:
+        first = asyncio.create_task(figures._cached(("k",), slow))
+        second = asyncio.create_task(figures._cached(("k",), slow))
+        await asyncio.sleep(0.05)
+        first.cancel()  # the client of the first request hung up
+        release.set()
+        assert await second == [1]
+        assert first.cancelled() and figures.queries == 1 and figures.failures == 0
+        assert await figures._cached(("k",), slow) == [1] and figures.queries == 1  # cached, not a failure
+    finally:
+        await engine.dispose()

@@ -117,23 +117,25 @@ class DayFigures:
         self.queries = 0  # store queries made (the rest came from the cache)
         self.failures = 0
         self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
-        self._running: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+        self._running: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
 
     async def _cached(self, key: tuple[Any, ...], load: Callable[[], Awaitable[T]]) -> T | None:
-        now = self.clock()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > self.clock():
             value: T | None = hit[1]
             return value
-        running = self._running.get(key)
-        if running is not None:
-            shared: T | None = await asyncio.shield(running)
-            return shared
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
+        task = self._running.get(key)
+        if task is None:
+            # a task of its own: a request that goes away (its handler cancelled) does not cancel the query the
+            # other requests wait for
+            task = self._running[key] = asyncio.create_task(self._load(key, load))
+        shared: T | None = await asyncio.shield(task)
+        return shared
+
+    async def _load(self, key: tuple[Any, ...], load: Callable[[], Awaitable[T]]) -> T | None:
         result: T | None = None
+        self.queries += 1
         try:
-            self.queries += 1
             async with asyncio.timeout(self.timeout):
                 result = await load()
         except Exception as exc:  # the database is down, broken or stuck: the live figures answer alone
@@ -141,13 +143,12 @@ class DayFigures:
             log.warning("day figures: store query failed: %s",
                         "no answer in time" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__)
         finally:
-            self._cache[key] = (self.clock() + self.ttl, result)
+            now = self.clock()
+            self._cache[key] = (now + self.ttl, result)
+            self._running.pop(key, None)
             if len(self._cache) > 256:
-                stale = [k for k, (until, _v) in self._cache.items() if until <= now]
-                for k in stale:
-                    self._cache.pop(k, None)
-            future.set_result(result)
-            del self._running[key]
+                for k in [k for k, (until, _v) in self._cache.items() if until <= now]:
+                    del self._cache[k]
         return result
 
     async def queues(self, pbx: str, start: float, end: float, zone: Zone) -> dict[str, QueueDay] | None:
