@@ -11,6 +11,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +154,17 @@ class Api:
         return body
 
     async def calls(self, **params: str) -> list[dict[str, Any]]:
-        body = await self.json("/api/calls", params={"limit": "1000", **params})
-        return body["calls"]
+        """Every call ``/api/calls`` gives for ``params`` (its next links followed) in the replay shape: the
+        ISO 8601 times the API adds are checked against the epoch fields, then taken out."""
+        out: list[dict[str, Any]] = []
+        path, query = "/api/calls", {"limit": "1000", **params}
+        for _ in range(1000):
+            body = await self.json(path, params=query)
+            out.extend(without_iso(c) for c in body["calls"])
+            if body["next"] is None:
+                return out
+            path, query = body["next"], None
+        raise AssertionError("more than 1000 pages")
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics: (name, sorted labels) -> value."""
@@ -165,6 +175,19 @@ class Api:
             for s in family.samples:
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
         return out
+
+
+def without_iso(call: dict[str, Any]) -> dict[str, Any]:
+    """A call of the API without the ISO 8601 times it adds, after checking they say what the epoch fields say."""
+    out = dict(call)
+    for name in ("started_at", "ended_at"):
+        text = out.pop(f"{name}_iso")
+        if out[name] is None:
+            assert text is None, (name, call)
+        else:
+            assert text.endswith("Z"), text
+            assert abs(datetime.fromisoformat(text).timestamp() - out[name]) < 0.0015, (name, text, out[name])
+    return out
 
 
 @contextlib.asynccontextmanager

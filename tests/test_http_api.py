@@ -1,4 +1,7 @@
-"""The HTTP API over real HTTP: authentication, filters, errors, one call, the live view."""
+"""The HTTP API over real HTTP: authentication, filters, errors, one call, the live view.
+
+(``test_api_*.py``: paging, every filter on both stores, CSV, the merge with memory, queues and operators, the
+OpenAPI description.)"""
 
 from __future__ import annotations
 
@@ -14,7 +17,18 @@ import pytest_asyncio
 from onechance.demo import Hold, load_capture
 from onechance.replay import replay_files
 
-from .livehelp import api_for, capture, fake_pbx, pipeline, running, sample, settings_for, settled, wait_until
+from .livehelp import (
+    api_for,
+    capture,
+    fake_pbx,
+    pipeline,
+    running,
+    sample,
+    settings_for,
+    settled,
+    wait_until,
+    without_iso,
+)
 from .truthcheck import DATA
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -52,6 +66,22 @@ async def test_api_needs_the_bearer_token(daemon):
     assert status == 200
 
 
+@pytest.mark.parametrize("header", [f"bearer {TOKEN}", f"BEARER {TOKEN}", f"BeArEr {TOKEN}", f"Bearer  {TOKEN}",
+                                    f"Bearer {TOKEN} "])
+async def test_the_auth_scheme_is_case_insensitive(daemon, header):
+    _app, api = daemon
+    status, body = await api.get("/api/calls", headers={"Authorization": header}, params={"limit": "1"})
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("header", [f"Basic {TOKEN}", f"Bearer{TOKEN}", "Bearer", f"Bearer {TOKEN}x",
+                                    f"Bearer {TOKEN[:-1]}", f"{TOKEN} Bearer", f"Token {TOKEN}"])
+async def test_anything_but_the_bearer_token_is_refused(daemon, header):
+    _app, api = daemon
+    status, body = await api.get("/api/calls", headers={"Authorization": header})
+    assert status == 401 and body == {"error": "missing or wrong bearer token"}
+
+
 async def test_a_token_that_is_not_utf8_gets_a_401_not_a_500(daemon):
     app, _api = daemon
     reader, writer = await asyncio.open_connection("127.0.0.1", app.http_port)
@@ -76,10 +106,15 @@ async def test_health_ready_and_metrics_need_no_token(daemon):
 
 async def test_calls_newest_first_in_the_replay_shape(daemon):
     _app, api = daemon
-    calls = await api.calls()
-    want = sorted(_all(), key=lambda c: (c["started_at"], c["call_id"]), reverse=True)
+    calls = await api.calls()  # the ISO times checked and taken out (livehelp.without_iso)
+    want = sorted(_all(), key=lambda c: (c["started_at"], c["call_id"], c["pbx"]), reverse=True)
     assert calls == want
-    assert [c["call_id"] for c in await api.calls(limit="2")] == [c["call_id"] for c in want[:2]]
+    body = await api.json("/api/calls", params={"limit": "2"})
+    assert [c["call_id"] for c in body["calls"]] == [c["call_id"] for c in want[:2]]
+    assert body["total"] == len(want) and body["partial"] is False and "cursor=" in body["next"]
+    first = body["calls"][0]
+    assert list(first)[list(first).index("started_at") + 1] == "started_at_iso"  # next to the epoch field
+    assert list(first)[list(first).index("ended_at") + 1] == "ended_at_iso"
 
 
 @pytest.mark.parametrize("params, expected", [
@@ -119,6 +154,8 @@ async def test_since_takes_epoch_seconds_or_iso_dates(daemon):
     ({"since": "nan"}, "since"),
     ({"since": "inf"}, "since"),
     ({"sort": "asc"}, "unknown parameter"),
+    ({"lost": "maybe"}, "lost"),
+    ({"cursor": "not-a-cursor"}, "cursor"),
 ])
 async def test_bad_parameters_get_a_400_with_a_json_error(daemon, params, message):
     _app, api = daemon
@@ -130,14 +167,14 @@ async def test_bad_parameters_get_a_400_with_a_json_error(daemon, params, messag
 async def test_limit_up_to_1000(daemon):
     _app, api = daemon
     status, body = await api.get("/api/calls", params={"limit": "1000"})
-    assert status == 200 and len(body["calls"]) == len(_all())
+    assert status == 200 and len(body["calls"]) == len(_all()) and body["next"] is None
 
 
 async def test_one_call_by_id(daemon):
     _app, api = daemon
     want = _all()[0]
-    assert await api.json(f"/api/calls/{want['call_id']}") == want
-    assert await api.json(f"/api/calls/{want['call_id']}", params={"pbx": want["pbx"]}) == want
+    assert without_iso(await api.json(f"/api/calls/{want['call_id']}")) == want
+    assert without_iso(await api.json(f"/api/calls/{want['call_id']}", params={"pbx": want["pbx"]})) == want
     status, body = await api.get(f"/api/calls/{want['call_id']}", params={"pbx": "elsewhere"})
     assert status == 404 and "no call" in body["error"]
     status, body = await api.get("/api/calls/1234.5")
@@ -146,6 +183,9 @@ async def test_one_call_by_id(daemon):
     assert status == 400
     status, body = await api.get("/api/nothing-here")
     assert status == 404 and "error" in body
+    async with api.session.post(api.base + "/api/calls", headers=api.headers) as resp:
+        assert resp.status == 405 and await resp.json() == {"error": "Method Not Allowed"}
+        assert resp.headers["Allow"] == "GET,HEAD"
 
 
 async def test_live_view_while_a_caller_waits():
@@ -201,15 +241,24 @@ class StuckStore:
     def __init__(self) -> None:
         self.queries = 0
 
-    async def list_calls(self, flt: Any) -> list[dict[str, Any]]:
+    async def _stuck(self) -> Any:
         self.queries += 1
         await asyncio.Event().wait()
-        return []
+
+    async def list_calls(self, flt: Any) -> list[dict[str, Any]]:
+        return await self._stuck()
+
+    async def count_calls(self, flt: Any) -> int:
+        return await self._stuck()
+
+    async def stored_versions(self, keys: Any, flt: Any) -> dict[Any, Any]:
+        return await self._stuck()
+
+    async def stored_calls(self, keys: Any) -> dict[Any, Any]:
+        return await self._stuck()
 
     async def get_call(self, call_id: str, pbx: str | None = None) -> dict[str, Any] | None:
-        self.queries += 1
-        await asyncio.Event().wait()
-        return None
+        return await self._stuck()
 
 
 async def test_a_request_stuck_in_flight_does_not_hold_up_the_exit():
@@ -232,7 +281,9 @@ async def test_a_stuck_store_query_is_answered_from_memory():
                                                     store_query=stuck) as app:
         await settled(app, "p", pbx)
         async with api_for(app) as api:
-            calls = await asyncio.wait_for(api.calls(), 3)
-            assert [c["outcome"] for c in calls] == ["answered"]
-            assert await asyncio.wait_for(api.json(f"/api/calls/{calls[0]['call_id']}"), 3) == calls[0]
+            body = await asyncio.wait_for(api.json("/api/calls"), 3)
+            assert [c["outcome"] for c in body["calls"]] == ["answered"]
+            assert body["partial"] is True and body["total"] == 1 and body["next"] is None
+            (call,) = body["calls"]
+            assert await asyncio.wait_for(api.json(f"/api/calls/{call['call_id']}"), 3) == call
     assert stuck.queries == 2

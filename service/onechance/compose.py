@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from . import __version__
 from .alerts.model import Channel
 from .ami.link import AmiLink
+from .api_queues import DayFigures
 from .app import App, Service, serve
 from .callback_page import add_callback_page, originate_through
 from .config import AmiSettings, ChannelSettings, ConfigError, Settings
@@ -198,8 +199,10 @@ def build_app(settings: Settings, *, demo: bool = False, store_query: CallQuery 
     calls = MergedCallQuery(store_query if store_query is not None else StoreCallQuery(engine), recent,
                             timeout=settings.http.store_timeout)
     token = settings.http.token.get_secret_value() if settings.http.token else None
+    figures = DayFigures(engine, policy, timeout=settings.http.store_timeout)
     http = make_app(registry=registry, calls=calls, status=status, token=token, version=__version__,
-                    worklist=worklist, alerts=AlertQuery(engine, outbox, settings.http.store_timeout))
+                    worklist=worklist, alerts=AlertQuery(engine, outbox, settings.http.store_timeout),
+                    figures=figures, timezone=settings.alerts.timezone, region=settings.journey.default_region)
     links = {p.name: p.link for p in pipelines if p.link is not None}
     add_callback_page(http, worklist, token=token, settings=settings.callbacks, version=__version__,
                       originate=originate_through(links) if settings.callbacks.originate else None)

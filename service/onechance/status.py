@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .journey import CallJson
+from .members import Member, MemberState
 from .pipeline import PbxPipeline
 
 __all__ = ["DaemonStatus", "StoreStatus"]
@@ -47,13 +48,35 @@ class DaemonStatus:
         queues: dict[str, dict[str, Any]] = {}
         for p in self.pipelines:
             calls.extend(r.to_json() for r in p.tracker.live())
-            now = p.pbx_now()
-            queues[p.name] = {
-                q: {"callers": len(joins), "oldest_wait_seconds": round(max(0.0, now - min(joins)), 3)}
-                for q, joins in sorted(p.tracker.waiting_by_queue().items())
-            }
+            queues[p.name] = {q: {"callers": waiting, "oldest_wait_seconds": oldest}
+                              for q, (waiting, oldest) in sorted(self._waiting(p).items())}
         calls.sort(key=lambda c: (c["started_at"], c["call_id"]))
         return {"calls": calls, "queues": queues}
+
+    @staticmethod
+    def _waiting(p: PbxPipeline) -> dict[str, tuple[int, float]]:
+        now = p.pbx_now()
+        return {q: (len(joins), round(max(0.0, now - min(joins)), 3))
+                for q, joins in p.tracker.waiting_by_queue().items()}
+
+    def queues_now(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per PBX and queue (every queue known: configured, listed by the PBX, seen, with members or callers):
+        ``{"waiting", "oldest_wait_seconds", "members": {state: count for every state}}``."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for p in self.pipelines:
+            waiting = self._waiting(p)
+            counts = p.members.counts()
+            names = set(p.known_queues()) | set(waiting) | {q for q, _s in counts}
+            out[p.name] = {
+                q: {"waiting": waiting.get(q, (0, 0.0))[0], "oldest_wait_seconds": waiting.get(q, (0, 0.0))[1],
+                    "members": {str(s): counts.get((q, s), 0) for s in MemberState}}
+                for q in sorted(n for n in names if n)
+            }
+        return out
+
+    def members_now(self) -> dict[str, list[Member]]:
+        """Per PBX: every queue member (one per queue and interface), as last reported."""
+        return {p.name: list(p.members.members()) for p in self.pipelines}
 
     def live_call(self, call_id: str, pbx: str | None = None) -> CallJson | None:
         """One call in progress, found by id (no scan of the others)."""

@@ -8,18 +8,28 @@ columns applied.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, Select, exists, select
+from sqlalchemy import ColumnElement, Row, Select, and_, case, exists, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..journey import CallJson, CallRecord, LostCall
 from .facts import AlertRow, CallbackAttempt, CallbackCall, CallbackRow, DeliveryRow
-from .models import alert_deliveries, alerts, callback_attempts, callback_calls, callbacks, calls, queue_visits
+from .models import (
+    alert_deliveries,
+    alerts,
+    callback_attempts,
+    callback_calls,
+    callbacks,
+    calls,
+    operator_legs,
+    queue_visits,
+)
 
 if TYPE_CHECKING:
-    from ..sinks import CallFilter
+    from ..sinks import CallFilter, StoredVersion
 
 MAX_LIMIT = 10000
 
@@ -43,6 +53,66 @@ def stored_call(row: Row[Any]) -> CallJson:
     return record.to_json()
 
 
+def call_conditions(flt: CallFilter) -> list[ColumnElement[bool]]:
+    """The SQL of a :class:`~onechance.sinks.CallFilter`'s filters (paging aside): the same meaning as
+    ``CallFilter.matches`` on the calls in memory."""
+    c = calls.c
+    out: list[ColumnElement[bool]] = []
+    if flt.since is not None:
+        out.append(c.started_at >= flt.since)
+    if flt.until is not None:
+        out.append(c.started_at < flt.until)
+    if flt.outcomes is not None:
+        out.append(c.outcome.in_(sorted(flt.outcomes)))
+    pbxs = flt.pbxs
+    if pbxs is not None:
+        out.append(c.pbx.in_(sorted(pbxs)))
+    if flt.callers is not None:
+        out.append(c.caller_key.in_(sorted(flt.callers)))
+    if flt.directions is not None:
+        out.append(c.direction.in_(sorted(flt.directions)))
+    for name in ("lost", "recovered", "uncertain", "bounced"):
+        wanted = getattr(flt, name)
+        if wanted is not None:
+            out.append(c[name].is_(wanted))
+    queues = flt.queues
+    if queues is not None:
+        v = queue_visits.c
+        out.append(exists().where(v.pbx == c.pbx, v.call_id == c.call_id, v.queue.in_(sorted(queues)),
+                                  v.caller_visit.is_(True)))
+    if flt.operators is not None:
+        leg = operator_legs.c
+        out.append(exists().where(leg.pbx == c.pbx, leg.call_id == c.call_id,
+                                  leg.operator.in_(sorted(flt.operators))))
+    return out
+
+
+def _text(col: ColumnElement[str], dialect: str) -> ColumnElement[str]:
+    """Text compared by code point, as Python compares it (PostgreSQL's default collation may not)."""
+    return col.collate("C") if dialect == "postgresql" else col
+
+
+def _keys(dialect: str) -> tuple[ColumnElement[Any], ColumnElement[str], ColumnElement[str]]:
+    return calls.c.started_at, _text(calls.c.call_id, dialect), _text(calls.c.pbx, dialect)
+
+
+def _after(key: tuple[float, str, str], descending: bool, dialect: str) -> ColumnElement[bool]:
+    """Calls after ``key`` (started_at, call_id, pbx) in the order."""
+    started, call_id, pbx = _keys(dialect)
+    s, cid, p = key
+    if descending:
+        return or_(started < s, and_(started == s, or_(call_id < cid, and_(call_id == cid, pbx < p))))
+    return or_(started > s, and_(started == s, or_(call_id > cid, and_(call_id == cid, pbx > p))))
+
+
+def _order_by(descending: bool, dialect: str) -> list[ColumnElement[Any]]:
+    return [k.desc() if descending else k.asc() for k in _keys(dialect)]
+
+
+_CALL_COLUMNS = (calls.c.journey, calls.c.lost, calls.c.recovered, calls.c.recovered_by, calls.c.recovered_at,
+                 calls.c.recovered_how)
+
+
 def _calls_query(
     *,
     since: float | None = None,
@@ -55,34 +125,14 @@ def _calls_query(
     recovered: bool | None = None,
     bounced: bool | None = None,
 ) -> Select[Any]:
-    q = select(calls.c.journey, calls.c.lost, calls.c.recovered, calls.c.recovered_by, calls.c.recovered_at,
-               calls.c.recovered_how)
-    if since is not None:
-        q = q.where(calls.c.started_at >= since)
-    if until is not None:
-        q = q.where(calls.c.started_at < until)
+    from ..sinks import CallFilter
+
     outcomes = _as_list(outcome)
-    if outcomes:
-        q = q.where(calls.c.outcome.in_(outcomes))
-    if queue:
-        q = q.where(
-            exists().where(
-                queue_visits.c.pbx == calls.c.pbx,
-                queue_visits.c.call_id == calls.c.call_id,
-                queue_visits.c.queue == queue,
-                queue_visits.c.caller_visit.is_(True),
-            )
-        )
+    flt = CallFilter(since=since, until=until, outcomes=frozenset(outcomes) if outcomes else None,
+                     queue=queue or None, pbx=pbx, lost=lost, recovered=recovered, bounced=bounced)
+    q = select(*_CALL_COLUMNS).where(*call_conditions(flt))
     if caller:
-        q = q.where(calls.c.caller == caller)
-    if pbx is not None:
-        q = q.where(calls.c.pbx == pbx)
-    if lost is not None:
-        q = q.where(calls.c.lost.is_(lost))
-    if recovered is not None:
-        q = q.where(calls.c.recovered.is_(recovered))
-    if bounced is not None:
-        q = q.where(calls.c.bounced.is_(bounced))
+        q = q.where(calls.c.caller == caller)  # the number exactly as stored
     return q
 
 
@@ -102,12 +152,12 @@ async def list_calls(
     newest_first: bool = True,
 ) -> list[CallJson]:
     """Stored calls that started in ``[since, until)`` (epoch seconds), filtered by outcome (one or
-    several, or a comma-separated string), queue (any queue the caller visited), caller number, PBX."""
+    several, or a comma-separated string), queue (any queue the caller visited), caller number (exactly as
+    stored), PBX."""
     q = _calls_query(since=since, until=until, outcome=outcome, queue=queue, caller=caller, pbx=pbx,
                      lost=lost, bounced=bounced)
-    order = (calls.c.started_at.desc(), calls.c.call_id.desc()) if newest_first else (
-        calls.c.started_at.asc(), calls.c.call_id.asc())
-    q = q.order_by(*order).limit(max(0, min(limit, MAX_LIMIT))).offset(max(0, offset))
+    q = q.order_by(*_order_by(newest_first, engine.dialect.name))
+    q = q.limit(max(0, min(limit, MAX_LIMIT))).offset(max(0, offset))
     async with engine.connect() as conn:
         return [stored_call(row) for row in await conn.execute(q)]
 
@@ -139,25 +189,101 @@ async def callback_worklist(
         return [stored_call(row) for row in await conn.execute(q)]
 
 
+def _by_pbx(keys: Collection[tuple[str, str]], size: int = 500) -> Iterable[tuple[str, list[str]]]:
+    """Keys grouped by PBX, in chunks of ``size`` call ids."""
+    grouped: dict[str, list[str]] = {}
+    for pbx, call_id in keys:
+        grouped.setdefault(pbx, []).append(call_id)
+    for pbx, ids in grouped.items():
+        unique = sorted(set(ids))
+        for start in range(0, len(unique), size):
+            yield pbx, unique[start:start + size]
+
+
 class StoreCallQuery:
-    """The HTTP API's call query (``onechance.sinks.CallQuery``) backed by the store."""
+    """The HTTP API's call query (``onechance.sinks.CallStore``) backed by the store."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
     async def list_calls(self, flt: CallFilter) -> list[CallJson]:
-        """Calls matching a ``CallFilter`` (since, outcomes, queue, pbx, limit), newest first."""
-        return await list_calls(
-            self.engine,
-            since=flt.since,
-            outcome=sorted(flt.outcomes) if flt.outcomes is not None else None,
-            queue=flt.queue,
-            pbx=flt.pbx,
-            limit=flt.limit,
-        )
+        """Calls matching a ``CallFilter``, in its order, after its cursor (``after``), from its offset, at
+        most its limit."""
+        q = select(*_CALL_COLUMNS).where(*call_conditions(flt))
+        if flt.after is not None:
+            q = q.where(_after(flt.after, flt.descending, self.dialect))
+        q = q.order_by(*_order_by(flt.descending, self.dialect)).limit(max(0, flt.limit)).offset(max(0, flt.offset))
+        async with self.engine.connect() as conn:
+            return [stored_call(row) for row in await conn.execute(q)]
+
+    async def count_calls(self, flt: CallFilter) -> int:
+        q = select(func.count()).select_from(calls).where(*call_conditions(flt))
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(q)).scalar_one())
+
+    async def stored_versions(self, keys: Collection[tuple[str, str]],
+                              flt: CallFilter) -> dict[tuple[str, str], StoredVersion]:
+        from ..sinks import StoredVersion
+
+        conditions = call_conditions(flt)
+        matches = case((and_(*conditions), true()), else_=false()) if conditions else true()
+        c = calls.c
+        out: dict[tuple[str, str], StoredVersion] = {}
+        async with self.engine.connect() as conn:
+            for pbx, ids in _by_pbx(keys):
+                q = select(c.pbx, c.call_id, c.updated_at, c.recovered, c.recovered_at, matches.label("matches")
+                           ).where(c.pbx == pbx, c.call_id.in_(ids))
+                for r in await conn.execute(q):
+                    updated = float(r.updated_at)
+                    if r.recovered and r.recovered_at is not None:
+                        updated = max(updated, float(r.recovered_at))  # as stored_call gives it
+                    out[(r.pbx, r.call_id)] = StoredVersion(updated, bool(r.matches), bool(r.recovered))
+        return out
+
+    async def stored_calls(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], CallJson]:
+        out: dict[tuple[str, str], CallJson] = {}
+        async with self.engine.connect() as conn:
+            for pbx, ids in _by_pbx(keys):
+                q = select(*_CALL_COLUMNS).where(calls.c.pbx == pbx, calls.c.call_id.in_(ids))
+                for row in await conn.execute(q):
+                    call = stored_call(row)
+                    out[(call["pbx"], call["call_id"])] = call
+        return out
 
     async def get_call(self, call_id: str, pbx: str | None = None) -> CallJson | None:
         return await get_call(self.engine, call_id, pbx)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorFigures:
+    """What one operator (a name and, when known, an interface) did in a period: calls answered (talked with
+    the caller), talk time."""
+
+    pbx: str
+    operator: str
+    interface: str | None
+    calls: int
+    talk_seconds: float
+
+
+async def operator_figures(engine: AsyncEngine, start: float, end: float, *,
+                           pbx: str | None = None) -> list[OperatorFigures]:
+    """Per PBX, operator and interface: the calls answered in ``[start, end)`` (by when the operator answered;
+    a call counted once per operator however many times they took it) and the talk time of those answers."""
+    leg = operator_legs.c
+    q = (select(leg.pbx, leg.operator, leg.interface, func.count(func.distinct(leg.call_id)).label("calls"),
+                func.coalesce(func.sum(leg.talk_seconds), 0.0).label("talk"))
+         .where(leg.answered_at >= start, leg.answered_at < end)
+         .group_by(leg.pbx, leg.operator, leg.interface))
+    if pbx is not None:
+        q = q.where(leg.pbx == pbx)
+    async with engine.connect() as conn:
+        return [OperatorFigures(r.pbx, r.operator, r.interface, int(r.calls), round(float(r.talk), 3))
+                for r in await conn.execute(q)]
 
 
 async def load_lost_calls(
@@ -177,8 +303,6 @@ async def load_lost_calls(
 
 async def count_rows(engine: AsyncEngine, tables: Sequence[str] = ()) -> dict[str, int]:
     """Row counts per table (for checks and tests)."""
-    from sqlalchemy import func
-
     from .models import metadata
 
     names = list(tables) or [t for t in metadata.tables]
