@@ -166,6 +166,8 @@ def _by_queue(days: list[QueueDay]) -> dict[str, QueueDay]:
     """One row per queue (the period is one day; a row per date only if the zone moved under it)."""
     out: dict[str, QueueDay] = {}
     for d in days:
+        if d.queue is None:  # a totals row (the report's), not a queue
+            continue
         acc = out.get(d.queue)
         if acc is None:
             out[d.queue] = d
