@@ -206,7 +206,7 @@ class Centre:
             if part is None:
                 return Plan("operator", talk=10.0)
             target = self.queues[part.target] if part.target else None
-            return Plan(part.end, part.kind, part.method, target, part.talk, part.consult_talk)
+            return Plan(part.end, part.kind, part.method, target, part.talk, part.consult_talk, part.hold)
         beh, rng = self.cfg.behaviour, self.rng
         p = beh.second_transfer if call.transfers else beh.transfer
         if queue is not None and not after_attended and not call.attended and call.transfers < 3 \

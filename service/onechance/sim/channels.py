@@ -253,19 +253,21 @@ class Pbx:
     def newconnectedline(self, ch: Chan) -> None:
         self.emit("NewConnectedLine", ch.block())
 
-    def hangup_request(self, ch: Chan, cause: int | None = None) -> None:
-        self.emit("HangupRequest", ch.block() + ("" if cause is None else f"Cause: {cause}\r\n"))
+    def hangup_request(self, ch: Chan, cause: int | None = None, tech: int | None = None) -> None:
+        self.emit("HangupRequest", ch.block() + ("" if cause is None else f"Cause: {cause}\r\n")
+                  + ("" if tech is None else f"TechCause: {tech}\r\n"))
 
-    def soft_hangup_request(self, ch: Chan, cause: int = 16) -> None:
-        self.emit("SoftHangupRequest", f"{ch.block()}Cause: {cause}\r\n")
+    def soft_hangup_request(self, ch: Chan, cause: int = 16, tech: int | None = None) -> None:
+        self.emit("SoftHangupRequest", f"{ch.block()}Cause: {cause}\r\n" + ("" if tech is None else f"TechCause: {tech}\r\n"))
 
-    def hangup(self, ch: Chan, cause: int = 16) -> None:
+    def hangup(self, ch: Chan, cause: int = 16, tech: int | None = None) -> None:
         ch.up = False
         owner = ch if ch.counted else (ch.pair if ch.pair is not None and ch.pair.counted else None)
         if owner is not None:
             owner.counted = False
             self.dev_use(ch.dev, -1)
-        self.emit("Hangup", f"{ch.block()}Cause: {cause}\r\nCause-txt: {CAUSE_TXT.get(cause, 'Unknown')}\r\n")
+        self.emit("Hangup", f"{ch.block()}Cause: {cause}\r\nCause-txt: {CAUSE_TXT.get(cause, 'Unknown')}\r\n"
+                            + ("" if tech is None else f"TechCause: {tech}\r\n"))
 
     def hold(self, ch: Chan, music: str | None = "default") -> None:
         self.emit("Hold", ch.block() + (f"MusicClass: {music}\r\n" if music else ""))

@@ -146,6 +146,9 @@ class LocalStyle:
         update_avail(pbx, op)
         return ring
 
+    def rung(self, call: Call, qc: Chan, rings: list[Ring]) -> None:
+        pass
+
     def _fake_agent(self, ring: Ring) -> None:
         """[agents] priorities 1-5: MODE, RING, TALK from AstDB, then Ringing()."""
         pbx, m2, ext = self.pbx, ring.m2, ring.op.ext

@@ -51,6 +51,7 @@ class Plan:
     target: QueueRt | None = None
     talk: float | None = None  # scripted: seconds from the answer to the end (or to the transfer)
     consult_talk: float | None = None
+    hold: float | None = None
 
 
 @dataclass
@@ -240,6 +241,7 @@ def queue_visit(sim: Centre, call: Call, qc: Chan, queue: QueueRt, plan: Plan, *
             if answer_after is not None and (answer_after + ANSWER_OVERHEAD) * US >= ring_len:
                 answer_after = None
             rings.append(style.ring(call, qc, queue, op, answer_after, shown_talk))
+        style.rung(call, qc, rings)
         if not consult:
             sim.maybe_pickup(call, rings, ring_len)
         answer_times = [(r.answer_at(), i) for i, r in enumerate(rings) if r.answer_at() is not None]

@@ -18,7 +18,7 @@ class Part:
     """How one answered part of a call ends: ``operator`` or ``caller`` hangs up after ``talk`` seconds
     (from the answer), or the operator transfers (``kind`` blind/attended, ``method`` phone/ami/feature,
     to the queue ``target``) after ``talk`` seconds; ``consult_talk`` is the talk between the two operators
-    of an attended transfer."""
+    of an attended transfer (``hold``: how long a phone holds the caller before dialling it)."""
 
     end: str = "operator"
     talk: float = 10.0
@@ -26,6 +26,7 @@ class Part:
     method: str = ""
     target: str = ""
     consult_talk: float = 2.0
+    hold: float = 2.2  # phone attended transfer: seconds on hold before the consultation call
 
 
 @dataclass
@@ -51,3 +52,4 @@ class ScriptedCall:
     pickup: tuple[str, float] | None = None
     callback: tuple[str, bool, float] | None = None
     rr_after: dict[str, str] = field(default_factory=dict)  # queue -> member rung last before this call
+    voicemail: float = 10.0  # seconds a key-exit caller spends leaving a message
