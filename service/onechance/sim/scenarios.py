@@ -211,20 +211,23 @@ def queue_visit(sim: Centre, call: Call, qc: Chan, queue: QueueRt, plan: Plan, *
     never = joined + 10 ** 15
     patience_at = never if consult else joined + int(call.patience * US)
     timeout_at = joined + spec.max_wait * US
-    key_at = (joined + int(call.key_at * US)) if (call.key_at is not None and spec.exit_key and not consult) \
-        else never
+    key_at = (joined + int(call.key_at * US)) \
+        if (call.key_at is not None and spec.exit_key and not consult and qc is call.c1) else never
     rounds = 0
     while True:
         now = sim.kernel.now
         if now >= timeout_at:
+            _gone(sim, call, t, "timeout", entry)
             style.timeout(call, qc, queue, entry, [], 0)
-            return _gone(sim, call, t, "timeout", entry)
+            return sim.end_call(call)
         if now >= patience_at:
+            _gone(sim, call, t, "abandoned", entry)
             style.abandon(call, qc, queue, entry, [])
-            return _gone(sim, call, t, "abandoned", entry)
+            return sim.end_call(call)
         if now >= key_at:
+            _gone(sim, call, t, "exited", entry)
             yield from style.key_exit(call, qc, queue, entry, [])
-            return _gone(sim, call, t, "exited", entry)
+            return None
         members = queue.pick(entry)
         if not members:
             yield (min(timeout_at, patience_at, key_at) - now) / US
@@ -268,14 +271,17 @@ def queue_visit(sim: Centre, call: Call, qc: Chan, queue: QueueRt, plan: Plan, *
             return talk
         entry.ringing = False
         if nxt == patience_at and patience_at <= key_at:
+            _gone(sim, call, t, "abandoned", entry)
             style.abandon(call, qc, queue, entry, rings)
-            return _gone(sim, call, t, "abandoned", entry)
+            return sim.end_call(call)
         if nxt == key_at:
+            _gone(sim, call, t, "exited", entry)
             yield from style.key_exit(call, qc, queue, entry, rings)
-            return _gone(sim, call, t, "exited", entry)
+            return None
         if now >= timeout_at:
+            _gone(sim, call, t, "timeout", entry)
             style.timeout(call, qc, queue, entry, rings, ring_ms)
-            return _gone(sim, call, t, "timeout", entry)
+            return sim.end_call(call)
         for r in rings:
             style.ring_no_answer(call, qc, queue, r, ring_ms)
         t.kind("ring_no_answer")
@@ -297,8 +303,6 @@ def _gone(sim: Centre, call: Call, t: CallTruth, outcome: str, entry: Entry) -> 
         t.kind("key_exit")
     else:
         t.kind(outcome)
-    if outcome != "exited":  # the key exit ends the call later, after the voicemail
-        sim.end_call(call)
     return None
 
 

@@ -136,7 +136,7 @@ class SipStyle:
     def _media(self, ch: Chan, *, sender: bool) -> None:
         """RTCP every five seconds while ``ch`` lives (the trunk sends SR; phones send RR)."""
         if self.sim.cfg.rtcp:
-            self.sim.kernel.spawn(self._rtcp(ch, sender), 5.0 + self.sim.rng.uniform(0.0, 0.5), name="rtcp")
+            self.sim.kernel.spawn(self._rtcp(ch, sender), 5.0 + self.sim.rng.uniform(0.0, 0.5), name=f"rtcp {ch.name}")
 
     def _rtcp(self, ch: Chan, sender: bool) -> Any:
         pbx, rng = self.pbx, self.sim.rng
@@ -368,6 +368,7 @@ class SipStyle:
         else:  # call_pickup.ami: the rung phone goes, the picking phone joins the caller's Local half
             assert ring.phone is not None
             pbx.hangup(ring.phone, 16)
+            self.sim.set_busy(op, False)  # the rung operator is free again
             pbx.bridge_enter(pb, m2)
             for _ in range(2):
                 pbx.varset(phone, "BRIDGEPEER", m2.name)
@@ -804,11 +805,22 @@ class SipStyle:
         call.chain = []
 
     def _transferee_gone(self, call: Call, qc: Chan) -> None:
-        """The waiting transferred leg (Local ;2) is hung up: the rest of its pair goes."""
+        """The transferred leg (a Local ;2 waiting in a queue) hangs up.  After the caller's BYE (the chain
+        is already gone) only the leg remains; after the dialplan's Hangup() (a timeout) the chain goes
+        up from the leg to the caller's trunk channel."""
         pbx = self.pbx
+        if not call.chain:
+            pbx.hangup(qc, 16)
+            pbx.devstate(qc.dev)
+            self.sim.end_call(call)
+            return
+        local = call.chain[-1]
+        one = local.a
+        pbx.varset(one, "CHANLOCALSTATUS", "ANSWER")
+        pbx.hangup_request(one, 16)
         pbx.hangup(qc, 16)
         pbx.devstate(qc.dev)
-        self.sim.end_call(call)
+        self._up(call, len(call.chain) - 2)
 
     # ---- transfers ------------------------------------------------------------------------------------------
     def _target_exten(self, target: QueueRt) -> str:
@@ -912,7 +924,7 @@ class SipStyle:
         self._qos(phone)
         pbx.hangup(phone, 16)
         pbx.devstate(phone.dev)
-        call.chain = []
+        del call.chain[-3:]  # the queue hop, the member's Local pair and its phone
         call.transfers += 1
         call.truth.transfers.append("blind")
         call.truth.kind("blind_transfer")
@@ -1285,7 +1297,7 @@ class SipStyle:
         since = pbx.t
         truth.outcome = "answered"
         truth.kind("answered")
-        sim.book.answered(number)
+        sim.book.answered(number, "call_back")
         self._media(trunk, sender=True)
         self._media(phone, sender=False)
         yield max(1.0, talk_for)

@@ -112,11 +112,12 @@ class TruthBook:
     def new(self, call_id: str, caller: str, caller_name: str, at: float, **kw: Any) -> CallTruth:
         return CallTruth(call_id, caller, caller_name, at, pbx=self.pbx, **kw)
 
-    def answered(self, number: str) -> None:
-        """A call from ``number`` was answered (or an outbound call to it): lost calls of it that have
-        ended are recovered."""
+    def answered(self, number: str, via: str = "ring_back") -> None:
+        """A call from ``number`` was answered (``via="ring_back"``) or an operator's outbound call to it
+        (``via="call_back"``): lost calls of it that have ended are recovered."""
         for t in self.lost.pop(number, ()):
             t.recovered = True
+            t.kind(f"recovered_by_{via}")
 
     def end(self, t: CallTruth, at: float) -> None:
         t.ended_at = at
