@@ -78,8 +78,7 @@ class Centre:
         step = self.kernel.step
         take = self.pbx.take
         while step():
-            for m in take():
-                yield m.encode()
+            yield from take()
 
     def chunks(self) -> Iterator[bytes]:
         """The stream in chunks of whole messages (faster than :meth:`messages`)."""
@@ -90,7 +89,7 @@ class Centre:
                 if not step():
                     break
             if pbx.out:
-                yield "".join(pbx.take()).encode()
+                yield b"".join(pbx.take())
             elif self.kernel.next_time is None:
                 return
 
@@ -101,7 +100,7 @@ class Centre:
             raise ValueError("run() needs calls or seconds")
         self.max_calls = calls
         end = self.kernel.now + int(seconds * US) if seconds is not None else None
-        out: list[str] = []
+        out: list[bytes] = []
         step = self.kernel.step
         pbx = self.pbx
         while True:
@@ -111,7 +110,7 @@ class Centre:
                 break
             if pbx.out:
                 out.extend(pbx.take())
-        return "".join(out).encode()
+        return b"".join(out)
 
     # ---- arrivals ---------------------------------------------------------------------------------------
     def _arrivals(self) -> Any:

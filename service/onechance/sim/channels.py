@@ -142,9 +142,12 @@ class Pbx:
         self.counter = 0
         self.seq: dict[str, int] = {}
         self.devices: dict[str, int] = {}
-        self.out: list[str] = []
+        self.out: list[bytes] = []
         self._jit = [rng.randint(2, 18) for _ in range(251)]
         self._ji = 0
+        self._sec = -1
+        self._secs = ""
+        self._hdr: dict[str, str] = {}
 
     # ---- clock and numbering ---------------------------------------------------------------------------
     def at(self, t_us: int) -> None:
@@ -195,12 +198,21 @@ class Pbx:
 
     # ---- output ----------------------------------------------------------------------------------------
     def emit(self, event: str, body: str) -> None:
-        self._ji = (self._ji + 1) % 251
-        t = self.t = self.t + self._jit[self._ji]
-        self.out.append(f"Event: {event}\r\nPrivilege: {PRIVILEGE.get(event, CALL)}\r\n"
-                        f"Timestamp: {t // 1_000_000}.{t % 1_000_000:06d}\r\n{self._sys}{body}\r\n")
+        ji = self._ji + 1
+        if ji == 251:
+            ji = 0
+        self._ji = ji
+        t = self.t = self.t + self._jit[ji]
+        sec, us = divmod(t, 1_000_000)
+        if sec != self._sec:
+            self._sec = sec
+            self._secs = f"{sec}."
+        hdr = self._hdr.get(event)
+        if hdr is None:
+            hdr = self._hdr[event] = f"Event: {event}\r\nPrivilege: {PRIVILEGE.get(event, CALL)}\r\nTimestamp: "
+        self.out.append(f"{hdr}{self._secs}{us:06d}\r\n{self._sys}{body}\r\n".encode())
 
-    def take(self) -> list[str]:
+    def take(self) -> list[bytes]:
         out = self.out
         self.out = []
         return out

@@ -140,33 +140,38 @@ class SipStyle:
 
     def _rtcp(self, ch: Chan, sender: bool) -> Any:
         pbx, rng = self.pbx, self.sim.rng
+        emit = pbx.emit
         ssrc = rng.getrandbits(32)
         packets = 0
         base = rng.getrandbits(28)
         port = 20000 + rng.randrange(0, 9000, 2)
+        # the constant parts of this stream's reports, built once
+        sr_a = f"To: {TRUNK_IP}:40011\r\nFrom: {TRUNK_IP}:{port}\r\nMES: 87."
+        sr_b = f"\r\nSSRC: 0x{ssrc:08x}\r\nPT: 200(SR)\r\nReportCount: 0\r\nSentNTP: "
+        rr_first = self._rtcp_rr_zero(port)
+        rr_a = (f"To: {TRUNK_IP}:{port}\r\nFrom: {TRUNK_IP}:30221\r\nRTT: 0.0000\r\nMES: 88.1\r\n"
+                f"SSRC: 0x{(ssrc ^ 0x5A5A5A5A):08x}\r\nPT: 200(SR)\r\nReportCount: 1\r\nSentNTP: ")
+        rr_b = ("Report0SourceSSRC: 0x00000000\r\nReport0FractionLost: 0\r\nReport0CumulativeLost: 0\r\n"
+                "Report0HighestSequence: 0\r\nReport0SequenceNumberCycles: 0\r\nReport0IAJitter: 0\r\n"
+                "Report0LSR: 0\r\nReport0DLSR: 0.0000\r\n")
+        rs_a = (f"To: {TRUNK_IP}:30221\r\nFrom: {TRUNK_IP}:{port}\r\nMES: 88.1\r\n"
+                f"SSRC: 0x{ssrc:08x}\r\nPT: 201(RR)\r\nReportCount: 1\r\n"
+                f"Report0SourceSSRC: 0x{(ssrc ^ 0x5A5A5A5A):08x}\r\nReport0FractionLost: 0\r\n"
+                f"Report0CumulativeLost: 0\r\nReport0HighestSequence: ")
+        rs_b = "\r\nReport0SequenceNumberCycles: 0\r\nReport0IAJitter: 2\r\nReport0LSR: 0\r\nReport0DLSR: 0.0000\r\n"
         while ch.up:
             packets += 250
             t = pbx.t
             if sender:
-                pbx.rtcp("RTCPSent", ch, f"To: {TRUNK_IP}:40011\r\nFrom: {TRUNK_IP}:{port}\r\nMES: 87.{rng.randint(2, 9)}\r\n"
-                                         f"SSRC: 0x{ssrc:08x}\r\nPT: 200(SR)\r\nReportCount: 0\r\n"
-                                         f"SentNTP: {t // US}.{t % US:06d}\r\nSentRTP: {base + packets * 160}\r\n"
-                                         f"SentPackets: {packets}\r\nSentOctets: {packets * 160}\r\n")
+                emit("RTCPSent", f"{ch.block()}{sr_a}{2 + int(rng.random() * 8)}{sr_b}{t // US}.{t % US:06d}\r\n"
+                                 f"SentRTP: {base + packets * 160}\r\nSentPackets: {packets}\r\n"
+                                 f"SentOctets: {packets * 160}\r\n")
             else:
-                pbx.rtcp("RTCPReceived", ch, self._rtcp_rr_zero(port) if packets == 250 else
-                         f"To: {TRUNK_IP}:{port}\r\nFrom: {TRUNK_IP}:30221\r\nRTT: 0.0000\r\nMES: 88.1\r\n"
-                         f"SSRC: 0x{(ssrc ^ 0x5A5A5A5A):08x}\r\nPT: 200(SR)\r\nReportCount: 1\r\n"
-                         f"SentNTP: {t // US}.{t % US:06d}\r\nSentRTP: {base + packets * 160}\r\n"
-                         f"SentPackets: {packets}\r\nSentOctets: {packets * 160}\r\n"
-                         f"Report0SourceSSRC: 0x00000000\r\nReport0FractionLost: 0\r\nReport0CumulativeLost: 0\r\n"
-                         f"Report0HighestSequence: 0\r\nReport0SequenceNumberCycles: 0\r\nReport0IAJitter: 0\r\n"
-                         f"Report0LSR: 0\r\nReport0DLSR: 0.0000\r\n")
-                pbx.rtcp("RTCPSent", ch, f"To: {TRUNK_IP}:30221\r\nFrom: {TRUNK_IP}:{port}\r\nMES: 88.1\r\n"
-                                         f"SSRC: 0x{ssrc:08x}\r\nPT: 201(RR)\r\nReportCount: 1\r\n"
-                                         f"Report0SourceSSRC: 0x{(ssrc ^ 0x5A5A5A5A):08x}\r\nReport0FractionLost: 0\r\n"
-                                         f"Report0CumulativeLost: 0\r\nReport0HighestSequence: {packets + 3266}\r\n"
-                                         f"Report0SequenceNumberCycles: 0\r\nReport0IAJitter: 2\r\nReport0LSR: 0\r\n"
-                                         f"Report0DLSR: 0.0000\r\n")
+                b = ch.block()
+                emit("RTCPReceived", f"{b}{rr_first}" if packets == 250 else
+                     f"{b}{rr_a}{t // US}.{t % US:06d}\r\nSentRTP: {base + packets * 160}\r\n"
+                     f"SentPackets: {packets}\r\nSentOctets: {packets * 160}\r\n{rr_b}")
+                emit("RTCPSent", f"{b}{rs_a}{packets + 3266}{rs_b}")
             yield 5.0
 
     # ---- arrival (sip_blind_refer.ami) --------------------------------------------------------------------
@@ -1236,7 +1241,7 @@ class SipStyle:
         _mark_dialled_in(phone)
         truth.call_id = phone.uid
         truth.started_at = pbx.now
-        truth.operators.append(op.name)
+        truth.dialled_by = op.name
         truth.kind("outbound")
         pbx.newchannel(phone)
         pbx.varset(phone, "SIPDOMAIN", TRUNK_IP)
@@ -1296,6 +1301,7 @@ class SipStyle:
             self._peer_vars(phone, trunk)
         since = pbx.t
         truth.outcome = "answered"
+        truth.operators.append(op.name)
         truth.kind("answered")
         sim.book.answered(number, "call_back")
         self._media(trunk, sender=True)

@@ -5,13 +5,14 @@ shared captures' README: ``call_id``, ``caller``, ``caller_name``, ``outcome``, 
 ``queues`` (queue names, consultation visits of attended transfers and refused visits included),
 ``first_wait``, ``operators`` (member names; ``ext:NNN`` where the captures' truth files write an
 extension: a pickup by another phone and a direct call), ``transfers`` (kinds), ``bounced``, ``alerts``,
-``recovered``, ``direction``, ``callee``, ``exit_key``, with the default thresholds (short abandon under
+``recovered``, ``direction``, ``callee``, ``dialled_by`` (outbound: who dialled; ``operators`` names them
+only when the callee answered), ``exit_key``, with the default thresholds (short abandon under
 5 s, bounced at the 2nd transfer).  ``kinds`` lists what happened to the call (``answered``,
 ``ring_no_answer``, ``blind_transfer``, ...) so tests can pick calls by kind; it is not part of the
 contract.
 
 :class:`TruthBook` also applies the recovery rule: a lost call (abandoned but not short, timed out,
-refused) that has ended is recovered when a later call from the same number is answered, or when an
+refused, or left by a key) that has ended is recovered when a later call from the same number is answered, or when an
 operator's outbound call to that number is answered.
 """
 
@@ -24,7 +25,7 @@ __all__ = ["CallTruth", "TruthBook", "SHORT_ABANDON", "BOUNCE_AT"]
 
 SHORT_ABANDON = 5.0
 BOUNCE_AT = 2
-LOST = ("abandoned", "timeout", "rejected")
+LOST = ("abandoned", "timeout", "rejected", "exited")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class CallTruth:
     started_at: float
     direction: str = "inbound"
     callee: str = ""
+    dialled_by: str = ""
     outcome: str = "in_progress"
     queues: list[str] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
@@ -62,7 +64,7 @@ class CallTruth:
     @property
     def alerts(self) -> list[str]:
         out = []
-        if self.lost or self.outcome == "exited":
+        if self.lost:
             out.append(self.outcome)
         if self.bounced:
             out.append("bounced")
@@ -94,6 +96,8 @@ class CallTruth:
             d["first_wait"] = round(self.waits[0], 3)
         if self.callee:
             d["callee"] = self.callee
+        if self.dialled_by:
+            d["dialled_by"] = self.dialled_by
         if self.exit_key:
             d["exit_key"] = self.exit_key
         if self.pbx:
