@@ -381,6 +381,7 @@ class LocalStyle:
 
     def _agent_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
         """answered.ami / ring_no_answer.ami: the fake agent's Hangup() after Wait(TALK)."""
+        call.truth.kind("operator_hung_up")
         pbx, sim = self.pbx, self.sim
         ring = talk.ring
         m1, m2, op = ring.m1, ring.m2, ring.op
@@ -408,6 +409,7 @@ class LocalStyle:
 
     def _ami_hangup(self, call: Call, qc: Chan, talk: Talk) -> None:
         """bounced.ami's end: an AMI Hangup of the member's ;1 (a supervisor or CRM ends the call)."""
+        call.truth.kind("ami_hangup")
         pbx = self.pbx
         ring = talk.ring
         m1, m2, op = ring.m1, ring.m2, ring.op
@@ -483,6 +485,7 @@ class LocalStyle:
 
     def _caller_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
         """caller_hangs_up_in_talk.ami (and attended_transfer.ami's end after the transfer)."""
+        call.truth.kind("caller_hung_up")
         pbx = self.pbx
         ring = talk.ring
         m1, m2, op = ring.m1, ring.m2, ring.op
@@ -594,6 +597,7 @@ class LocalStyle:
         call.transfers += 1
         call.truth.transfers.append("blind")
         call.truth.kind("blind_transfer")
+        call.truth.kind("ami_blind")
         if call.transfers >= 2:
             call.truth.kind("bounced")
         return qc, target
@@ -694,6 +698,7 @@ class LocalStyle:
         call.chain = [x1, talk.bridge, talk.connected]
         call.truth.transfers.append("attended")
         call.truth.kind("attended_transfer")
+        call.truth.kind("feature_attended")
         if call.transfers >= 2:
             call.truth.kind("bounced")
         # the caller now talks with the consultation's member; that part ends as planned
@@ -800,6 +805,7 @@ class LocalStyle:
         pbx.newexten(d2, 9, "Wait", talk_v)
         if plan.end == "operator":
             yield float(talk_s)
+            call.truth.kind("operator_hung_up")
             pbx.newexten(d2, 10, "Hangup", "")
             pbx.soft_hangup_request(d2, 16)
             pbx.hangup_request(d1, 16)
@@ -820,6 +826,7 @@ class LocalStyle:
             pbx.hangup(c1, 16)
         else:
             yield max(0.5, sim.talk_time(plan, op) - ANSWER_PAUSE)
+            call.truth.kind("caller_hung_up")
             pbx.soft_hangup_request(c1, 16)
             pbx.hangup_request(c2, 0)
             pbx.hangup(c1, 0)

@@ -200,6 +200,7 @@ def queue_visit(sim: Centre, call: Call, qc: Chan, queue: QueueRt, plan: Plan, *
         t.waits.append(0.0)
         t.outcome = "rejected"
         t.kind("rejected")
+        t.kind("rejected_full" if status == "FULL" else "rejected_empty")
         style.refused(call, qc, queue, status)
         sim.end_call(call)
         return None

@@ -546,6 +546,8 @@ class SipStyle:
         pbx.newexten(qc, 0, "Queue", f"{queue.name},tT,,,{queue.spec.max_wait}")
         pbx.moh_stop(qc)
         queue_leave(sim, qc, queue, entry)
+        t = call.truth
+        t.waits[-1] = t.last_wait = (pbx.t - entry.joined) / US  # the visit ends with QueueCallerLeave
         pbx.varset(qc, "QUEUEPOSITION", str(entry.orig_pos))
         pbx.newexten(qc, 1, "NoOp", f"caller left queue {queue.name} to voicemail")
         pbx.newexten(qc, 2, "VoiceMail", "100@default,s")
@@ -586,6 +588,7 @@ class SipStyle:
     # ---- hang-ups: the chain, hop by hop ------------------------------------------------------------------
     def _phone_hangs_up(self, call: Call) -> None:
         """sip_blind_refer.ami / sip_attended_refer.ami / call_pickup.ami: the talking phone's BYE."""
+        call.truth.kind("operator_hung_up")
         pbx = self.pbx
         last = call.chain[-1]
         phone, peer = last.b, last.a
@@ -675,6 +678,7 @@ class SipStyle:
 
     def _caller_hangs_up(self, call: Call) -> None:
         """The trunk caller's BYE during the talk: the chain goes down towards the phone."""
+        call.truth.kind("caller_hung_up")
         pbx = self.pbx
         first = call.chain[0]
         self._caller_bye(first.a, first.b)
@@ -1143,6 +1147,7 @@ class SipStyle:
 
     def _direct_up(self, call: Call, trunk: Chan, d1: Chan, d2: Chan, phone: Chan, b1: Bridge, b2: Bridge,
                    since: int) -> None:
+        call.truth.kind("operator_hung_up")
         pbx = self.pbx
         pbx.varset(phone, "BRIDGEPEER", "")
         pbx.varset(d2, "BRIDGEPEER", "")
@@ -1173,6 +1178,7 @@ class SipStyle:
 
     def _direct_down(self, call: Call, trunk: Chan, d1: Chan, d2: Chan, phone: Chan, b1: Bridge, b2: Bridge,
                      since: int) -> None:
+        call.truth.kind("caller_hung_up")
         pbx = self.pbx
         self._caller_bye(trunk, d1)
         pbx.varset(trunk, "BRIDGEPEER", "")
