@@ -158,3 +158,14 @@ def test_the_comparison_catches_a_different_judgement(tmp_path: Path) -> None:
     assert between, "no abandon between 5 and 10 s in this run"
     assert between <= set(problems)
     assert all(any(e.startswith("short_abandon") for e in problems[cid]) for cid in between)
+
+
+def test_runs_leave_nothing_behind(runs: list[Run]) -> None:
+    """After a bounded run every call has ended: no process waits, no operator is busy, no caller queues,
+    no device is in use (every channel was hung up)."""
+    for r in runs:
+        c = r.centre
+        assert c.kernel.next_time is None, r.name
+        assert [o.ext for o in c.ops.values() if o.busy] == [], r.name
+        assert {n: len(q.entries) for n, q in c.queues.items() if q.entries} == {}, r.name
+        assert c.pbx.devices == {}, r.name

@@ -297,8 +297,27 @@ class Centre:
     def part_done(self, call: Call) -> None:
         call.part += 1
 
-    def can_consult(self, target: QueueRt) -> bool:
-        return not target.entries and any(not m.busy for m in target.members)
+    def reserve_consult(self, target: QueueRt) -> list[OperatorRt]:
+        """The members an attended transfer's consultation call into ``target`` will ring, held for it from
+        the operator's decision on (so that it is answered, as the captures' are); empty when nobody in
+        ``target`` is free or callers wait there, or ``target`` has a length limit that a caller arriving
+        meanwhile could fill (the operator then transfers blind)."""
+        if target.entries or target.spec.maxlen:
+            return []
+        free = target.free_members()
+        if not free:
+            return []
+        if target.spec.strategy != "ringall":
+            n = len(target.members)
+            for k in range(1, n + 1):
+                i = (target.rr + k) % n
+                if not target.members[i].busy:
+                    target.rr = i
+                    free = [target.members[i]]
+                    break
+        for op in free:
+            self.set_busy(op, True)
+        return free
 
     # ---- state --------------------------------------------------------------------------------------------
     def set_busy(self, op: OperatorRt, busy: bool) -> None:

@@ -367,8 +367,10 @@ class LocalStyle:
         yield max(1.0, sim.talk_time(plan, talk.talker) - ANSWER_PAUSE)
         target = plan.target
         assert target is not None
-        if plan.kind == "attended" and qc is call.c2 and sim.can_consult(target):
-            return (yield from self._attended(call, qc, talk, target, plan))
+        if plan.kind == "attended" and qc is call.c2:
+            reserved = sim.reserve_consult(target)
+            if reserved:
+                return (yield from self._attended(call, qc, talk, target, plan, reserved))
         return self._blind_ami(call, qc, talk, target)
 
     def _agent_complete(self, qc: Chan | None, talk: Talk, reason: str, *, dest: bool = True) -> None:
@@ -602,7 +604,8 @@ class LocalStyle:
             call.truth.kind("bounced")
         return qc, target
 
-    def _attended(self, call: Call, qc: Chan, talk: Talk, target: QueueRt, plan: Plan) -> Any:
+    def _attended(self, call: Call, qc: Chan, talk: Talk, target: QueueRt, plan: Plan,
+                  reserved: list[OperatorRt]) -> Any:
         """attended_transfer.ami: the member dials *2 and the target queue's number; the consultation
         (a Local/70xx@inbound pair with the caller's Linkedid) queues; when it is answered the member
         hangs up and the bridges merge."""
@@ -659,8 +662,8 @@ class LocalStyle:
         yield ANSWER_PAUSE
         consult_plan = sim.plan(call, target, after_attended=True)
         sim.part_done(call)
-        new = yield from queue_visit(sim, call, x2, target, consult_plan, consult=True)
-        assert new is not None
+        new = yield from queue_visit(sim, call, x2, target, consult_plan, consult=True, reserved=reserved)
+        assert new is not None, "a consultation call is answered by a member held for it"
         yield ANSWER_PAUSE
         pbx.newexten(new.ring.m2, 9, "Wait", str(new.ring.talk))
         yield max(0.1, sim.consult_talk(plan) - ANSWER_PAUSE)

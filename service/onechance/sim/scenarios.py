@@ -186,7 +186,8 @@ def connect(sim: Centre, call: Call, qc: Chan, queue: QueueRt, entry: Entry, rin
 
 # ---- the queue visit ---------------------------------------------------------------------------------------
 def queue_visit(sim: Centre, call: Call, qc: Chan, queue: QueueRt, plan: Plan, *,
-                consult: bool = False, truth: CallTruth | None = None) -> Any:
+                consult: bool = False, truth: CallTruth | None = None,
+                reserved: list[OperatorRt] | None = None) -> Any:
     """One visit of ``qc`` to ``queue``.  Returns the :class:`Talk` when a member answers, None when the
     call ended here (refused, abandoned, timed out, left by key).  A ``consult`` visit (the operator's
     consultation call of an attended transfer) has no patience: it waits until answered."""
@@ -229,7 +230,10 @@ def queue_visit(sim: Centre, call: Call, qc: Chan, queue: QueueRt, plan: Plan, *
             _gone(sim, call, t, "exited", entry)
             yield from style.key_exit(call, qc, queue, entry, [])
             return None
-        members = queue.pick(entry)
+        if reserved:  # a consultation call rings the members held for it
+            members, reserved = reserved, None
+        else:
+            members = queue.pick(entry)
         if not members:
             yield (min(timeout_at, patience_at, key_at) - now) / US
             continue

@@ -573,8 +573,9 @@ class SipStyle:
             yield max(1.0, sim.talk_time(plan, talk.talker))
             target = plan.target
             assert target is not None
-            if plan.kind == "attended" and sim.can_consult(target) and not call.attended:
-                return (yield from self._refer_attended(call, talk, target, plan))
+            reserved = sim.reserve_consult(target) if plan.kind == "attended" and not call.attended else []
+            if reserved:
+                return (yield from self._refer_attended(call, talk, target, plan, reserved))
             if plan.method == "ami":
                 return self._blind_ami(call, qc, talk, target)
             return self._refer_blind(call, talk, target)
@@ -942,7 +943,8 @@ class SipStyle:
             call.truth.kind("bounced")
         return qc, target
 
-    def _refer_attended(self, call: Call, talk: Talk, target: QueueRt, plan: Plan) -> Any:
+    def _refer_attended(self, call: Call, talk: Talk, target: QueueRt, plan: Plan,
+                        reserved: list[OperatorRt]) -> Any:
         """sip_attended_refer.ami: hold, a consultation call from the phone (its own Linkedid) into the
         target queue, then REFER with Replaces: the caller's leg takes the consultation's place."""
         pbx, sim = self.pbx, self.sim
@@ -973,8 +975,9 @@ class SipStyle:
                        script=call.script)
         consult_plan = sim.plan(call, target, after_attended=True)
         sim.part_done(call)
-        new = yield from queue_visit(sim, consult, phone_b, target, consult_plan, consult=True, truth=call.truth)
-        assert new is not None
+        new = yield from queue_visit(sim, consult, phone_b, target, consult_plan, consult=True, truth=call.truth,
+                                     reserved=reserved)
+        assert new is not None, "a consultation call is answered by a member held for it"
         x1, x2 = new.ring.m1, new.ring.m2
         b3 = new.bridge
         yield sim.consult_talk(plan)
