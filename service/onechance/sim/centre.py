@@ -36,13 +36,15 @@ BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 class Centre:
     """One simulated PBX and its callers."""
 
-    def __init__(self, config: SimConfig, pbx_name: str = "", script: list[ScriptedCall] | None = None) -> None:
+    def __init__(self, config: SimConfig, pbx_name: str = "", script: list[ScriptedCall] | None = None, *,
+                 keep_truths: bool = True) -> None:
         self.cfg = config.validate()
         self.rng = random.Random(config.seed)
         self.pbx = Pbx(random.Random(config.seed * 7919 + 1), config.start, config.system_name)
         self.kernel = Kernel(self.pbx.t, self.pbx.at)
         self.book = TruthBook(pbx_name)
-        self.truths: list[CallTruth] = []
+        self.truths: list[CallTruth] = []  # every call's truth, in start order (unless keep_truths is False)
+        self.keep_truths = keep_truths
         self.drv = 22  # the driver's ActionID counter (local style OriginateResponse)
         login = int(config.start - config.uptime)
         self.ops: dict[str, OperatorRt] = {o.ext: OperatorRt(o, config.style, login) for o in config.operators}
@@ -53,6 +55,8 @@ class Centre:
                 op = self.ops[ext]
                 q.members.append(op)
                 op.queues.append(q)
+            # Queue:<name>_avail changes are told from the known state (unknown on a fresh PBX)
+            q.avail = None if config.fresh else bool(q.members)
             self.queues[spec.name] = q
         self._qnames = [q.name for q in config.queues if q.weight > 0 and (q.members or not q.joinempty)]
         self._qweights = [self.queues[n].spec.weight for n in self._qnames]
@@ -71,6 +75,10 @@ class Centre:
             self.kernel.spawn(self._arrivals(), name="arrivals")
         else:
             self.kernel.spawn(self._script(sorted(script, key=lambda s: s.at)), name="script")
+
+    def _keep(self, truth: CallTruth) -> None:
+        if self.keep_truths:
+            self.truths.append(truth)
 
     # ---- the stream --------------------------------------------------------------------------------------
     def messages(self) -> Iterator[bytes]:
@@ -144,11 +152,11 @@ class Centre:
             op = self.ops[sc.callback[0]]
             self.set_busy(op, True)
             truth = self.book.new("", op.ext, op.name, self.kernel.now / US, direction="outbound", callee=sc.number)
-            self.truths.append(truth)
+            self._keep(truth)
             self.kernel.spawn(outbound_call(self, op, sc.number, sc.callback[1], truth, script=sc), name="outbound")
             return
         truth = self.book.new("", sc.number, sc.name, self.kernel.now / US)
-        self.truths.append(truth)
+        self._keep(truth)
         call = Call(sc.number, sc.name, truth, sc.patience, key_at=sc.key_at, script=sc)
         if sc.direct:
             self.kernel.spawn(direct_call(self, call, self.ops[sc.direct]), name="direct")
@@ -177,7 +185,7 @@ class Centre:
         self._busy_people.add(person)
         self.calls_started += 1
         truth = self.book.new("", number, name, self.kernel.now / US)
-        self.truths.append(truth)
+        self._keep(truth)
         if kind:
             truth.kind(kind)
         call = Call(number, name, truth, beh.draw_patience(rng), person=person)
@@ -329,7 +337,7 @@ class Centre:
         emit_member_status(self.pbx, op, status)
 
     def caller_answered(self, call: Call) -> None:
-        self.book.answered(call.number)
+        self.book.answered(call.number, self.pbx.now)
 
     def end_call(self, call: Call) -> None:
         t = call.truth
@@ -365,7 +373,7 @@ class Centre:
                 self.set_busy(op, True)
                 answered = self.rng.random() < self.cfg.behaviour.call_back_answered
                 truth = self.book.new("", op.ext, op.name, self.kernel.now / US, direction="outbound", callee=number)
-                self.truths.append(truth)
+                self._keep(truth)
                 yield from outbound_call(self, op, number, answered, truth)
                 return
             yield 30.0

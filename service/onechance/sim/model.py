@@ -275,6 +275,7 @@ class SimConfig:
     behaviour: Behaviour = field(default_factory=Behaviour)
     rtcp: bool = True  # RTCPSent/RTCPReceived every 5 s on SIP channels in a call (sip style)
     uptime: float = 600.0  # seconds the PBX has been running at ``start`` (LoginTime of static members)
+    fresh: bool = False  # just started: app_queue does not know yet whether each queue has a free member
 
     def validate(self) -> SimConfig:
         if self.style not in STYLES:

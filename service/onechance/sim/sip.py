@@ -1312,7 +1312,7 @@ class SipStyle:
         truth.outcome = "answered"
         truth.operators.append(op.name)
         truth.kind("answered")
-        sim.book.answered(number, "call_back")
+        sim.book.answered(number, pbx.now, "call_back")
         self._media(trunk, sender=True)
         self._media(phone, sender=False)
         yield max(1.0, talk_for)

@@ -26,6 +26,7 @@ __all__ = ["CallTruth", "TruthBook", "SHORT_ABANDON", "BOUNCE_AT"]
 SHORT_ABANDON = 5.0
 BOUNCE_AT = 2
 LOST = ("abandoned", "timeout", "rejected", "exited")
+RECOVERY_WINDOW = 7 * 86400.0  # a lost call is recovered by an answer within this many seconds (the tracker's)
 
 
 @dataclass
@@ -111,25 +112,23 @@ class TruthBook:
     def __init__(self, pbx: str = "") -> None:
         self.pbx = pbx
         self.lost: dict[str, list[CallTruth]] = {}
-        self.finished: list[CallTruth] = []
 
     def new(self, call_id: str, caller: str, caller_name: str, at: float, **kw: Any) -> CallTruth:
         return CallTruth(call_id, caller, caller_name, at, pbx=self.pbx, **kw)
 
-    def answered(self, number: str, via: str = "ring_back") -> None:
-        """A call from ``number`` was answered (``via="ring_back"``) or an operator's outbound call to it
-        (``via="call_back"``): lost calls of it that have ended are recovered."""
+    def answered(self, number: str, at: float, via: str = "ring_back") -> None:
+        """A call from ``number`` was answered at ``at`` (``via="ring_back"``) or an operator's outbound call
+        to it (``via="call_back"``): lost calls of it that have ended are recovered (within the window)."""
         for t in self.lost.pop(number, ()):
+            if t.ended_at is not None and t.ended_at < at - RECOVERY_WINDOW:
+                continue
             t.recovered = True
             t.kind(f"recovered_by_{via}")
 
     def end(self, t: CallTruth, at: float) -> None:
         t.ended_at = at
         if t.direction == "inbound" and t.lost and t.caller:
-            self.lost.setdefault(t.caller, []).append(t)
-        self.finished.append(t)
-
-    def take(self) -> list[CallTruth]:
-        out = self.finished
-        self.finished = []
-        return out
+            lost = self.lost.setdefault(t.caller, [])
+            while lost and lost[0].ended_at is not None and lost[0].ended_at < at - RECOVERY_WINDOW:
+                del lost[0]
+            lost.append(t)
