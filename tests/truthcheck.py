@@ -160,8 +160,12 @@ def check_sim(truths: list[dict[str, Any]], journeys: list[dict[str, Any]], memb
     """Every simulated call against the journey with its call id: ``{call_id: [mismatch, ...]}`` for the
     calls that differ, a missing journey included.  A journey the simulator never made (a phantom call,
     e.g. a consultation call not joined to its caller) is reported under ``"phantom <call_id>"``."""
-    by_id = {g["call_id"]: g for g in journeys}
+    by_id: dict[str, dict[str, Any]] = {}
     problems: dict[str, list[str]] = {}
+    for g in journeys:
+        if g["call_id"] in by_id:
+            problems[f"twice {g['call_id']}"] = ["two journeys with this call id"]
+        by_id[g["call_id"]] = g
     for want in truths:
         got = by_id.pop(want["call_id"], None)
         if got is None:
