@@ -146,7 +146,8 @@ def test_the_comparison_catches_a_different_judgement(tmp_path: Path) -> None:
     the contract's 5 s) no longer matches the truth, and the mismatches are the abandons in between."""
     from onechance.journey import CallPolicy, QueueRule
 
-    cfg = config("sip", 3, False)
+    # callers who give up after about 8 s: many abandons between 5 and 10 s
+    cfg = SimConfig.default(seed=3, rate=RateProfile(scale=6), behaviour=Behaviour(patience=8.0, patience_spread=0.3))
     c = Centre(cfg)
     path = tmp_path / "s.ami"
     path.write_bytes(BANNER + c.run(calls=150))

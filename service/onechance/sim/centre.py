@@ -23,7 +23,7 @@ from typing import Any
 from .channels import Pbx
 from .kernel import US, Kernel
 from .model import SimConfig, make_person
-from .queues import OperatorRt, QueueRt, emit_member_status, wake_waiting
+from .queues import OperatorRt, QueueRt, emit_member_status, update_avail, wake_waiting
 from .scenarios import Call, Plan, Ring, direct_call, inbound_call, outbound_call
 from .script import ScriptedCall
 from .truth import CallTruth, TruthBook
@@ -42,6 +42,8 @@ class Centre:
         self.rng = random.Random(config.seed)
         self.pbx = Pbx(random.Random(config.seed * 7919 + 1), config.start, config.system_name)
         self.kernel = Kernel(self.pbx.t, self.pbx.at)
+        self._idle_wait: dict[str, OperatorRt] = {}  # device -> operator freed once it is idle
+        self.pbx.on_idle = self._device_idle
         self.book = TruthBook(pbx_name)
         self.truths: list[CallTruth] = []  # every call's truth, in start order (unless keep_truths is False)
         self.keep_truths = keep_truths
@@ -329,8 +331,24 @@ class Centre:
 
     # ---- state --------------------------------------------------------------------------------------------
     def set_busy(self, op: OperatorRt, busy: bool) -> None:
-        op.busy = busy
-        if not busy:
+        """``op`` is taken (rung, talking, calling out) or free again.  Free only once the operator's device
+        is idle: while a channel of theirs still lives (a phone that hangs up a moment later), no queue
+        rings them (``ringinuse = no``); they are freed when it hangs up."""
+        if busy:
+            op.busy = True
+            self._idle_wait.pop(op.device, None)
+            return
+        if self.pbx.devices.get(op.device):
+            self._idle_wait[op.device] = op
+            return
+        op.busy = False
+        wake_waiting(self.kernel, op.queues)
+
+    def _device_idle(self, device: str) -> None:
+        op = self._idle_wait.pop(device, None)
+        if op is not None:
+            op.busy = False
+            update_avail(self.pbx, op)
             wake_waiting(self.kernel, op.queues)
 
     def member_status(self, op: OperatorRt, status: int) -> None:

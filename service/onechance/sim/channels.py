@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["Bridge", "Chan", "Pbx", "PRIVILEGE", "STATE_DESC"]
 
@@ -148,6 +148,7 @@ class Pbx:
         self._sec = -1
         self._secs = ""
         self._hdr: dict[str, str] = {}
+        self.on_idle: Callable[[str], None] | None = None  # told when a device's last channel hangs up
 
     # ---- clock and numbering ---------------------------------------------------------------------------
     def at(self, t_us: int) -> None:
@@ -275,11 +276,14 @@ class Pbx:
     def hangup(self, ch: Chan, cause: int = 16, tech: int | None = None) -> None:
         ch.up = False
         owner = ch if ch.counted else (ch.pair if ch.pair is not None and ch.pair.counted else None)
+        idle = False
         if owner is not None:
             owner.counted = False
-            self.dev_use(ch.dev, -1)
+            idle = self.dev_use(ch.dev, -1) == "NOT_INUSE"
         self.emit("Hangup", f"{ch.block()}Cause: {cause}\r\nCause-txt: {CAUSE_TXT.get(cause, 'Unknown')}\r\n"
                             + ("" if tech is None else f"TechCause: {tech}\r\n"))
+        if idle and self.on_idle is not None:
+            self.on_idle(ch.dev)
 
     def hold(self, ch: Chan, music: str | None = "default") -> None:
         self.emit("Hold", ch.block() + (f"MusicClass: {music}\r\n" if music else ""))

@@ -22,8 +22,8 @@ __all__ = ["Entry", "OperatorRt", "QueueRt"]
 
 
 class OperatorRt:
-    __slots__ = ("busy", "calls_taken", "ext", "interface", "last_call", "login_time", "name", "queues", "spec",
-                 "state_interface")
+    __slots__ = ("busy", "calls_taken", "device", "ext", "interface", "last_call", "login_time", "name", "queues",
+                 "spec", "state_interface")
 
     def __init__(self, spec: OperatorSpec, style: str, login_time: int) -> None:
         self.spec = spec
@@ -31,6 +31,8 @@ class OperatorRt:
         self.name = spec.name
         self.interface = f"Local/{spec.ext}@agents/n"
         self.state_interface = f"PJSIP/{spec.ext}" if style == "sip" else self.interface
+        # the device in use while the operator is on a call: the phone (sip) or the member's Local pair
+        self.device = f"PJSIP/{spec.ext}" if style == "sip" else f"Local/{spec.ext}@agents"
         self.queues: list[QueueRt] = []
         self.busy = False
         self.calls_taken: dict[str, int] = {}

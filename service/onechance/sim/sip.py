@@ -750,7 +750,7 @@ class SipStyle:
                 pbx.hangup(b, 16)
             self._chain_done(call)
 
-    def _agent_complete(self, qc: Chan, talk: Talk, reason: str) -> None:
+    def _agent_complete(self, qc: Chan, talk: Talk, reason: str, *, free: bool = True) -> None:
         pbx = self.pbx
         ring = talk.ring
         op = ring.op
@@ -758,7 +758,8 @@ class SipStyle:
         pbx.agent_event("AgentComplete", qc, ring.m1, talk.queue.name, op.interface, op.name,
                         f"HoldTime: {secs_between(talk.joined, talk.connected)}\r\n"
                         f"TalkTime: {secs_between(talk.connected, pbx.t)}\r\nReason: {reason}\r\n")
-        self._member_done(talk)
+        if free:
+            self._member_done(talk)
 
     def _member_done(self, talk: Talk) -> None:
         """The talking operator is free again (QueueMemberStatus, if not done yet)."""
@@ -885,8 +886,11 @@ class SipStyle:
         """Right after the next queue took the transferred leg: the transferring phone hangs up."""
         yield 0.0
         pbx = self.pbx
-        pbx.hangup(phone, 16)
-        pbx.devstate(phone.dev)
+        if phone.up:
+            pbx.hangup(phone, 16)
+            pbx.devstate(phone.dev)
+        if talk.ring.extra.get("freed"):
+            return  # the transferred leg went at once (e.g. refused) and took the chain down with it
         op.calls_taken_in(pbx.t, talk.queue)
         talk.ring.extra["freed"] = True
         self.sim.set_busy(op, False)
@@ -1006,8 +1010,8 @@ class SipStyle:
         pbx.soft_hangup_request(phone_b, 16)
         m2.set(cl_num=new.talker.ext, cl_name=new.talker.name)
         pbx.newconnectedline(m2)
-        self._agent_complete(phone_b, new, "caller")
-        new.ring.extra["freed"] = False  # the consultation's member goes on talking, with the caller now
+        # the consultation's member goes on talking, with the caller now: not free (no QueueMemberStatus)
+        self._agent_complete(phone_b, new, "caller", free=False)
         pbx.soft_hangup_request(phone_b, 1)
         pbx.bridge_leave(b0, phone_a)
         pbx.emit("AttendedTransfer",
