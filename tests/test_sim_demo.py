@@ -55,8 +55,8 @@ class Client:
             if m.get("ActionID") != aid:
                 continue
             out.append(m)
-            if m.get("EventList") in (None, "Complete") and (m.get("EventList") == "Complete" or len(out) == 1
-                                                             and m.get("EventList") != "start"):
+            if m.get("EventList") in (None, "Complete") and (m.get("EventList") == "Complete" or (len(out) == 1
+                                                             and m.get("EventList") != "start")):
                 return out
 
     def close(self) -> None:
@@ -182,7 +182,8 @@ async def test_the_daemon_resyncs_from_the_simulator_after_a_cut() -> None:
 
     The calls in progress at the cut are ``uncertain`` and followed on after the resync; by the call policy
     a call the tracker closed itself (``closed_reason``: ``link_lost``) never raises ``abandoned``
-    (docs/journey.md), so that alert is not expected of those.  (No phone-driven attended transfers here: see the next test.)"""
+    (docs/journey.md), so that alert is not expected of those.  (No phone-driven attended transfers here:
+    see the next test.)"""
     from onechance.sim import Behaviour
 
     cfg = sim_config(style="sip", seed=12, behaviour=Behaviour(attended_share=0.0, transfer=0.25))

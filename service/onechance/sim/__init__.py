@@ -6,7 +6,13 @@ exactly like the shared captures'; ``Centre.truths`` holds the journey every gen
 
 from .centre import BANNER, Centre
 from .model import (
-    Behaviour, CallerPool, OperatorSpec, QueueSpec, RateProfile, SimConfig, SimConfigError,
+    Behaviour,
+    CallerPool,
+    OperatorSpec,
+    QueueSpec,
+    RateProfile,
+    SimConfig,
+    SimConfigError,
 )
 from .truth import CallTruth
 

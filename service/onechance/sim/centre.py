@@ -233,7 +233,8 @@ class Centre:
                 return Plan("transfer", "attended" if attended else "blind", method, target)
         return Plan("caller" if rng.random() < beh.caller_ends else "operator")
 
-    def decide_ring(self, call: Call, op: OperatorRt, queue: QueueRt, plan: Plan, consult: bool) -> tuple[float | None, int]:
+    def decide_ring(self, call: Call, op: OperatorRt, queue: QueueRt, plan: Plan,
+                    consult: bool) -> tuple[float | None, int]:
         """(seconds before ``op`` answers, or None: lets it ring; TALK the fake agent shows)."""
         rng = self.rng
         talk = 600

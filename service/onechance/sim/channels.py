@@ -17,8 +17,9 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["Bridge", "Chan", "Pbx", "PRIVILEGE", "STATE_DESC"]
+__all__ = ["PRIVILEGE", "STATE_DESC", "Bridge", "Chan", "Pbx"]
 
 STATE_DESC = {0: "Down", 1: "Rsrvd", 2: "OffHook", 3: "Dialing", 4: "Ring", 5: "Ringing", 6: "Up", 7: "Busy"}
 UNKNOWN = "<unknown>"
@@ -73,7 +74,7 @@ class Chan:
         self.acct = ""
         self.tech = tech
         self.up = True
-        self.vars: dict[str, str] | None = None
+        self.vars: dict[str, Any] | None = None  # the style's own notes (inherited variables, SIP Call-ID...)
         self.dev = ""  # the device whose state this channel makes in use (Local pair, PJSIP endpoint)
         self.pair: Chan | None = None  # the other half of a Local pair
         self.counted = False  # counts for its device's state right now
@@ -92,7 +93,7 @@ class Chan:
             b = self._block[p] = self.render(p)
         return b
 
-    def render(self, p: str = "", **override: object) -> str:
+    def render(self, p: str = "", /, **override: object) -> str:
         """The block, optionally as an older/other snapshot (``override`` replaces fields)."""
         f = self
         g = override.get
@@ -135,7 +136,7 @@ class Pbx:
 
     def __init__(self, rng: random.Random, start: float, system_name: str = "") -> None:
         self.rng = rng
-        self.t = int(round(start * 1_000_000))  # the stream clock, microseconds
+        self.t = round(start * 1_000_000)  # the stream clock, microseconds
         self.system_name = system_name
         self._sys = f"SystemName: {system_name}\r\n" if system_name else ""
         self._uid_prefix = f"{system_name}-" if system_name else ""
@@ -271,7 +272,8 @@ class Pbx:
                   + ("" if tech is None else f"TechCause: {tech}\r\n"))
 
     def soft_hangup_request(self, ch: Chan, cause: int = 16, tech: int | None = None) -> None:
-        self.emit("SoftHangupRequest", f"{ch.block()}Cause: {cause}\r\n" + ("" if tech is None else f"TechCause: {tech}\r\n"))
+        self.emit("SoftHangupRequest",
+                  f"{ch.block()}Cause: {cause}\r\n" + ("" if tech is None else f"TechCause: {tech}\r\n"))
 
     def hangup(self, ch: Chan, cause: int = 16, tech: int | None = None) -> None:
         ch.up = False

@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Callable, Generator
 from typing import Any
 
-__all__ = ["Kernel", "Proc", "US"]
+__all__ = ["US", "Kernel", "Proc"]
 
 US = 1_000_000
 

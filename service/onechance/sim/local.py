@@ -20,8 +20,16 @@ from .channels import Bridge, Chan
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import (
-    ANSWER_PAUSE, Call, Plan, Ring, Talk, connect, queue_abandon_event, queue_app_start, queue_leave,
-    queue_visit, secs_between,
+    ANSWER_PAUSE,
+    Call,
+    Plan,
+    Ring,
+    Talk,
+    connect,
+    queue_abandon_event,
+    queue_leave,
+    queue_visit,
+    secs_between,
 )
 
 if TYPE_CHECKING:
@@ -567,7 +575,7 @@ class LocalStyle:
     # ---- transfers --------------------------------------------------------------------------------------
     def _blind_ami(self, call: Call, qc: Chan, talk: Talk, target: QueueRt) -> tuple[Chan, QueueRt]:
         """blind_transfer.ami, bounced.ami: the AMI BlindTransfer action on the member's ;1."""
-        pbx, sim = self.pbx, self.sim
+        pbx = self.pbx
         ring = talk.ring
         m1, m2, op = ring.m1, ring.m2, ring.op
         old = talk.queue
@@ -780,7 +788,8 @@ class LocalStyle:
         pbx.newexten(d2, 8, "Answer", "")
         pbx.newstate(d2, 6)
         pbx.newstate(d1, 6)
-        pbx.varsets(c2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", d1.name), ("DIALEDPEERNUMBER", f"{ext}@agents/n")))
+        pbx.varsets(c2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", d1.name),
+                         ("DIALEDPEERNUMBER", f"{ext}@agents/n")))
         pbx.dial_end(c2, d1, "ANSWER", d1.render("Dest", exten=""))
         d1.set(exten="")
         pbx.newstate(c2, 6)
@@ -820,7 +829,7 @@ class LocalStyle:
             self.pbx.devstate(dev)
             pbx.bridge_leave(b, c2)
             pbx.bridge_destroy(b)
-            pbx.varsets(c2, _times(pbx.t, c2, connected) + (("DIALSTATUS", "ANSWER"),))
+            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(c2, 16)
             pbx.varset(c1, "CHANLOCALSTATUS", "ANSWER")
             pbx.hangup_request(c1, 16)
@@ -838,7 +847,7 @@ class LocalStyle:
             pbx.bridge_leave(b, c2)
             pbx.bridge_leave(b, d1)
             pbx.bridge_destroy(b)
-            pbx.varsets(c2, _times(pbx.t, c2, connected) + (("DIALSTATUS", "ANSWER"),))
+            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
             pbx.hangup_request(d2, 16)
             pbx.hangup(d1, 16)
             pbx.soft_hangup_request(d2, 16)
@@ -868,14 +877,14 @@ class LocalStyle:
             pbx.dial_end(c2, d1, "CANCEL")
             pbx.hangup_request(d2, 0)
             pbx.hangup(d1, 0)
-            pbx.varsets(c2, (("DIALSTATUS", "CANCEL"),) + _times(pbx.t, c2, pbx.t)[2:])
+            pbx.varsets(c2, (("DIALSTATUS", "CANCEL"), *_times(pbx.t, c2, pbx.t)[2:]))
             pbx.soft_hangup_request(c2, 16)
             pbx.hangup(c2, 0)
         else:
             pbx.dial_end(c2, d1, "NOANSWER")
             pbx.hangup_request(d2, 0)
             pbx.hangup(d1, 0)
-            pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"),) + _times(pbx.t, c2, pbx.t)[2:])
+            pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"), *_times(pbx.t, c2, pbx.t)[2:]))
             pbx.newexten(c2, 3, "Hangup", "")
             pbx.soft_hangup_request(c2, 16)
             pbx.hangup_request(c1, 16)

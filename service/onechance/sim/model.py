@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 __all__ = [
-    "Behaviour", "CallerPool", "OperatorSpec", "QueueSpec", "RateProfile", "SimConfig", "SimConfigError",
-    "STYLES", "names_for",
+    "STYLES",
+    "Behaviour",
+    "CallerPool",
+    "OperatorSpec",
+    "QueueSpec",
+    "RateProfile",
+    "SimConfig",
+    "SimConfigError",
+    "names_for",
 ]
 
 #: PBX styles: "sip" (a PJSIP trunk, operators on SIP phones: pbx-sip/ of the captures) or "local"
@@ -44,7 +53,8 @@ _FIRST_LAST: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "Волкова", "Морозов", "Лебедева", "Зайцев")),
     "greek": (("Γιώργος", "Μαρία", "Ελένη", "Νίκος", "Κατερίνα", "Δημήτρης"),
               ("Παπαδόπουλος", "Νικολάου", "Γεωργίου", "Οικονόμου", "Βασιλείου", "Αθανασίου")),
-    "cjk": (("伟", "娜", "敏", "静", "太郎", "花子", "민준", "서연"), ("王", "李", "张", "刘", "田中", "佐藤", "김", "박")),
+    "cjk": (("伟", "娜", "敏", "静", "太郎", "花子", "민준", "서연"),
+            ("王", "李", "张", "刘", "田中", "佐藤", "김", "박")),
     "arabic": (("محمد", "فاطمة", "أحمد", "ليلى", "عمر", "نور"), ("العلي", "الزهراء", "حسن", "منصور", "خليل", "سعيد")),
 }
 _SCRIPT_WEIGHTS = {"estonian": 5, "latin": 4, "cyrillic": 4, "greek": 1, "cjk": 1, "arabic": 1}
@@ -99,7 +109,11 @@ def make_person(rng: random.Random, pool: CallerPool, index: int) -> tuple[str, 
     return number, name
 
 
-def _pick(rng: random.Random, weights: dict):  # type: ignore[no-untyped-def]
+_K = TypeVar("_K")
+
+
+def _pick(rng: random.Random, weights: Mapping[_K, float]) -> _K:
+    """A key of ``weights``, drawn with those weights."""
     total = sum(weights.values())
     x = rng.random() * total
     for key, w in weights.items():

@@ -262,7 +262,7 @@ def queue_visit(sim: Centre, call: Call, qc: Chan, queue: QueueRt, plan: Plan, *
             winner = rings[min(answer_times)[1]]
             losers = [r for r in rings if r is not winner]
             entry.ringing = False
-            if rounds > 1 or losers and any(r.answer_at() is None for r in rings):
+            if rounds > 1 or (losers and any(r.answer_at() is None for r in rings)):
                 t.kind("ring_no_answer")
             talk = style.answered(call, qc, queue, entry, winner, losers)
             t.waits.append((now - joined) / US)

@@ -28,7 +28,16 @@ from .channels import Bridge, Chan
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import (
-    ANSWER_PAUSE, Call, Plan, Ring, Talk, connect, queue_abandon_event, queue_leave, queue_visit, secs_between,
+    ANSWER_PAUSE,
+    Call,
+    Plan,
+    Ring,
+    Talk,
+    connect,
+    queue_abandon_event,
+    queue_leave,
+    queue_visit,
+    secs_between,
 )
 
 if TYPE_CHECKING:
@@ -614,7 +623,7 @@ class SipStyle:
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, _times(pbx.t, a, hop.since) + (("DIALSTATUS", "ANSWER"),))
+            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(a, 16)
             if b.up:
                 pbx.hangup(b, 16)
@@ -629,7 +638,7 @@ class SipStyle:
                 pbx.hangup(b, 16)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, _times(pbx.t, a, hop.since) + (("DIALSTATUS", "ANSWER"),))
+            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(a, 16)
             self._up_from(call, i)
         elif hop.kind == "queue":
@@ -680,7 +689,6 @@ class SipStyle:
     def _caller_hangs_up(self, call: Call) -> None:
         """The trunk caller's BYE during the talk: the chain goes down towards the phone."""
         call.truth.kind("caller_hung_up")
-        pbx = self.pbx
         first = call.chain[0]
         self._caller_bye(first.a, first.b)
         self._down(call, 0)
@@ -720,7 +728,7 @@ class SipStyle:
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, _times(pbx.t, a, hop.since) + (("DIALSTATUS", "ANSWER"),))
+            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(a, 16)
             if a.up:
                 pbx.hangup(a, 16)
@@ -932,7 +940,7 @@ class SipStyle:
         pbx.bridge_leave(pb, m2)
         pbx.bridge_leave(pb, phone)
         pbx.bridge_destroy(pb)
-        pbx.varsets(m2, _times(pbx.t, m2, talk.connected) + (("DIALSTATUS", "ANSWER"),))
+        pbx.varsets(m2, (*_times(pbx.t, m2, talk.connected), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(m2, 16)
         pbx.hangup(m2, 16)
         self._qos(phone)
@@ -1124,7 +1132,8 @@ class SipStyle:
         self._media(trunk, sender=True)
         self._media(phone, sender=False)
         now = pbx.t
-        call.chain = [Hop("dialq", trunk, d1, b1, None, now), Hop("local", d1, d2), Hop("dial", d2, phone, b2, None, now)]
+        call.chain = [Hop("dialq", trunk, d1, b1, None, now), Hop("local", d1, d2),
+                      Hop("dial", d2, phone, b2, None, now)]
         call.truth.operators.append(f"ext:{ext}")
         call.truth.outcome = "answered"
         call.truth.kind("direct")
@@ -1162,7 +1171,7 @@ class SipStyle:
         pbx.bridge_leave(b2, phone)
         pbx.bridge_leave(b2, d2)
         pbx.bridge_destroy(b2)
-        pbx.varsets(d2, _times(pbx.t, d2, since) + (("DIALSTATUS", "ANSWER"),))
+        pbx.varsets(d2, (*_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(d2, 16)
         pbx.hangup(phone, 16)
         pbx.varset(d1, "CHANLOCALSTATUS", "ANSWER")
@@ -1177,7 +1186,7 @@ class SipStyle:
         pbx.bridge_destroy(b1)
         pbx.hangup(d1, 16)
         pbx.devstate(d1.dev)
-        pbx.varsets(trunk, _times(pbx.t, trunk, since) + (("DIALSTATUS", "ANSWER"),))
+        pbx.varsets(trunk, (*_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(trunk, 16)
         self._qos(trunk)
         pbx.hangup(trunk, 16)
@@ -1194,7 +1203,7 @@ class SipStyle:
         pbx.bridge_leave(b1, trunk)
         pbx.bridge_leave(b1, d1)
         pbx.bridge_destroy(b1)
-        pbx.varsets(trunk, _times(pbx.t, trunk, since) + (("DIALSTATUS", "ANSWER"),))
+        pbx.varsets(trunk, (*_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(trunk, 16)
         pbx.hangup(trunk, 16)
         pbx.devstate(trunk.dev)
@@ -1207,7 +1216,7 @@ class SipStyle:
         pbx.bridge_leave(b2, d2)
         pbx.bridge_leave(b2, phone)
         pbx.bridge_destroy(b2)
-        pbx.varsets(d2, _times(pbx.t, d2, since) + (("DIALSTATUS", "ANSWER"),))
+        pbx.varsets(d2, (*_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(d2, 16)
         pbx.hangup(d2, 16)
         self._qos(phone)
@@ -1231,7 +1240,7 @@ class SipStyle:
         pbx.devstate(d1.dev)
         pbx.hangup(phone, 16)
         status = "CANCEL" if gave_up else "NOANSWER"
-        pbx.varsets(trunk, (("DIALSTATUS", status),) + _times(pbx.t, trunk, pbx.t)[2:])
+        pbx.varsets(trunk, (("DIALSTATUS", status), *_times(pbx.t, trunk, pbx.t)[2:]))
         if not gave_up:
             pbx.newexten(trunk, 3, "Hangup", "")
         pbx.soft_hangup_request(trunk, 16)
@@ -1329,7 +1338,7 @@ class SipStyle:
         pbx.varset(phone, "BRIDGEPVTCALLID", "")
         pbx.bridge_leave(b, trunk)
         pbx.bridge_leave(b, phone)
-        pbx.varsets(phone, _times(pbx.t, phone, since) + (("DIALSTATUS", "ANSWER"),))
+        pbx.varsets(phone, (*_times(pbx.t, phone, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(phone, 16)
         self._qos(phone)
         pbx.hangup(phone, 16)
@@ -1357,13 +1366,14 @@ def _inherited(ch: Chan) -> list[tuple[str, str]]:
     """The ``__`` variables a channel passes on to the channels it dials."""
     if not ch.vars:
         return []
-    return ch.vars.get("inherit", [])  # type: ignore[return-value]
+    out: list[tuple[str, str]] = ch.vars.get("inherit", [])
+    return out
 
 
 def _inherit(ch: Chan, name: str, value: str) -> None:
     if ch.vars is None:
         ch.vars = {}
-    ch.vars.setdefault("inherit", []).append((name, value))  # type: ignore[union-attr]
+    ch.vars.setdefault("inherit", []).append((name, value))
 
 
 def _member_cid(qc: Chan, call: Call) -> tuple[str, str | None]:
@@ -1376,5 +1386,5 @@ def _member_cid(qc: Chan, call: Call) -> tuple[str, str | None]:
 
 def _tv(t: int) -> str:
     import datetime as _dt
-    d = _dt.datetime.fromtimestamp(t / US, tz=_dt.timezone.utc)
+    d = _dt.datetime.fromtimestamp(t / US, tz=_dt.UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(t // 1000) % 1000:03d}+0000"

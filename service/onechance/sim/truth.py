@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallTruth", "TruthBook", "SHORT_ABANDON", "BOUNCE_AT"]
+__all__ = ["BOUNCE_AT", "SHORT_ABANDON", "CallTruth", "TruthBook"]
 
 SHORT_ABANDON = 5.0
 BOUNCE_AT = 2
