@@ -78,6 +78,11 @@ class Centre:
         else:
             self.kernel.spawn(self._script(sorted(script, key=lambda s: s.at)), name="script")
 
+    @property
+    def live_calls(self) -> int:
+        """Calls in progress now (inbound and outbound)."""
+        return self.book.live
+
     def _keep(self, truth: CallTruth) -> None:
         if self.keep_truths:
             self.truths.append(truth)

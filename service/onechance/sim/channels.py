@@ -52,7 +52,7 @@ def c_escape(value: str) -> str:
 class Chan:
     """One channel.  ``None`` caller-id parts render as ``<unknown>``."""
 
-    __slots__ = ("_block", "acct", "born", "cid_name", "cid_num", "cl_name", "cl_num", "context", "counted", "dev",
+    __slots__ = ("_b0", "_block", "acct", "born", "cid_name", "cid_num", "cl_name", "cl_num", "context", "counted", "dev",
                  "exten", "lang", "lid", "name", "pair", "prio", "state", "tech", "uid", "up", "vars")
 
     def __init__(self, name: str, uid: str, lid: str, context: str, exten: str, *, state: int = 0,
@@ -79,15 +79,22 @@ class Chan:
         self.pair: Chan | None = None  # the other half of a Local pair
         self.counted = False  # counts for its device's state right now
         self._block: dict[str, str] = {}
+        self._b0: str | None = None  # the block without prefix, the most used
 
     def set(self, **fields: object) -> Chan:
         for key, value in fields.items():
             setattr(self, key, value)
         self._block = {}
+        self._b0 = None
         return self
 
     def block(self, p: str = "") -> str:
         """The channel snapshot block with prefix ``p`` (cached)."""
+        if not p:
+            b = self._b0
+            if b is None:
+                b = self._b0 = self.render()
+            return b
         b = self._block.get(p)
         if b is None:
             b = self._block[p] = self.render(p)

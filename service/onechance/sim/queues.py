@@ -127,8 +127,20 @@ def update_avail(pbx: Pbx, op: OperatorRt) -> None:
 
 
 def wake_waiting(kernel: Kernel, queues: list[QueueRt], skip: Entry | None = None) -> None:
-    """Let the callers waiting (not ringing) in ``queues`` look for a free member again."""
+    """Let the callers waiting (not ringing) in ``queues`` look for a free member again: as many, from the
+    head of the line, as there are free members (the others could not ring anyway, see :meth:`QueueRt.pick`)."""
     for q in queues:
+        free = 0
+        for m in q.members:
+            if not m.busy:
+                free += 1
+        if not free:
+            continue
         for e in q.entries:
-            if e is not skip and not e.ringing:
+            if e.ringing:
+                continue
+            if free == 0:
+                break
+            free -= 1
+            if e is not skip:
                 kernel.wake(e.proc, "look")

@@ -112,8 +112,10 @@ class TruthBook:
     def __init__(self, pbx: str = "") -> None:
         self.pbx = pbx
         self.lost: dict[str, list[CallTruth]] = {}
+        self.live = 0  # calls started and not ended
 
     def new(self, call_id: str, caller: str, caller_name: str, at: float, **kw: Any) -> CallTruth:
+        self.live += 1
         return CallTruth(call_id, caller, caller_name, at, pbx=self.pbx, **kw)
 
     def answered(self, number: str, at: float, via: str = "ring_back") -> None:
@@ -126,6 +128,8 @@ class TruthBook:
             t.kind(f"recovered_by_{via}")
 
     def end(self, t: CallTruth, at: float) -> None:
+        if t.ended_at is None:
+            self.live -= 1
         t.ended_at = at
         if t.direction == "inbound" and t.lost and t.caller:
             lost = self.lost.setdefault(t.caller, [])
