@@ -52,8 +52,8 @@ def c_escape(value: str) -> str:
 class Chan:
     """One channel.  ``None`` caller-id parts render as ``<unknown>``."""
 
-    __slots__ = ("_b0", "_block", "acct", "born", "cid_name", "cid_num", "cl_name", "cl_num", "context", "counted", "dev",
-                 "exten", "lang", "lid", "name", "pair", "prio", "state", "tech", "uid", "up", "vars")
+    __slots__ = ("_b0", "_block", "acct", "born", "cid_name", "cid_num", "cl_name", "cl_num", "context", "counted",
+                 "dev", "exten", "lang", "lid", "name", "pair", "prio", "state", "tech", "uid", "up", "vars")
 
     def __init__(self, name: str, uid: str, lid: str, context: str, exten: str, *, state: int = 0,
                  prio: int = 1, cid_num: str | None = None, cid_name: str | None = None,
