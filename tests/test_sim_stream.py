@@ -258,8 +258,9 @@ def test_names_in_many_scripts_and_numbers_in_many_formats() -> None:
     people = CallerPool(size=2000, scripts={"latin": 1.0})
     c2 = Centre(dataclasses.replace(cfg, callers=people))
     data = c2.run(calls=300).decode()
-    if any("'" in t.caller_name for t in c2.truths):
-        assert "CallerIDName: " in data and re.search(r"CallerIDName: [^\r]*\\'", data)
+    assert any("'" in t.caller_name for t in c2.truths)
+    assert re.search(r"CallerIDName: [^\r]*O\\'(Brien|Connor)\r", data)
+    assert not re.search(r"CallerIDName: [^\r]*[^\\]'", data)
 
 
 def test_queue_strategies_ring_as_configured() -> None:
