@@ -216,3 +216,31 @@ async def test_resync_with_a_phone_consultation_live() -> None:
     assert live_consult, "the run has no phone attended transfer"
     names = {op.ext: op.name for op in cfg.operators}
     assert check_sim(truths, got, names, wait_tolerance=0.05) == {}
+
+
+async def test_sim_source_passes_start_at_present_and_play_in_order() -> None:
+    import time
+
+    src = SimSource(sim_config(seed=3), calls=5)
+    src.start_at_present()
+    passes = []
+    for _ in range(2):
+        recs = []
+        i = 0
+        while (rec := src.get(i)) is not None:
+            assert src.get(i) is rec  # the same message again
+            recs.append(rec)
+            i += 1
+        passes.append(recs)
+        src.next_pass()
+    first, second = passes
+    assert first and second
+    assert time.time() - 5 < first[0].ts < time.time() + 3600  # type: ignore[operator]  # the 1st arrival
+    assert second[0].ts > max(r.ts for r in first)  # type: ignore[operator,type-var]
+    ids = [{r.msg.get("Uniqueid") for r in p if r.msg.get("Uniqueid")} for p in passes]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
+    assert sum(1 for r in first if r.msg.event == "QueueCallerJoin") >= 4
+    with pytest.raises(ValueError, match="in order"):
+        src.get(5)
+    with pytest.raises(RuntimeError):
+        src.start_at_present()
