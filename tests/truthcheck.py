@@ -118,3 +118,63 @@ def load_truth(name: str) -> dict[str, Any]:
 
 def scenarios() -> list[str]:
     return sorted(p.name[: -len(".truth.json")] for p in DATA.glob("*.truth.json"))
+
+
+# ---- the simulator's truth (onechance.sim) ---------------------------------------------------------------
+def _digits(value: Any) -> str:
+    return "".join(ch for ch in str(value or "") if ch.isdigit())
+
+
+def compare_sim(want: dict[str, Any], got: dict[str, Any], members: dict[str, str],
+                wait_tolerance: float = 1.5) -> list[str]:
+    """:func:`compare` for a simulated call (``CallTruth.to_dict()``), plus what the simulator knows
+    exactly: the caller, the direction (a journey without one counts as inbound), an outbound call's
+    callee (digits) and who dialled it, a key exit's key, every visit's queue in order.  ``first_wait`` is
+    compared within ``wait_tolerance`` seconds (the simulator knows it to the microsecond)."""
+    errs = compare({k: v for k, v in want.items() if k != "first_wait"}, got, members)
+
+    def chk(name: str, ok: bool, w: Any, g: Any) -> None:
+        if not ok:
+            errs.append(f"{name}: want {w!r} got {g!r}")
+
+    chk("caller", got.get("caller") == want["caller"], want["caller"], got.get("caller"))
+    direction = got.get("direction") or "inbound"
+    chk("direction", direction == want.get("direction", "inbound"), want.get("direction", "inbound"), direction)
+    if want.get("direction") == "outbound":
+        chk("callee", _digits(got.get("callee")) == _digits(want.get("callee")), want.get("callee"),
+            got.get("callee"))
+        chk("dialled_by", got.get("dialled_by") == want.get("dialled_by"), want.get("dialled_by"),
+            got.get("dialled_by"))
+    chk("exit_key", (got.get("exit_key") or "") == want.get("exit_key", ""), want.get("exit_key", ""),
+        got.get("exit_key"))
+    if "first_wait" in want:
+        qs = got.get("queues") or []
+        w = qs[0].get("wait_seconds") if qs else None
+        chk("first_wait", isinstance(w, (int, float)) and abs(w - want["first_wait"]) <= wait_tolerance,
+            want["first_wait"], w)
+    return errs
+
+
+def check_sim(truths: list[dict[str, Any]], journeys: list[dict[str, Any]], members: dict[str, str],
+              wait_tolerance: float = 1.5) -> dict[str, list[str]]:
+    """Every simulated call against the journey with its call id: ``{call_id: [mismatch, ...]}`` for the
+    calls that differ, a missing journey included.  A journey the simulator never made (a phantom call,
+    e.g. a consultation call not joined to its caller) is reported under ``"phantom <call_id>"``."""
+    by_id: dict[str, dict[str, Any]] = {}
+    problems: dict[str, list[str]] = {}
+    for g in journeys:
+        if g["call_id"] in by_id:
+            problems[f"twice {g['call_id']}"] = ["two journeys with this call id"]
+        by_id[g["call_id"]] = g
+    for want in truths:
+        got = by_id.pop(want["call_id"], None)
+        if got is None:
+            problems[want["call_id"]] = ["no journey reported"]
+            continue
+        errs = compare_sim(want, got, members, wait_tolerance)
+        if errs:
+            problems[want["call_id"]] = errs
+    for call_id, got in by_id.items():
+        problems[f"phantom {call_id}"] = [f"a journey the simulator did not make (caller {got.get('caller')!r}, "
+                                          f"outcome {got.get('outcome')!r})"]
+    return problems

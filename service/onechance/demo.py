@@ -1,4 +1,5 @@
-"""An embedded demo PBX: a fake Asterisk manager interface that plays a recorded AMI capture over TCP.
+"""An embedded demo PBX: a fake Asterisk manager interface that plays a recorded AMI capture, or the
+simulated call centre of :mod:`onechance.sim`, over TCP.
 
 ``onechance run`` starts it when no Asterisk is configured and connects to it exactly as to a real one;
 the tests use it as their fake Asterisk.  It behaves like Asterisk 22 where the daemon cares:
@@ -19,12 +20,19 @@ While nobody is logged in the stream waits (a real PBX would go on; the tests in
 instead, see :class:`Cut` and :class:`Silence`).  With ``loop=True`` the capture is played again and again,
 every pass with times moved to the present and Uniqueids/Linkedids moved by the same whole seconds, so
 each pass is a fresh set of calls.
+
+Where the messages come from is a :class:`MessageSource`: :class:`CaptureSource` (a capture, the default)
+or :class:`SimSource` (the simulator: endless, or ``calls`` calls per pass), both paced the same way.  A
+source may know the PBX's queues up front (the simulator does): ``QueueStatus`` then lists every queue
+(``QueueParams`` with its strategy and length limit) and its members from the start, as Asterisk does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -33,10 +41,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .ami.parser import BANNER_PREFIX, TERMINATOR, AmiMessage, parse_block
 
-__all__ = ["CAPTURE", "Cut", "DemoPbx", "Hold", "PbxState", "Recorded", "Restart", "Silence", "load_capture"]
+if TYPE_CHECKING:
+    from .sim import Centre, SimConfig
+
+__all__ = ["CAPTURE", "CaptureSource", "Cut", "DemoPbx", "Hold", "MessageSource", "PbxState", "QueueInfo",
+           "Recorded", "Restart", "Silence", "SimSource", "load_capture"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +105,143 @@ def shift_times(rec: Recorded, seconds: int) -> Recorded:
     msg, _b, _n = parse_block(raw.decode("utf-8", "replace"))
     assert msg is not None
     return Recorded(raw, msg, rec.ts + seconds if rec.ts is not None else None)
+
+
+def _recorded(block: bytes) -> Recorded:
+    """One message (bytes without the blank line) as a :class:`Recorded`."""
+    msg, _banner, _bad = parse_block(block.decode("utf-8", "replace"))
+    assert msg is not None
+    ts_text = msg.headers.get("Timestamp")
+    try:
+        ts = float(ts_text) if ts_text else None
+    except ValueError:
+        ts = None
+    return Recorded(block, msg, ts)
+
+
+# ---- where the messages come from ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue the PBX has from the start (queues.conf): ``QueueStatus`` lists it before any event names it.
+    ``members``: (interface, member name, state interface) of its static members."""
+
+    name: str
+    strategy: str = "ringall"
+    maxlen: int = 0
+    members: tuple[tuple[str, str, str], ...] = ()
+    login_time: int = 0
+
+
+class MessageSource:
+    """The messages a :class:`DemoPbx` plays, pass by pass.  The player asks for them in order
+    (``get(i)``, the same ``i`` again allowed); ``None`` ends the pass."""
+
+    def get(self, i: int) -> Recorded | None:
+        raise NotImplementedError
+
+    def next_pass(self) -> None:
+        """Start the next pass (``loop=True``), with fresh ids and times after the last pass's."""
+        raise NotImplementedError
+
+    def start_at_present(self) -> None:
+        """Move the times (and ids) to the present; call before the first message."""
+
+    def queues(self) -> list[QueueInfo]:
+        """The queues known up front (none for a capture: they are learnt from its events)."""
+        return []
+
+
+class CaptureSource(MessageSource):
+    """A recorded capture (see :func:`load_capture`); each pass after the first is moved to the present."""
+
+    def __init__(self, recorded: list[Recorded]) -> None:
+        self.recorded = recorded
+        self.shift = 0
+
+    def get(self, i: int) -> Recorded | None:
+        if i >= len(self.recorded):
+            return None
+        return shift_times(self.recorded[i], self.shift)
+
+    def _span(self) -> tuple[float, float] | None:
+        stamps = [r.ts for r in self.recorded if r.ts is not None]
+        return (stamps[0], max(stamps)) if stamps else None
+
+    def next_pass(self) -> None:
+        span = self._span()
+        if span is not None:
+            first, last = span
+            self.shift = max(int(time.time() - first), self.shift + int(last - first) + 2)
+
+    def start_at_present(self) -> None:
+        span = self._span()
+        if span is not None:
+            self.shift = int(time.time() - span[0])
+
+
+class SimSource(MessageSource):
+    """The simulated call centre of ``config`` (:class:`onechance.sim.SimConfig`): endless, or ``calls``
+    calls per pass (each later pass with the next seed, starting 2 s after the last one ended).
+    ``keep_truths`` keeps every call's truth in ``centre.truths`` (for tests; it grows without bound)."""
+
+    def __init__(self, config: SimConfig, *, calls: int | None = None, keep_truths: bool = False) -> None:
+        from .sim import Centre
+
+        self._centre_cls = Centre
+        self.config = config.validate()
+        self.calls = calls
+        self.keep_truths = keep_truths
+        self.centre: Centre | None = None
+        self.passes = 0
+        self._it: Iterator[bytes] | None = None
+        self._i = -1
+        self._cur: Recorded | None = None
+
+    def _begin(self) -> Centre:
+        centre = self._centre_cls(self.config, keep_truths=self.keep_truths)
+        if self.calls is not None:
+            centre.max_calls = self.calls
+        self.centre = centre
+        self._it = centre.messages()
+        return centre
+
+    def get(self, i: int) -> Recorded | None:
+        if i == self._i:
+            return self._cur
+        if i != self._i + 1:
+            raise ValueError(f"the simulator plays its messages in order: asked for {i} after {self._i}")
+        if self._it is None:
+            self._begin()
+        assert self._it is not None
+        raw = next(self._it, None)
+        self._i = i
+        self._cur = None if raw is None else _recorded(raw[: -len(TERMINATOR)])
+        return self._cur
+
+    def next_pass(self) -> None:
+        assert self.centre is not None
+        end = int(self.centre.pbx.now) + 2
+        self.passes += 1
+        self.config = dataclasses.replace(self.config, seed=self.config.seed + 1, start=float(end))
+        self._i = -1
+        self._cur = None
+        self._begin()
+
+    def start_at_present(self) -> None:
+        if self.centre is not None:
+            raise RuntimeError("start_at_present() must come before the first message")
+        self.config = dataclasses.replace(self.config, start=float(int(time.time())))
+
+    def queues(self) -> list[QueueInfo]:
+        cfg = self.config
+        names = {op.ext: op.name for op in cfg.operators}
+        login = int(cfg.start - cfg.uptime)
+        out = []
+        for q in cfg.queues:
+            members = tuple((f"Local/{ext}@agents/n", names[ext],
+                             f"PJSIP/{ext}" if cfg.style == "sip" else f"Local/{ext}@agents/n") for ext in q.members)
+            out.append(QueueInfo(q.name, q.strategy, q.maxlen, members, login))
+        return out
 
 
 # ---- faults the tests inject -------------------------------------------------------------------------------
@@ -155,11 +305,41 @@ class PbxState:
     members: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
     clock: float = 0.0
+    params: dict[str, dict[str, str]] = field(default_factory=dict)  # queue -> QueueParams known up front
+    max_dead: int = 100_000  # hung-up ids remembered (so late events do not revive them), the oldest forgotten
+    _dead_order: collections.deque[str] = field(default_factory=collections.deque, repr=False)
 
     def reset(self) -> None:
         self.channels.clear()
         self.queues.clear()
         self.dead.clear()
+        self._dead_order.clear()
+        for name in self.params:
+            self.queues[name] = {}
+
+    def configure(self, queues: list[QueueInfo]) -> None:
+        """The queues (and their static members) the PBX has from the start (queues.conf)."""
+        for q in queues:
+            self.params[q.name] = {"Max": str(q.maxlen), "Strategy": q.strategy}
+            self.queues.setdefault(q.name, {})
+            for interface, name, state_interface in q.members:
+                self.members.setdefault((q.name, interface), {
+                    "MemberName": name, "StateInterface": state_interface, "Membership": "static",
+                    "Penalty": "0", "CallsTaken": "0", "LastCall": "0", "LastPause": "0",
+                    "LoginTime": str(q.login_time), "InCall": "0", "Status": "1", "Paused": "0",
+                    "PausedReason": "", "Wrapuptime": "0"})
+
+    def forget_dead(self) -> None:
+        self.dead.clear()
+        self._dead_order.clear()
+
+    def _bury(self, uid: str) -> None:
+        if uid in self.dead:
+            return
+        self.dead.add(uid)
+        self._dead_order.append(uid)
+        if len(self._dead_order) > self.max_dead:
+            self.dead.discard(self._dead_order.popleft())
 
     def apply(self, msg: AmiMessage) -> None:
         h = msg.headers
@@ -173,7 +353,7 @@ class PbxState:
         if ev == "Hangup":
             uid = h.get("Uniqueid") or ""
             self.channels.pop(uid, None)
-            self.dead.add(uid)
+            self._bury(uid)
             for entries in self.queues.values():
                 entries.pop(uid, None)
             return
@@ -234,7 +414,9 @@ class PbxState:
         names = sorted(set(self.queues) | {q for q, _i in self.members})
         for name in names:
             entries = self.queues.get(name, {})
-            out.append({"Event": "QueueParams", "Queue": name, "Max": "0", "Strategy": "ringall",
+            params = self.params.get(name, {})
+            out.append({"Event": "QueueParams", "Queue": name, "Max": params.get("Max", "0"),
+                        "Strategy": params.get("Strategy", "ringall"),
                         "Calls": str(len(entries)), "Holdtime": "0", "TalkTime": "0", "Completed": "0",
                         "Abandoned": "0", "ServiceLevel": "0", "ServicelevelPerf": "0.0",
                         "ServicelevelPerf2": "0.0", "Weight": "0"})
@@ -277,12 +459,14 @@ class _Conn:
 
 
 class DemoPbx:
-    """A fake AMI server playing ``capture`` (bytes, a path, or the bundled demo capture)."""
+    """A fake AMI server playing ``capture`` (bytes, a path, or the bundled demo capture), or ``source``
+    (a :class:`MessageSource`, e.g. ``SimSource(SimConfig.default())``) when given."""
 
     def __init__(
         self,
         capture: bytes | str | Path | None = None,
         *,
+        source: MessageSource | None = None,
         speed: float = 1.0,
         loop: bool = False,
         username: str = "demo",
@@ -294,8 +478,12 @@ class DemoPbx:
         port: int = 0,
         sock: socket.socket | None = None,
     ) -> None:
-        data = capture if isinstance(capture, bytes) else Path(capture or CAPTURE).read_bytes()
-        self.recorded = load_capture(data)
+        if source is None:
+            data = capture if isinstance(capture, bytes) else Path(capture or CAPTURE).read_bytes()
+            source = CaptureSource(load_capture(data))
+        elif capture is not None:
+            raise ValueError("DemoPbx plays a capture or a source, not both")
+        self.source = source
         self.speed = speed
         self.loop = loop
         self.username, self.secret = username, secret
@@ -322,7 +510,6 @@ class DemoPbx:
         self.finished = asyncio.Event()  # the capture was played to its end (not looping)
         self.holding = asyncio.Event()  # a Hold fault is in effect
         self._released = asyncio.Event()
-        self._shift = 0
         self._client: _Conn | None = None
         self._client_ready = asyncio.Event()
         self._conns: set[_Conn] = set()
@@ -331,8 +518,16 @@ class DemoPbx:
         self._handlers: set[asyncio.Task[None]] = set()
         self._anchor: tuple[float, float] | None = None  # (wall, capture ts) for pacing
 
+    @property
+    def recorded(self) -> list[Recorded]:
+        """The capture being played (a :class:`CaptureSource`'s)."""
+        if not isinstance(self.source, CaptureSource):
+            raise AttributeError("this demo PBX plays no capture")
+        return self.source.recorded
+
     # ---- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> int:
+        self.state.configure(self.source.queues())
         await self._listen()
         self._player = asyncio.create_task(self._play(), name="demo-pbx-player")
         return self.port
@@ -526,18 +721,20 @@ class DemoPbx:
         return True
 
     # ---- the player ------------------------------------------------------------------------------------
-    def _message(self, i: int) -> Recorded:
-        return shift_times(self.recorded[i], self._shift)
+    def _message(self, i: int) -> Recorded | None:
+        return self.source.get(i)
 
     async def _play(self) -> None:
         while True:
-            while self.position < len(self.recorded):
+            while True:
                 i = self.position
+                rec = self._message(i)
+                if rec is None:
+                    break
                 fault = self.plan.pop(i, None)
                 if fault is not None:
                     await self._inject(fault)
                     continue
-                rec = self._message(i)
                 while True:
                     conn = self._client
                     if conn is None or conn.closed:
@@ -559,24 +756,15 @@ class DemoPbx:
                 return
             self._next_pass()
 
-    def _span(self) -> tuple[float, float] | None:
-        stamps = [r.ts for r in self.recorded if r.ts is not None]
-        return (stamps[0], max(stamps)) if stamps else None
-
     def _next_pass(self) -> None:
         self.passes += 1
         self.position = 0
-        self.state.dead.clear()  # the next pass has fresh ids: keeping these would grow without bound
-        span = self._span()
-        if span is not None:
-            first, last = span
-            self._shift = max(int(time.time() - first), self._shift + int(last - first) + 2)
+        self.state.forget_dead()  # the next pass has fresh ids: keeping these would grow without bound
+        self.source.next_pass()
 
     def start_at_present(self) -> None:
-        """Move the capture's times (and ids) to the present; call before :meth:`start`."""
-        span = self._span()
-        if span is not None:
-            self._shift = int(time.time() - span[0])
+        """Move the capture's (or the simulator's) times and ids to the present; call before :meth:`start`."""
+        self.source.start_at_present()
 
     async def _pace(self, rec: Recorded) -> None:
         if self.speed <= 0 or rec.ts is None:
@@ -593,9 +781,11 @@ class DemoPbx:
             self._anchor = (now, rec.ts)
 
     def _lose(self, n: int) -> None:
-        end = min(len(self.recorded), self.position + n)
-        while self.position < end:
-            self.state.apply(self._message(self.position).msg)
+        for _ in range(n):
+            rec = self._message(self.position)
+            if rec is None:
+                return
+            self.state.apply(rec.msg)
             self.position += 1
             self.skipped += 1
 
@@ -603,8 +793,9 @@ class DemoPbx:
         conn = self._client
         if isinstance(fault, Cut):
             if conn is not None and not conn.closed:
-                if fault.partial and self.position < len(self.recorded):
-                    raw = self._message(self.position).raw
+                rec = self._message(self.position) if fault.partial else None
+                if rec is not None:
+                    raw = rec.raw
                     async with conn.lock:
                         await self._write(conn, raw[: max(1, len(raw) // 2)])
                 conn.closed = True
@@ -635,7 +826,7 @@ class DemoPbx:
             await self._unlisten()
             self.state.reset()
             if fault.capture is not None:
-                self.recorded = load_capture(fault.capture)
+                self.source = CaptureSource(load_capture(fault.capture))
                 self.position = 0  # from now on, plan indexes refer to the new capture
             await asyncio.sleep(fault.down_for)
             await self._listen()

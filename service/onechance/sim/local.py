@@ -1,0 +1,917 @@
+"""The ``local`` PBX style: the test PBX of ``ami-captures/pbx/``.
+
+The outside caller is a Local channel pair a driver originates (``Local/support@inbound-…;1`` parked in
+``[caller] phone`` running ``Wait(600)``, ``;2`` running ``[inbound]``); a caller hangs up when the driver
+hangs up the ``;1`` half.  Queue members are ``Local/EXT@agents/n`` whose ``;2`` half fakes the operator's
+phone: it reads MODE/RING/TALK from AstDB (shown as ``VarSet DB_RESULT``), rings, answers after RING
+seconds and hangs up after TALK seconds (``TALK=600`` when the caller or a transfer ends the call).
+Blind transfers are the AMI ``BlindTransfer`` action on the member channel; attended transfers the
+``*2`` feature code dialled by the member, consulting a queue number (``7003``) through a
+``Local/7003@inbound`` channel (a new queue visit with the caller's Linkedid and another Uniqueid).
+
+Each method emits one step, in the order of the captures named in its docstring.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .channels import Bridge, Chan
+from .kernel import US
+from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
+from .scenarios import (
+    ANSWER_PAUSE,
+    Call,
+    Plan,
+    Ring,
+    Talk,
+    connect,
+    queue_abandon_event,
+    queue_leave,
+    queue_visit,
+    secs_between,
+)
+
+if TYPE_CHECKING:
+    from .centre import Centre
+
+__all__ = ["LocalStyle"]
+
+DIAL_VARS_EMPTY = (("DIALSTATUS", ""), ("DIALEDPEERNUMBER", ""), ("DIALEDPEERNAME", ""), ("ANSWEREDTIME", ""),
+                   ("ANSWEREDTIME_MS", ""), ("DIALEDTIME", ""), ("DIALEDTIME_MS", ""), ("RINGTIME", ""),
+                   ("RINGTIME_MS", ""), ("PROGRESSTIME", ""), ("PROGRESSTIME_MS", ""))
+
+
+def _times(pbx_t: int, ch: Chan, since: int) -> tuple[tuple[str, str], ...]:
+    """ANSWEREDTIME(_MS) since ``since`` and DIALEDTIME(_MS) since ``ch`` was created."""
+    a = max(0, (pbx_t - since) // 1000)
+    d = max(0, (pbx_t - ch.born) // 1000)
+    return (("ANSWEREDTIME", str(a // 1000)), ("ANSWEREDTIME_MS", str(a)),
+            ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)))
+
+
+class LocalStyle:
+    name = "local"
+
+    def __init__(self, sim: Centre) -> None:
+        self.sim = sim
+        self.pbx = sim.pbx
+
+    # ---- devices ----------------------------------------------------------------------------------------
+
+    # ---- arrival (answered.ami, queue_timeout.ami, direct_call.ami) ------------------------------------
+    def _originate(self, call: Call, exten: str, qtimeout: int | None) -> tuple[Chan, Chan]:
+        pbx = self.pbx
+        c1, c2 = pbx.local_pair(f"Local/{exten}@inbound", "inbound", exten)
+        call.c1, call.c2, call.exten, call.created = c1, c2, exten, pbx.t
+        call.truth.call_id = c1.uid
+        call.truth.started_at = pbx.now
+        pbx.newchannel(c1)
+        pbx.newchannel(c2)
+        pbx.newexten(c1, 1, "AppDial2", "(Outgoing Line)")
+        if qtimeout is not None:
+            pbx.varset(c1, "__QTIMEOUT", str(qtimeout))
+        c1.set(cid_num=call.number, cid_name=call.name)
+        pbx.newcallerid(c1)
+        c1.set(cl_num=call.number, cl_name=call.name)
+        pbx.newconnectedline(c1)
+        if qtimeout is not None:
+            pbx.varset(c2, "__QTIMEOUT", str(qtimeout))
+        c2.set(cid_num=call.number, cid_name=call.name, cl_num=call.number, cl_name=call.name)
+        pbx.newcallerid(c2)
+        pbx.newconnectedline(c2)
+        pbx.local_bridge(c1, c2, "inbound", exten)
+        pbx.dial_begin(None, c1, f"{exten}@inbound/n")
+        return c1, c2
+
+    def _originate_answered(self, call: Call) -> None:
+        pbx = self.pbx
+        c1 = call.c1
+        assert c1 is not None
+        pbx.dial_end(None, c1, "ANSWER")
+        pbx.newexten(c1, 1, "Answer", "", context="caller", exten="phone")
+        self.sim.drv += 1
+        pbx.emit("OriginateResponse", f"ActionID: drv-{self.sim.drv}\r\nResponse: Success\r\nChannel: {c1.name}\r\n"
+                                      f"Context: caller\r\nExten: phone\r\nReason: 4\r\nUniqueid: {c1.uid}\r\n"
+                                      f"CallerIDNum: {call.number}\r\nCallerIDName: {call.name}\r\n")
+        pbx.newexten(c1, 2, "Wait", "600")
+
+    def arrive_queue(self, call: Call, queue: QueueRt) -> Any:
+        pbx = self.pbx
+        qtimeout = queue.spec.max_wait if queue.spec.max_wait != 120 else None
+        c1, c2 = self._originate(call, queue.name, qtimeout)
+        call.qtimeout = str(qtimeout) if qtimeout is not None else ""
+        pbx.newexten(c2, 1, "NoOp", f"inbound call for queue {queue.name}")
+        pbx.newexten(c2, 2, "Answer", "")
+        pbx.newstate(c2, 6)
+        pbx.newstate(c1, 6)
+        self._originate_answered(call)
+        dev = f"Local/{queue.name}@inbound"
+        self.pbx.devstate(dev)
+        self.pbx.devstate(dev)
+        yield ANSWER_PAUSE
+        return c2
+
+    def joined(self, call: Call, qc: Chan, queue: QueueRt) -> None:
+        pass
+
+    # ---- ringing (answered.ami, abandoned.ami) ----------------------------------------------------------
+    def ring(self, call: Call, qc: Chan, queue: QueueRt, op: OperatorRt, answer_after: float | None,
+             talk: int) -> Ring:
+        pbx = self.pbx
+        ext = op.ext
+        m1, m2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, qc.lid)
+        ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
+        pbx.newchannel(m1)
+        pbx.newchannel(m2)
+        num, name = _member_cid(qc, call)
+        m1.set(cid_num=num, cid_name=name)
+        pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
+        pbx.newcallerid(m1)
+        qtimeout = call.qtimeout if qc is call.c2 else None
+        if qtimeout:
+            pbx.varset(m1, "__QTIMEOUT", qtimeout)
+        pbx.varset(m1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        pbx.varset(m2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        if qtimeout:
+            pbx.varset(m2, "__QTIMEOUT", qtimeout)
+        m2.set(cid_num=qc.cid_num, cid_name=qc.cid_name, cl_num=num, cl_name=name)
+        pbx.newcallerid(m2)
+        pbx.newconnectedline(m2)
+        pbx.local_bridge(m1, m2, "agents", ext)
+        pbx.agent_event("AgentCalled", qc, None, queue.name, op.interface, op.name,
+                        dest_block=m1.render("Dest", cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten))
+        pbx.dial_begin(qc, m1, f"Local/{ext}@agents/n")
+        self._fake_agent(ring)
+        m1.set(state=5, exten=qc.exten, cl_num=qc.cid_num, cl_name=qc.cid_name)
+        pbx.emit("Newstate", m1.block())
+        pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
+        pbx.newconnectedline(m1)
+        self._fake_agent_wait(ring)
+        self.pbx.devstate(f"Local/{ext}@agents")
+        emit_member_status(pbx, op, 2)
+        pbx.dial_state(qc, m1)
+        update_avail(pbx, op)
+        return ring
+
+    def rung(self, call: Call, qc: Chan, rings: list[Ring]) -> None:
+        pass
+
+    def _fake_agent(self, ring: Ring) -> None:
+        """[agents] priorities 1-5: MODE, RING, TALK from AstDB, then Ringing()."""
+        pbx, m2, ext = self.pbx, ring.m2, ring.op.ext
+        mode = "answer" if ring.answer_after is not None else "noanswer"
+        ring_s = str(int(ring.answer_after)) if ring.answer_after is not None else "1"
+        talk_s = str(ring.talk) if ring.answer_after is not None else "600"
+        pbx.varset(m2, "DB_RESULT", mode)
+        pbx.newexten(m2, 1, "NoOp", f"agent {ext} mode {mode}")
+        pbx.varset(m2, "DB_RESULT", mode)
+        pbx.newexten(m2, 2, "Set", f"MODE={mode}")
+        pbx.varset(m2, "MODE", mode)
+        pbx.varset(m2, "DB_RESULT", ring_s)
+        pbx.newexten(m2, 3, "Set", f"RING={ring_s}")
+        pbx.varset(m2, "RING", ring_s)
+        pbx.varset(m2, "DB_RESULT", talk_s)
+        pbx.newexten(m2, 4, "Set", f"TALK={talk_s}")
+        pbx.varset(m2, "TALK", talk_s)
+        pbx.newexten(m2, 5, "Ringing", "")
+
+    def _fake_agent_wait(self, ring: Ring) -> None:
+        """[agents] priority 6: GotoIf, then Wait(RING) or the noans branch's Wait(600)."""
+        pbx, m2 = self.pbx, ring.m2
+        if ring.answer_after is not None:
+            pbx.newexten(m2, 6, "GotoIf", "0?noans")
+            pbx.newexten(m2, 7, "Wait", str(int(ring.answer_after)))
+        else:
+            pbx.newexten(m2, 6, "GotoIf", "1?noans")
+            pbx.newexten(m2, 11, "Wait", "600")
+
+    def _member_gone(self, op: OperatorRt) -> None:
+        pbx = self.pbx
+        self.sim.set_busy(op, False)
+        emit_member_status(pbx, op, 1)
+        update_avail(pbx, op)
+
+    def ring_no_answer(self, call: Call, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
+        """abandoned.ami: the member timeout."""
+        pbx = self.pbx
+        m1, m2, op = ring.m1, ring.m2, ring.op
+        pbx.agent_event("AgentRingNoAnswer", qc, m1, queue.name, op.interface, op.name, f"RingTime: {ring_ms}\r\n")
+        pbx.dial_end(qc, m1, "NOANSWER")
+        pbx.dial_end(qc, m1, "CANCEL")
+        pbx.hangup_request(m2, 0)
+        pbx.hangup(m1, 0)
+        pbx.soft_hangup_request(m2, 16)
+        dev = f"Local/{op.ext}@agents"
+        self.pbx.devstate(dev)
+        pbx.hangup(m2, 0)
+        self._member_gone(op)
+        pbx.devstate(dev)
+
+    # ---- answer (answered.ami, bounced.ami, attended_transfer.ami) --------------------------------------
+    def answered(self, call: Call, qc: Chan, queue: QueueRt, entry: Entry, ring: Ring, losers: list[Ring]) -> Talk:
+        pbx = self.pbx
+        m1, m2, op = ring.m1, ring.m2, ring.op
+        pbx.newexten(m2, 8, "Answer", "")
+        pbx.newstate(m2, 6)
+        pbx.newstate(m1, 6)
+        pbx.dial_end(qc, m1, "ANSWER")
+        for lo in losers:
+            pbx.dial_end(qc, lo.m1, "CANCEL")
+            pbx.dial_end(qc, lo.m1, "CANCEL")
+            pbx.hangup_request(lo.m2, 26)
+            pbx.hangup(lo.m1, 26)
+            pbx.soft_hangup_request(lo.m2, 16)
+            pbx.hangup(lo.m2, 26)
+        dev = f"Local/{op.ext}@agents"
+        self.pbx.devstate(dev)
+        pbx.devstate(dev)
+        for lo in losers:
+            ldev = f"Local/{lo.op.ext}@agents"
+            self.pbx.devstate(ldev)
+            pbx.devstate(ldev)
+        talk = connect(self.sim, call, qc, queue, entry, ring)
+        for lo in losers:
+            self._member_gone(lo.op)
+        b = pbx.bridge()
+        talk.bridge = b
+        pbx.bridge_create(b)
+        pbx.bridge_enter(b, m1)
+        pbx.bridge_enter(b, qc)
+        if qc is not call.c2:
+            pbx.varset(qc, "ATTENDEDTRANSFER", "")
+        elif call.transfers:
+            pbx.varset(qc, "BLINDTRANSFER", "")
+        pbx.varset(m1, "BRIDGEPEER", qc.name)
+        pbx.varset(qc, "BRIDGEPEER", m1.name)
+        return talk
+
+    # ---- the caller leaves the queue --------------------------------------------------------------------
+    def _driver_hangs_up(self, call: Call) -> None:
+        """The driver hangs up the caller's [caller] half: c1 goes, c2 is asked to."""
+        pbx = self.pbx
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
+        pbx.soft_hangup_request(c1, 16)
+        pbx.hangup_request(c2, 0)
+        pbx.hangup(c1, 0)
+
+    def abandon(self, call: Call, qc: Chan, queue: QueueRt, entry: Entry, rings: list[Ring]) -> None:
+        """abandoned.ami, short_abandon.ami, load_a.ami: the caller hangs up while waiting."""
+        pbx = self.pbx
+        now = pbx.t
+        dev_in = f"Local/{call.exten}@inbound"
+        self._driver_hangs_up(call)
+        for i, r in enumerate(rings):
+            pbx.dial_end(qc, r.m1, "CANCEL")
+            if i == 0:
+                self.pbx.devstate(dev_in)
+            pbx.dial_end(qc, r.m1, "CANCEL")
+            pbx.hangup_request(r.m2, 0)
+            pbx.hangup(r.m1, 0)
+        wait = secs_between(entry.joined, now)
+        d = (now - qc.born) // 1000
+        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
+                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
+                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0"), ("ABANDONED", "TRUE")))
+        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
+        queue_leave(self.sim, qc, queue, entry)
+        pbx.varset(qc, "QUEUEPOSITION", str(pos))
+        pbx.soft_hangup_request(qc, 16)
+        if not rings:
+            self.pbx.devstate(dev_in)
+        pbx.hangup(qc, 16 if call.transfers else 0)
+        for r in rings:
+            pbx.soft_hangup_request(r.m2, 16)
+            pbx.hangup(r.m2, 0)
+        for i, r in enumerate(rings):
+            dev = f"Local/{r.op.ext}@agents"
+            pbx.devstate(dev)
+            if i == 0:
+                pbx.devstate(dev_in)
+            pbx.devstate(dev)
+            self._member_gone(r.op)
+        if not rings:
+            pbx.devstate(dev_in)
+
+    def timeout(self, call: Call, qc: Chan, queue: QueueRt, entry: Entry, rings: list[Ring], ring_ms: int) -> None:
+        """queue_timeout.ami: Queue() gives up; the caller carries on in the dialplan and hangs up."""
+        pbx = self.pbx
+        now = pbx.t
+        for r in rings:
+            pbx.agent_event("AgentRingNoAnswer", qc, r.m1, queue.name, r.op.interface, r.op.name,
+                            f"RingTime: {ring_ms}\r\n")
+            pbx.dial_end(qc, r.m1, "NOANSWER")
+            pbx.dial_end(qc, r.m1, "CANCEL")
+            pbx.hangup_request(r.m2, 0)
+            pbx.hangup(r.m1, 0)
+        wait = secs_between(entry.joined, now)
+        d = (now - qc.born) // 1000
+        pbx.varset(qc, "ABANDONED", "TRUE")
+        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
+        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
+                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
+                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
+        for r in rings:
+            pbx.soft_hangup_request(r.m2, 16)
+            pbx.hangup(r.m2, 0)
+        queue_leave(self.sim, qc, queue, entry)
+        pbx.varset(qc, "QUEUEPOSITION", str(pos))
+        pbx.varset(qc, "QUEUESTATUS", "TIMEOUT")
+        for r in rings:
+            self.pbx.devstate(f"Local/{r.op.ext}@agents")
+            self._member_gone(r.op)
+        pbx.newexten(qc, 4, "NoOp", "queue result TIMEOUT")
+        for r in rings:
+            pbx.devstate(f"Local/{r.op.ext}@agents")
+        pbx.newexten(qc, 5, "Hangup", "")
+        self._dialplan_hangup(call)
+
+    def refused(self, call: Call, qc: Chan, queue: QueueRt, status: str) -> None:
+        """join_empty.ami: only VarSet QUEUESTATUS, then the dialplan goes on and hangs up."""
+        pbx = self.pbx
+        pbx.varset(qc, "QUEUESTATUS", status)
+        pbx.newexten(qc, 4, "NoOp", f"queue result {status}")
+        pbx.newexten(qc, 5, "Hangup", "")
+        self._dialplan_hangup(call)
+
+    def _dialplan_hangup(self, call: Call) -> None:
+        """The caller's ;2 half runs Hangup(): both halves go."""
+        pbx = self.pbx
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
+        dev = f"Local/{call.exten}@inbound"
+        pbx.soft_hangup_request(c2, 16)
+        pbx.hangup_request(c1, 16)
+        pbx.hangup(c2, 16)
+        pbx.soft_hangup_request(c1, 16)
+        self.pbx.devstate(dev)
+        pbx.hangup(c1, 16)
+        self.pbx.devstate(dev)
+
+    def key_exit(self, call: Call, qc: Chan, queue: QueueRt, entry: Entry, rings: list[Ring]) -> Any:
+        raise NotImplementedError("the local PBX has no exit key")  # validated away by SimConfig
+        yield 0.0
+
+    # ---- the conversation -------------------------------------------------------------------------------
+    def conversation(self, call: Call, qc: Chan, talk: Talk, plan: Plan) -> Any:
+        sim, pbx = self.sim, self.pbx
+        ring = talk.ring
+        sim.part_done(call)
+        yield ANSWER_PAUSE
+        pbx.newexten(ring.m2, 9, "Wait", str(ring.talk))
+        if plan.end == "operator":
+            yield float(ring.talk)
+            self._agent_hangs_up(call, qc, talk)
+            return None
+        if plan.end == "caller":
+            yield max(0.5, sim.talk_time(plan, talk.talker) - ANSWER_PAUSE)
+            self._caller_hangs_up(call, qc, talk)
+            return None
+        if plan.end == "ami":
+            yield max(0.5, sim.talk_time(plan, talk.talker) - ANSWER_PAUSE)
+            self._ami_hangup(call, qc, talk)
+            return None
+        yield max(1.0, sim.talk_time(plan, talk.talker) - ANSWER_PAUSE)
+        target = plan.target
+        assert target is not None
+        if plan.kind == "attended" and qc is call.c2:
+            reserved = sim.reserve_consult(target)
+            if reserved:
+                return (yield from self._attended(call, qc, talk, target, plan, reserved))
+        return self._blind_ami(call, qc, talk, target)
+
+    def _agent_complete(self, qc: Chan | None, talk: Talk, reason: str, *, dest: bool = True) -> None:
+        ring, pbx = talk.ring, self.pbx
+        op = ring.op
+        talk_s = secs_between(talk.connected, pbx.t)
+        hold = secs_between(talk.joined, talk.connected)
+        pbx.agent_event("AgentComplete", qc, ring.m1 if dest else None, talk.queue.name, op.interface, op.name,
+                        f"HoldTime: {hold}\r\nTalkTime: {talk_s}\r\nReason: {reason}\r\n")
+
+    def _agent_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
+        """answered.ami / ring_no_answer.ami: the fake agent's Hangup() after Wait(TALK)."""
+        call.truth.kind("operator_hung_up")
+        pbx, sim = self.pbx, self.sim
+        ring = talk.ring
+        m1, m2, op = ring.m1, ring.m2, ring.op
+        early = sim.rng.random() < 0.6  # AgentComplete before or after the member's ;1 hangs up
+        pbx.newexten(m2, 10, "Hangup", "")
+        pbx.soft_hangup_request(m2, 16)
+        pbx.hangup_request(m1, 16)
+        pbx.hangup(m2, 16)
+        if early:
+            self._agent_complete(qc, talk, "agent")
+        pbx.varset(m1, "BRIDGEPEER", "")
+        pbx.varset(qc, "BRIDGEPEER", "")
+        pbx.bridge_leave(talk.bridge, m1)
+        pbx.hangup(m1, 16)
+        if not early:
+            self._agent_complete(qc, talk, "agent", dest=False)
+        dev = f"Local/{op.ext}@agents"
+        self.pbx.devstate(dev)
+        self.pbx.devstate(dev)
+        op.calls_taken_in(pbx.t, talk.queue)
+        self._member_gone(op)
+        pbx.bridge_leave(talk.bridge, qc)
+        pbx.varsets(qc, _times(pbx.t, qc, talk.connected))
+        self._caller_side_ends(call, qc, talk.bridge)
+
+    def _ami_hangup(self, call: Call, qc: Chan, talk: Talk) -> None:
+        """bounced.ami's end: an AMI Hangup of the member's ;1 (a supervisor or CRM ends the call)."""
+        call.truth.kind("ami_hangup")
+        pbx = self.pbx
+        ring = talk.ring
+        m1, m2, op = ring.m1, ring.m2, ring.op
+        c1 = call.c1
+        assert c1 is not None and qc is call.c2
+        pbx.varset(m1, "BRIDGEPEER", "")
+        pbx.varset(qc, "BRIDGEPEER", "")
+        pbx.bridge_leave(talk.bridge, m1)
+        pbx.hangup_request(m2, 16)
+        pbx.bridge_leave(talk.bridge, qc)
+        pbx.varsets(qc, _times(pbx.t, qc, talk.connected))
+        pbx.bridge_destroy(talk.bridge)
+        pbx.soft_hangup_request(qc, 16)
+        self._agent_complete(qc, talk, "caller")
+        pbx.hangup_request(c1, 16)
+        pbx.hangup(qc, 16)
+        pbx.soft_hangup_request(c1, 16)
+        pbx.hangup(c1, 16)
+        dev_in = f"Local/{call.exten}@inbound"
+        pbx.devstate(dev_in)
+        pbx.hangup(m1, 16)
+        pbx.devstate(dev_in)
+        op.calls_taken_in(pbx.t, talk.queue)
+        self._member_gone(op)
+        dev = f"Local/{op.ext}@agents"
+        pbx.devstate(dev)
+        pbx.soft_hangup_request(m2, 16)
+        pbx.hangup(m2, 16)
+        pbx.devstate(dev)
+        self.sim.end_call(call)
+
+    def _caller_side_ends(self, call: Call, qc: Chan, bridge: Bridge) -> None:
+        """The caller's Queue() returns after its peer hung up: the caller's channels go (through the
+        consultation channels after an attended transfer)."""
+        pbx = self.pbx
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
+        if qc is c2:
+            pbx.soft_hangup_request(c2, 16)
+            pbx.hangup_request(c1, 16)
+            pbx.hangup(c2, 16)
+            pbx.bridge_destroy(bridge)
+            self.pbx.devstate(f"Local/{call.exten}@inbound")
+            pbx.soft_hangup_request(c1, 16)
+            pbx.hangup(c1, 16)
+            self.pbx.devstate(f"Local/{call.exten}@inbound")
+            self.sim.end_call(call)
+            return
+        # after an attended transfer: qc is the consultation's ;2 (x2); x1 sits with c2 in the old bridge
+        x1, b0 = call.chain[0], call.chain[1]
+        pbx.soft_hangup_request(qc, 16)
+        pbx.hangup_request(x1, 16)
+        pbx.hangup(qc, 16)
+        pbx.bridge_destroy(bridge)
+        dev_x = f"Local/{x1.exten}@inbound"
+        self.pbx.devstate(dev_x)
+        pbx.varset(c2, "BRIDGEPEER", "")
+        pbx.varset(x1, "BRIDGEPEER", "")
+        pbx.bridge_leave(b0, x1)
+        pbx.hangup(x1, 16)
+        self.pbx.devstate(dev_x)
+        pbx.bridge_leave(b0, c2)
+        pbx.bridge_destroy(b0)
+        pbx.varsets(c2, _times(pbx.t, c2, call.chain[2]))
+        pbx.soft_hangup_request(c2, 16)
+        pbx.hangup_request(c1, 16)
+        pbx.hangup(c2, 16)
+        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        pbx.soft_hangup_request(c1, 16)
+        pbx.hangup(c1, 16)
+        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        self.sim.end_call(call)
+
+    def _caller_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
+        """caller_hangs_up_in_talk.ami (and attended_transfer.ami's end after the transfer)."""
+        call.truth.kind("caller_hung_up")
+        pbx = self.pbx
+        ring = talk.ring
+        m1, m2, op = ring.m1, ring.m2, ring.op
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
+        if qc is c2:
+            pbx.soft_hangup_request(c1, 16)
+            pbx.hangup_request(c2, 0)
+            pbx.hangup(c1, 0)
+            pbx.varset(c2, "BRIDGEPEER", "")
+            pbx.varset(m1, "BRIDGEPEER", "")
+            pbx.bridge_leave(talk.bridge, c2)
+            pbx.varsets(c2, _times(pbx.t, c2, talk.connected))
+            pbx.bridge_leave(talk.bridge, m1)
+            pbx.bridge_destroy(talk.bridge)
+            pbx.hangup_request(m2, 16)
+            pbx.hangup(m1, 16)
+            pbx.soft_hangup_request(m2, 16)
+            pbx.hangup(m2, 16)
+            pbx.soft_hangup_request(c2, 16)
+            self._agent_complete(c2, talk, "caller")
+            self.pbx.devstate(f"Local/{call.exten}@inbound")
+            pbx.hangup(c2, 16)
+            op.calls_taken_in(pbx.t, talk.queue)
+            self._member_gone(op)
+            dev = f"Local/{op.ext}@agents"
+            self.pbx.devstate(dev)
+            self.pbx.devstate(dev)
+            self.pbx.devstate(f"Local/{call.exten}@inbound")
+            self.sim.end_call(call)
+            return
+        # after an attended transfer (attended_transfer.ami, the end)
+        x1, b0 = call.chain[0], call.chain[1]
+        x2 = qc
+        pbx.soft_hangup_request(c1, 16)
+        pbx.hangup_request(c2, 0)
+        pbx.varset(c2, "BRIDGEPEER", "")
+        pbx.varset(x1, "BRIDGEPEER", "")
+        pbx.bridge_leave(b0, c2)
+        pbx.varsets(c2, _times(pbx.t, c2, call.chain[2]))
+        c1.set(cid_num=None, cid_name=None)
+        pbx.hangup(c1, 0)
+        pbx.newcallerid(c1, "67 (Number Unavailable)")
+        pbx.soft_hangup_request(c2, 16)
+        pbx.hangup(c2, 16)
+        pbx.bridge_leave(b0, x1)
+        pbx.bridge_destroy(b0)
+        pbx.hangup_request(x2, 16)
+        pbx.hangup(x1, 16)
+        pbx.varset(x2, "BRIDGEPEER", "")
+        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        dev_x = f"Local/{x1.exten}@inbound"
+        self.pbx.devstate(dev_x)
+        self._agent_complete(x2, talk, "caller")
+        pbx.varset(m1, "BRIDGEPEER", "")
+        pbx.bridge_leave(talk.bridge, x2)
+        t = _times(pbx.t, x2, talk.connected)
+        pbx.varset(x2, *t[0])
+        pbx.bridge_leave(talk.bridge, m1)
+        pbx.varsets(x2, t[1:])
+        pbx.soft_hangup_request(x2, 16)
+        pbx.hangup(x2, 16)
+        pbx.bridge_destroy(talk.bridge)
+        pbx.hangup_request(m2, 16)
+        self.pbx.devstate(dev_x)
+        pbx.hangup(m1, 16)
+        pbx.soft_hangup_request(m2, 16)
+        pbx.hangup(m2, 16)
+        dev = f"Local/{op.ext}@agents"
+        self.pbx.devstate(dev)
+        self.pbx.devstate(dev)
+        op.calls_taken_in(pbx.t, talk.queue)
+        self._member_gone(op)
+        self.sim.end_call(call)
+
+    # ---- transfers --------------------------------------------------------------------------------------
+    def _blind_ami(self, call: Call, qc: Chan, talk: Talk, target: QueueRt) -> tuple[Chan, QueueRt]:
+        """blind_transfer.ami, bounced.ami: the AMI BlindTransfer action on the member's ;1."""
+        pbx = self.pbx
+        ring = talk.ring
+        m1, m2, op = ring.m1, ring.m2, ring.op
+        old = talk.queue
+        pbx.unhold(m1)
+        pbx.varset(m1, "BLINDTRANSFER", qc.name)
+        pbx.varset(qc, "BLINDTRANSFER", m1.name)
+        pbx.varset(m1, "BRIDGEPEER", "")
+        pbx.emit("BlindTransfer", f"Result: Success\r\n{m1.block('Transferer')}{qc.block('Transferee')}"
+                                  f"{talk.bridge.block()}IsExternal: Yes\r\nContext: inbound\r\n"
+                                  f"Extension: {target.name}\r\n")
+        self._agent_complete(qc, talk, "transfer")
+        pbx.bridge_leave(talk.bridge, m1)
+        pbx.hangup_request(m2, 16)
+        pbx.hangup(m1, 16)
+        pbx.varset(qc, "BRIDGEPEER", "")
+        op.calls_taken_in(pbx.t, old)
+        self._member_gone(op)
+        dev = f"Local/{op.ext}@agents"
+        self.pbx.devstate(dev)
+        pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
+        pbx.bridge_leave(talk.bridge, qc)
+        t = _times(pbx.t, qc, talk.connected)
+        pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
+        pbx.newexten(qc, 2, "Answer", "")
+        pbx.soft_hangup_request(m2, 16)
+        pbx.bridge_destroy(talk.bridge)
+        pbx.hangup(m2, 16)
+        self.pbx.devstate(dev)
+        call.transfers += 1
+        call.truth.transfers.append("blind")
+        call.truth.kind("blind_transfer")
+        call.truth.kind("ami_blind")
+        if call.transfers >= 2:
+            call.truth.kind("bounced")
+        return qc, target
+
+    def _attended(self, call: Call, qc: Chan, talk: Talk, target: QueueRt, plan: Plan,
+                  reserved: list[OperatorRt]) -> Any:
+        """attended_transfer.ami: the member dials *2 and the target queue's number; the consultation
+        (a Local/70xx@inbound pair with the caller's Linkedid) queues; when it is answered the member
+        hangs up and the bridges merge."""
+        pbx, sim = self.pbx, self.sim
+        ring = talk.ring
+        m1, m2, op = ring.m1, ring.m2, ring.op
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
+        number = target.spec.did or target.name
+        pbx.varset(m1, "TRANSFER_CONTEXT", "inbound")
+        for i, digit in enumerate("*2" + number):
+            if i:
+                yield 0.4
+            pbx.dtmf(m1, digit, "begin")
+            yield 0.12
+            pbx.dtmf(m1, digit, "end")
+            if i == 1:
+                pbx.hold(m1, None)
+        yield 3.0  # transferdigittimeout
+        x1, x2 = pbx.local_pair(f"Local/{number}@inbound", "inbound", number, c2.lid)
+        b1 = pbx.bridge()
+        pbx.newchannel(x1)
+        pbx.newchannel(x2)
+        pbx.varset(x1, "TRANSFERERNAME", m1.name)
+        pbx.varset(x1, "ATTENDEDTRANSFER", m1.name)
+        pbx.bridge_create(b1)
+        pbx.varset(x2, "ATTENDEDTRANSFER", m1.name)
+        pbx.varset(x2, "TRANSFERERNAME", m1.name)
+        x2.set(cid_num=m1.cid_num, cid_name=m1.cid_name)
+        pbx.newcallerid(x2)
+        pbx.local_bridge(x1, x2, "inbound", number, "Yes")
+        x1.set(cl_num=m1.cid_num, cl_name=m1.cid_name)
+        pbx.newconnectedline(x1)
+        pbx.bridge_enter(b1, x1)
+        pbx.varset(x1, "ATTENDEDTRANSFER", "")
+        pbx.bridge_leave(talk.bridge, m1)
+        if number != target.name:
+            pbx.newexten(x2, 1, "Goto", f"inbound,{target.name},1")
+        pbx.bridge_enter(b1, m1)
+        pbx.varset(x1, "BRIDGEPEER", m1.name)
+        pbx.newexten(x2, 1, "NoOp", f"inbound call for queue {target.name}", context="inbound", exten=target.name)
+        pbx.varset(m1, "BRIDGEPEER", x1.name)
+        pbx.newexten(x2, 2, "Answer", "")
+        m1.set(cl_num=None, cl_name=None)
+        pbx.newconnectedline(m1)
+        pbx.newstate(x2, 6)
+        pbx.newstate(x1, 6)
+        pbx.dial_end(None, x1, "ANSWER")
+        pbx.varset(x1, "BRIDGEPEER", m1.name)
+        pbx.varset(m1, "BRIDGEPEER", x1.name)
+        dev_x = f"Local/{number}@inbound"
+        self.pbx.devstate(dev_x)
+        self.pbx.devstate(dev_x)
+        yield ANSWER_PAUSE
+        consult_plan = sim.plan(call, target, after_attended=True)
+        sim.part_done(call)
+        new = yield from queue_visit(sim, call, x2, target, consult_plan, consult=True, reserved=reserved)
+        assert new is not None, "a consultation call is answered by a member held for it"
+        yield ANSWER_PAUSE
+        pbx.newexten(new.ring.m2, 9, "Wait", str(new.ring.talk))
+        yield max(0.1, sim.consult_talk(plan) - ANSWER_PAUSE)
+        # the transferring member hangs up: the bridges merge
+        pbx.varset(m1, "BRIDGEPEER", "")
+        pbx.bridge_leave(b1, m1)
+        pbx.hangup_request(m2, 16)
+        pbx.emit("BridgeMerge", f"{talk.bridge.block('To')}{b1.block('From')}")
+        pbx.soft_hangup_request(m2, 16)
+        m2.set(cid_num=None, cid_name=None)  # a Local half's caller id follows its partner's connected line
+        pbx.hangup(m2, 16)
+        pbx.newcallerid(m2, "67 (Number Unavailable)")
+        pbx.bridge_leave(b1, x1)
+        dev = f"Local/{op.ext}@agents"
+        self.pbx.devstate(dev)
+        op.calls_taken_in(pbx.t, talk.queue)
+        self._member_gone(op)
+        pbx.bridge_enter(talk.bridge, x1)
+        pbx.varset(c2, "BRIDGEPEER", x1.name)
+        pbx.varset(x1, "BRIDGEPEER", c2.name)
+        c2.set(cl_num=None, cl_name=None)
+        pbx.newconnectedline(c2)
+        b1.members.clear()
+        pbx.emit("AttendedTransfer",
+                 f"Result: Success\r\n{m1.block('OrigTransferer')}{talk.bridge.block('Orig', 2)}"
+                 f"{m1.block('SecondTransferer')}{b1.block('Second', 0)}{c2.block('Transferee')}"
+                 f"{x1.block('TransferTarget')}IsExternal: No\r\nDestType: Bridge\r\n"
+                 f"DestBridgeUniqueid: {talk.bridge.id}\r\n")
+        pbx.bridge_destroy(b1)
+        self._agent_complete(c2, talk, "transfer")
+        pbx.hangup(m1, 16)
+        self.pbx.devstate(dev)
+        call.transfers += 1
+        call.attended = True
+        call.chain = [x1, talk.bridge, talk.connected]
+        call.truth.transfers.append("attended")
+        call.truth.kind("attended_transfer")
+        call.truth.kind("feature_attended")
+        if call.transfers >= 2:
+            call.truth.kind("bounced")
+        # the caller now talks with the consultation's member; that part ends as planned
+        return (yield from self._after_attended(call, x2, new, consult_plan))
+
+    def _after_attended(self, call: Call, x2: Chan, talk: Talk, plan: Plan) -> Any:
+        sim = self.sim
+        ring = talk.ring
+        if plan.end == "operator":
+            done = (sim.kernel.now - talk.connected) / US
+            yield max(0.5, ANSWER_PAUSE + ring.talk - done)
+            self._agent_hangs_up(call, x2, talk)
+        else:
+            yield max(0.5, sim.talk_time(plan, talk.talker) - (sim.kernel.now - talk.connected) / US)
+            self._caller_hangs_up(call, x2, talk)
+        return None
+
+    # ---- a direct call (direct_call.ami) --------------------------------------------------------------------
+    def direct_call(self, call: Call, op: OperatorRt) -> Any:
+        pbx, sim = self.pbx, self.sim
+        ext = op.ext
+        c1, c2 = self._originate(call, ext, None)
+        pbx.newexten(c2, 1, "NoOp", f"direct call to {ext}")
+        pbx.newexten(c2, 2, "Dial", f"Local/{ext}@agents/n,20,tT")
+        pbx.varsets(c2, DIAL_VARS_EMPTY)
+        d1, d2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, c2.lid)
+        pbx.newchannel(d1)
+        pbx.newchannel(d2)
+        pbx.varset(d1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        d1.set(cid_num=ext, cid_name=call.name, cl_num=call.number, cl_name=call.name)
+        pbx.newexten(d1, 1, "AppDial", "(Outgoing Line)")
+        pbx.newcallerid(d1)
+        pbx.newconnectedline(d1)
+        pbx.varset(d2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        d2.set(cid_num=call.number, cid_name=call.name, cl_num=ext, cl_name=call.name)
+        pbx.newcallerid(d2)
+        pbx.newconnectedline(d2)
+        pbx.local_bridge(d1, d2, "agents", ext)
+        answer_after, talk_s = sim.decide_direct(call, op)
+        ring = Ring(op, d1, d2, pbx.t, answer_after, talk_s)
+        mode = "answer" if answer_after is not None else "noanswer"
+        pbx.varset(d2, "DB_RESULT", mode)
+        pbx.dial_begin(c2, d1, f"{ext}@agents/n")
+        pbx.newexten(d2, 1, "NoOp", f"agent {ext} mode {mode}")
+        pbx.varset(d2, "DB_RESULT", mode)
+        pbx.newexten(d2, 2, "Set", f"MODE={mode}")
+        pbx.varset(d2, "MODE", mode)
+        ring_s = str(int(answer_after)) if answer_after is not None else "1"
+        talk_v = str(talk_s) if answer_after is not None else "600"
+        pbx.varset(d2, "DB_RESULT", ring_s)
+        pbx.newexten(d2, 3, "Set", f"RING={ring_s}")
+        pbx.varset(d2, "RING", ring_s)
+        pbx.varset(d2, "DB_RESULT", talk_v)
+        pbx.newexten(d2, 4, "Set", f"TALK={talk_v}")
+        pbx.varset(d2, "TALK", talk_v)
+        pbx.newexten(d2, 5, "Ringing", "")
+        pbx.newstate(d1, 5)
+        self._fake_agent_wait(ring)
+        sim.set_busy(op, True)
+        dev = f"Local/{ext}@agents"
+        self.pbx.devstate(dev)
+        emit_member_status(pbx, op, 2)
+        pbx.newstate(c1, 5)
+        pbx.varsets(c2, (("RINGTIME", "0"), ("RINGTIME_MS", "0")))
+        pbx.dial_state(c2, d1)
+        dev_in = f"Local/{ext}@inbound"
+        self.pbx.devstate(dev_in)
+        pbx.dial_state(None, c1)
+        patience = call.patience
+        limit = 20.0
+        if answer_after is None or answer_after >= min(limit, patience):
+            yield min(limit, patience)
+            self._direct_unanswered(call, ring, gave_up=patience < limit)
+            return None
+        yield answer_after + 0.003
+        pbx.newexten(d2, 8, "Answer", "")
+        pbx.newstate(d2, 6)
+        pbx.newstate(d1, 6)
+        pbx.varsets(c2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", d1.name),
+                         ("DIALEDPEERNUMBER", f"{ext}@agents/n")))
+        pbx.dial_end(c2, d1, "ANSWER", d1.render("Dest", exten=""))
+        d1.set(exten="")
+        pbx.newstate(c2, 6)
+        b = pbx.bridge()
+        pbx.bridge_create(b)
+        pbx.newexten(d1, 1, "AppDial", "(Outgoing Line)")
+        pbx.bridge_enter(b, d1)
+        self.pbx.devstate(dev)
+        pbx.devstate(dev)
+        self.pbx.devstate(dev_in)
+        pbx.newstate(c1, 6)
+        self._originate_answered(call)
+        pbx.devstate(dev_in)
+        pbx.bridge_enter(b, c2)
+        pbx.varset(d1, "BRIDGEPEER", c2.name)
+        pbx.varset(c2, "BRIDGEPEER", d1.name)
+        connected = pbx.t
+        call.truth.operators.append(f"ext:{ext}")
+        call.truth.outcome = "answered"
+        call.truth.kind("direct")
+        call.truth.kind("answered")
+        sim.caller_answered(call)
+        plan = sim.plan(call, None)
+        yield ANSWER_PAUSE
+        pbx.newexten(d2, 9, "Wait", talk_v)
+        if plan.end == "operator":
+            yield float(talk_s)
+            call.truth.kind("operator_hung_up")
+            pbx.newexten(d2, 10, "Hangup", "")
+            pbx.soft_hangup_request(d2, 16)
+            pbx.hangup_request(d1, 16)
+            pbx.hangup(d2, 16)
+            pbx.varset(d1, "BRIDGEPEER", "")
+            pbx.varset(c2, "BRIDGEPEER", "")
+            pbx.bridge_leave(b, d1)
+            pbx.hangup(d1, 16)
+            self.pbx.devstate(dev)
+            pbx.bridge_leave(b, c2)
+            pbx.bridge_destroy(b)
+            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
+            pbx.soft_hangup_request(c2, 16)
+            pbx.varset(c1, "CHANLOCALSTATUS", "ANSWER")
+            pbx.hangup_request(c1, 16)
+            pbx.hangup(c2, 16)
+            pbx.soft_hangup_request(c1, 16)
+            pbx.hangup(c1, 16)
+        else:
+            yield max(0.5, sim.talk_time(plan, op) - ANSWER_PAUSE)
+            call.truth.kind("caller_hung_up")
+            pbx.soft_hangup_request(c1, 16)
+            pbx.hangup_request(c2, 0)
+            pbx.hangup(c1, 0)
+            pbx.varset(c2, "BRIDGEPEER", "")
+            pbx.varset(d1, "BRIDGEPEER", "")
+            pbx.bridge_leave(b, c2)
+            pbx.bridge_leave(b, d1)
+            pbx.bridge_destroy(b)
+            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
+            pbx.hangup_request(d2, 16)
+            pbx.hangup(d1, 16)
+            pbx.soft_hangup_request(d2, 16)
+            pbx.hangup(d2, 16)
+            self.pbx.devstate(dev)
+            pbx.soft_hangup_request(c2, 16)
+            pbx.hangup(c2, 16)
+        op.last_call = pbx.t // US
+        sim.set_busy(op, False)
+        emit_member_status(pbx, op, 1)
+        self.pbx.devstate(dev)
+        self.pbx.devstate(dev_in)
+        self.pbx.devstate(dev_in)
+        sim.end_call(call)
+        return None
+
+    def _direct_unanswered(self, call: Call, ring: Ring, gave_up: bool) -> None:
+        """Nobody answers a direct call: Dial() times out after 20 s, or the caller hangs up first."""
+        pbx, sim = self.pbx, self.sim
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
+        d1, d2, op = ring.m1, ring.m2, ring.op
+        if gave_up:
+            pbx.soft_hangup_request(c1, 16)
+            pbx.hangup_request(c2, 0)
+            pbx.hangup(c1, 0)
+            pbx.dial_end(c2, d1, "CANCEL")
+            pbx.hangup_request(d2, 0)
+            pbx.hangup(d1, 0)
+            pbx.varsets(c2, (("DIALSTATUS", "CANCEL"), *_times(pbx.t, c2, pbx.t)[2:]))
+            pbx.soft_hangup_request(c2, 16)
+            pbx.hangup(c2, 0)
+        else:
+            pbx.dial_end(c2, d1, "NOANSWER")
+            pbx.hangup_request(d2, 0)
+            pbx.hangup(d1, 0)
+            pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"), *_times(pbx.t, c2, pbx.t)[2:]))
+            pbx.newexten(c2, 3, "Hangup", "")
+            pbx.soft_hangup_request(c2, 16)
+            pbx.hangup_request(c1, 16)
+            pbx.hangup(c2, 16)
+            pbx.dial_end(None, c1, "CANCEL")
+            pbx.soft_hangup_request(c1, 16)
+            pbx.hangup(c1, 16)
+        pbx.soft_hangup_request(d2, 16)
+        pbx.hangup(d2, 0)
+        self.pbx.devstate(f"Local/{op.ext}@agents")
+        sim.set_busy(op, False)
+        emit_member_status(pbx, op, 1)
+        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        call.truth.outcome = "unanswered"
+        call.truth.kind("direct")
+        call.truth.kind("unanswered")
+        sim.end_call(call)
+
+    def outbound_call(self, op: OperatorRt, number: str, answered: bool, truth: Any) -> Any:
+        raise NotImplementedError("the local PBX has no trunk")  # the centre never asks
+        yield 0.0
+
+
+def _member_cid(qc: Chan, call: Call) -> tuple[str, str | None]:
+    if qc.cl_num:
+        return qc.cl_num, qc.cl_name
+    if call.dnid and qc is call.c2:
+        return call.dnid, None
+    return qc.exten, None
