@@ -189,10 +189,12 @@ def test_grafana_provisioning_points_at_the_dashboards_and_prometheus():
     for path in dashboards:
         board = json.loads(path.read_text(encoding="utf-8"))
         assert board["uid"] and board["title"] and isinstance(board["panels"], list)
+        # the panels use the dashboard's data source variable, whose default is the provisioned Prometheus
         uids = {t["datasource"]["uid"] for p in board["panels"] for t in p.get("targets", []) if "datasource" in t}
-        assert uids <= {source["uid"]}, f"{path.name} uses datasources {uids}, provisioned: {source['uid']}"
-    placeholder = json.loads((GRAFANA / "dashboards" / "onechance.json").read_text(encoding="utf-8"))
-    assert "PLACEHOLDER" in placeholder["description"], "the dashboard is a placeholder until the metrics settle"
+        assert uids == {"${datasource}"}, f"{path.name} uses datasources {uids}"
+        (var,) = [v for v in board["templating"]["list"] if v["name"] == "datasource"]
+        assert var["type"] == "datasource" and var["query"] == source["type"]
+        assert var["current"]["value"] == source["uid"]
 
 
 # ---- the real binaries on loopback ----------------------------------------------------------------------
