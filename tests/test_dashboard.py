@@ -97,7 +97,8 @@ def test_the_panels_query_documented_metrics_and_the_cookbook_definitions():
         return " ".join(expr.replace("[$__range]", "[1h]").split())
 
     for title, figure in (("Service level", "service level"), ("Service level 2", "service level 2"),
-                          ("ASA", "ASA"), ("Abandon rate", "abandon rate")):
+                          ("ASA", "ASA"), ("Abandon rate", "abandon rate"), ("Lost callers", "lost callers"),
+                          ("Bounced calls", "bounced calls")):
         assert plain(exprs[title][0]) == " ".join(book[figure].split()), title
     assert plain(exprs["Recovery rate"][0]) == " ".join(book["recovery rate"].replace("[1d]", "[1h]").split())
     assert plain(exprs["Alerts not getting through"][0]) == " ".join(

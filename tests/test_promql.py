@@ -1,7 +1,9 @@
 """The PromQL cookbook of docs/metrics.md gives, per queue, the figures ``onechance report`` gives for the same
 calls: a real Prometheus (Debian package) scrapes a daemon fed the ``load_a`` capture every second; when every
 call has ended and been scraped, the documented queries are run as written and compared with ``daily_figures``
-on the daemon's own database, and the queue members with what the capture's member events reported.
+on the daemon's own database (per queue: offered, answered, service level, service level 2, abandon rate, ASA;
+per first queue: lost callers, recovery rate, bounced calls), and the queue members with what the capture's
+member events reported.
 
 The documented queries use ``increase(...[1h])``.  The run lasts well under an hour, so ``[1h]`` covers all of
 it, and they are evaluated at the time of the last scrape: ``increase()`` then has nothing to extrapolate (every
@@ -30,8 +32,10 @@ from .test_deploy_monitoring import Prometheus, prometheus, scrape_config
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 PBX = "pbx1"
-#: the cookbook figures compared with the report (and the capture's member events)
+#: the cookbook figures compared with the report, per queue (and the capture's member events) ...
 FIGURES = ("offered", "answered", "service level", "service level 2", "abandon rate", "ASA", "members by state")
+#: ... and per first queue (whole calls)
+CALL_FIGURES = ("lost callers", "recovery rate", "bounced calls")
 
 
 def cookbook() -> dict[str, str]:
@@ -66,7 +70,7 @@ def total(rows: list[QueueDay]) -> dict[str, QueueDay]:
     for r in rows:
         t = out.setdefault(r.queue, QueueDay(queue=r.queue, date="all", service_level_seconds=r.service_level_seconds))
         for f in ("offered", "answered", "abandoned", "short_abandoned", "timeouts", "answered_in_sl",
-                  "unanswered_in_sl", "answered_wait"):
+                  "unanswered_in_sl", "answered_wait", "lost", "recovered", "bounced"):
             setattr(t, f, getattr(t, f) + getattr(r, f))
     return out
 
@@ -77,7 +81,8 @@ def pct(x: float) -> float:
 
 async def test_the_cookbook_queries_give_the_report_figures(tmp_path):
     book = cookbook()
-    assert set(FIGURES) <= set(book), f"docs/metrics.md cookbook lacks {set(FIGURES) - set(book)}"
+    wanted = {*FIGURES, *CALL_FIGURES}
+    assert wanted <= set(book), f"docs/metrics.md cookbook lacks {wanted - set(book)}"
     queues = queues_of("load_a")
     assert len(queues) == 3
     # the queues are configured (as a real Asterisk lists them in QueueStatus at login; this capture starts
@@ -127,6 +132,11 @@ async def test_the_cookbook_queries_give_the_report_figures(tmp_path):
         assert r.asa_seconds is not None
         assert abs(got["ASA"][q] - r.asa_seconds) <= 0.05 + 1e-9, (q, "ASA", got["ASA"][q], r.asa_seconds)
         assert math.isclose(got["ASA"][q], r.answered_wait / r.answered, rel_tol=1e-9), (q, "ASA unrounded")
+        # whole calls, by their first queue
+        assert got["lost callers"][q] == r.lost, (q, "lost callers")
+        assert got["bounced calls"][q] == r.bounced, (q, "bounced calls")
+        if r.lost:
+            assert pct(got["recovery rate"][q]) == r.recovery_rate, (q, "recovery rate")
         # the recording rules: the same definitions
         assert pct(rules["service level"][q]) == r.service_level, (q, "rule: service level")
         assert pct(rules["service level 2"][q]) == r.service_level2, (q, "rule: service level 2")
@@ -136,6 +146,7 @@ async def test_the_cookbook_queries_give_the_report_figures(tmp_path):
     # not a vacuous comparison: load_a has service levels below 100 %, abandons and short abandons
     assert any(report[q].service_level != 100.0 for q in queues)
     assert sum(report[q].abandoned - report[q].short_abandoned for q in queues) > 0
+    assert sum(report[q].lost for q in queues) > 0 and sum(report[q].bounced for q in queues) > 0
 
     reported = members_reported("load_a")
     assert sum(reported.values()) > 0
@@ -149,6 +160,8 @@ async def figures_from(prom: Prometheus, book: dict[str, str], at: float) -> dic
     out: dict[str, Any] = {}
     for figure in FIGURES[:-1]:
         out[figure] = await prom.values(book[figure], "queue", at)
+    for figure in CALL_FIGURES:
+        out[figure] = await prom.values(book[figure], "first_queue", at)
     out["raw offered"] = await prom.values("sum by (queue) (onechance_queue_entered_total)", "queue", at)
     out["raw answered"] = await prom.values('sum by (queue) (onechance_queue_left_total{result="answered"})',
                                             "queue", at)
