@@ -128,6 +128,18 @@ def test_the_rules_follow_the_monitoring_mixin_conventions():
             assert family in documented or name in documented, f"{name} is not in docs/metrics.md"
 
 
+def test_docs_monitoring_lists_every_alert_with_its_severity_and_for():
+    doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    table = {m.group(1): (m.group(2), m.group(3))
+             for m in re.finditer(r"^\| `(Onechance\w+)` \| (\w+) \| .+ \| (\w+) \|$", doc, re.M)}
+    assert table == {a["alert"]: (a["labels"]["severity"], a["for"]) for a in alerts()}
+    documented = set()
+    for m in re.finditer(r"^\| `(onechance_\w+):(\w+)`((?:, `:\w+`)*) \|", doc, re.M):
+        for op in [m.group(2), *re.findall(r"`:(\w+)`", m.group(3))]:
+            documented.add(f"pbx_queue:{m.group(1)}:{op}")
+    assert documented == {r["record"] for r in rules() if "record" in r}
+
+
 def metrics_table() -> set[str]:
     """The metric families of docs/metrics.md's table (counters without _total)."""
     out = set()
