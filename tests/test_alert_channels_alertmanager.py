@@ -215,9 +215,12 @@ def test_the_documented_route_passes_amtool_and_routes_our_alerts(tmp_path):
     r = subprocess.run([amtool(), "check-config", str(config)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
     for labels, receiver in [
-        (["alertname=OnechanceLostCaller", "severity=critical", "pbx=main", "queue=support"], "callbacks"),
-        (["alertname=OnechanceLongWait", "severity=warning", "pbx=main", "queue=support"], "callbacks"),
-        (["alertname=QueueLosingCallers", "severity=critical", "pbx=main", "queue=support"], "oncall"),
+        (["alertname=OnechanceLostCaller", "severity=critical", "pbx=main", "queue=support", "call_id=1795.1"],
+         "callbacks"),
+        (["alertname=OnechanceLongWait", "severity=warning", "pbx=main", "queue=support", "call_id=1795.2"],
+         "callbacks"),
+        (["alertname=OnechanceQueueLosingCallers", "severity=critical", "pbx=main", "queue=support"], "oncall"),
+        (["alertname=OnechanceQueueAbandonRateHigh", "severity=warning", "pbx=main", "queue=support"], "team"),
     ]:
         r = subprocess.run([amtool(), "config", "routes", "test", f"--config.file={config}",
                             f"--verify.receivers={receiver}", *labels], capture_output=True, text=True, timeout=60)
@@ -225,8 +228,9 @@ def test_the_documented_route_passes_amtool_and_routes_our_alerts(tmp_path):
 
 
 async def test_the_documented_inhibit_rule_keeps_one_callers_alert_from_hiding_anothers(tmp_path):
-    """A lost caller (critical) must not suppress another caller's long wait (warning) in the same queue;
-    a queue-wide critical alert of onechance's Prometheus rules still silences the queue's warnings."""
+    """A lost caller (critical) must not suppress another caller's long wait (warning) in the same queue, and a
+    queue-wide critical alert of onechance's Prometheus rules silences the queue's warnings but never a caller's
+    alert."""
     async with Receiver() as rx:
         config = documented_config(tmp_path, hooks=f"http://127.0.0.1:{rx.port}")
         async with alertmanager(config_file=config) as am:
@@ -235,12 +239,19 @@ async def test_the_documented_inhibit_rule_keeps_one_callers_alert_from_hiding_a
                                  kind="digest"))
             got = by_call(await am.wait_alerts(lambda a: len(a) == 2))
             assert got["waiting"]["status"]["state"] == "active", got["waiting"]["status"]
+            queue = {"pbx": "main", "queue": "support"}
             async with aiohttp.ClientSession() as s:
-                queue_alert = [{"labels": {"alertname": "QueueLosingCallers", "severity": "critical", "pbx": "main",
-                                           "queue": "support"}}]
-                async with s.post(f"{am.url}/api/v2/alerts", json=queue_alert) as resp:
+                rules_alerts = [
+                    {"labels": {"alertname": "OnechanceQueueAbandonRateHigh", "severity": "warning", **queue}},
+                    {"labels": {"alertname": "OnechanceQueueLosingCallers", "severity": "critical", **queue}},
+                ]
+                async with s.post(f"{am.url}/api/v2/alerts", json=rules_alerts) as resp:
                     assert resp.status == 200
-            got = by_call(await am.wait_alerts(
-                lambda a: by_call(a).get("waiting", {}).get("status", {}).get("state") == "suppressed"))
-            assert got["lost"]["status"]["state"] == "active"
+
+            def state(alerts: list[dict], name: str) -> str:
+                return next((a["status"]["state"] for a in alerts if a["labels"]["alertname"] == name), "")
+
+            alerts = await am.wait_alerts(lambda a: state(a, "OnechanceQueueAbandonRateHigh") == "suppressed")
+            got = by_call(alerts)
+            assert got["waiting"]["status"]["state"] == "active" and got["lost"]["status"]["state"] == "active"
             await ch.aclose()

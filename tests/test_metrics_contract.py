@@ -54,3 +54,21 @@ async def test_every_documented_metric_is_exported_with_its_labels_and_nothing_e
         assert got_labels <= labels, (name, got_labels, labels)  # a family with no sample yet has no labels
         if got_labels:
             assert got_labels == labels, (name, got_labels, labels)
+
+
+async def test_every_known_queue_and_sink_starts_at_zero():
+    """A quiet queue shows 0, not "no data": the callback figures of a configured queue nobody called, and every
+    sink's error counter, exist from the start."""
+    async with fake_pbx("answered") as pbx, running(settings_for([("p", pbx.port)],
+                                                                 queues={"quiet": {}})) as app:
+        await settled(app, "p", pbx)
+        async with api_for(app) as api:
+            metrics = await api.metrics()
+    for name in ("onechance_callbacks_pending", "onechance_callback_oldest_seconds",
+                 "onechance_time_to_callback_seconds_count"):
+        assert metrics.get((name, (("pbx", "p"), ("queue", "quiet")))) == 0, name
+    for how in ("inbound", "outbound", "manual", "expired"):
+        assert metrics.get(("onechance_callbacks_resolved_total", (("how", how), ("pbx", "p"), ("queue", "quiet")))) == 0
+    sinks = {dict(labels)["sink"] for (name, labels) in metrics if name == "onechance_sink_errors_total"}
+    assert {"StoreSink", "Worklist", "AlertRaiser", "CallMetrics"} <= sinks
+    assert all(v == 0 for (name, _), v in metrics.items() if name == "onechance_sink_errors_total")

@@ -179,7 +179,8 @@ def build_app(settings: Settings, *, demo: bool = False, store_query: CallQuery 
                     load=lambda: when_ready(lambda: load_live_deliveries(engine)))
     worklist = Worklist(writer, registry, expire_after=settings.callbacks.expire_after,
                         region=settings.journey.default_region, on_close=outbox.resolve_call,
-                        load=lambda: when_ready(lambda: load_callbacks(engine)), queues=policy.configured_queues())
+                        load=lambda: when_ready(lambda: load_callbacks(engine)), queues=policy.configured_queues(),
+                        catalog=catalog)
     services += [outbox, worklist]
     sinks: Sequence[Sink] = (recent, metrics, StoreSink(writer), AlertRaiser(policy, outbox), worklist, CallLog())
 

@@ -75,7 +75,9 @@ class PbxPipeline:
         self.offset = 0.0  # PBX clock minus local clock
         self.last_ts = 0.0
         self.items = 0
-        self.sink_errors: dict[str, int] = {}  # sink name -> updates it failed on
+        # sink name -> updates it failed on (every sink from 0: a counter that appears only on its first error
+        # cannot be rated by Prometheus)
+        self.sink_errors: dict[str, int] = {type(sink).__name__: 0 for sink in self.sinks}
         self.errors = errors if errors is not None else RateLimitedLog(log)
         self.snapshots = 0
         self.resynced = False

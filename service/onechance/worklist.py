@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from .errors import RateLimitedLog
 from .journey import Direction, JourneyUpdate, Outcome, Recovered, Update, UpdateKind
 from .journey.numbers import number_key
+from .queues import QueueCatalog
 from .store.engine import describe
 from .store.facts import CallbackAttempt, CallbackCall, CallbackRow
 
@@ -44,6 +45,8 @@ log = logging.getLogger("onechance.worklist")
 
 CLOSED_KEPT = 86400.0  # closed entries stay in memory (for the page and the API) this long
 CLOSED_MAX = 10000
+#: how a worklist entry is closed (the ``how`` label of ``onechance_callbacks_resolved_total``)
+RESOLUTIONS = ("inbound", "outbound", "manual", "expired")
 CALLBACK_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
 
 
@@ -155,6 +158,7 @@ class Worklist:
         load: Callable[[], Any] | None = None,
         queues: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        catalog: QueueCatalog | None = None,
     ) -> None:
         self.store = store
         self.expire_after = expire_after
@@ -168,7 +172,11 @@ class Worklist:
         self._closed: OrderedDict[str, Entry] = OrderedDict()
         self._closed_event = asyncio.Event()
         self._errors = RateLimitedLog(log)
-        self._known_queues: set[tuple[str, str]] = set()
+        self._known_queues: set[tuple[str, str]] = set()  # (pbx, queue label) whose series exist
+        self._queue_names = list(queues)
+        # metric labels: the same bounded queue names as the call metrics (every known queue from 0)
+        self.catalog = catalog if catalog is not None else QueueCatalog(self._queue_names)
+        registry.register(_PendingCollector(self))  # first: it creates the series of new queues at 0
         self.m_resolved = Counter("onechance_callbacks_resolved",
                                   "Worklist entries closed, by how: inbound (the caller called again and was "
                                   "answered), outbound (called back and answered), manual, expired",
@@ -176,8 +184,6 @@ class Worklist:
         self.m_time = Histogram("onechance_time_to_callback_seconds",
                                 "From a caller's first lost call to being reached again (inbound or outbound)",
                                 ["pbx", "queue"], buckets=CALLBACK_BUCKETS, registry=registry)
-        registry.register(_PendingCollector(self))
-        self._queue_names = list(queues)
 
     # ---- as a sink -----------------------------------------------------------------------------------------
     def handle(self, update: Update) -> None:
@@ -290,9 +296,10 @@ class Worklist:
             self._by_call[(entry.pbx, resolved_by)] = entry
         while len(self._closed) > CLOSED_MAX:
             self._forget(self._closed.popitem(last=False)[1])
-        self.m_resolved.labels(entry.pbx, entry.queue, how).inc()
+        label = self.catalog.label(entry.pbx, entry.queue)
+        self.m_resolved.labels(entry.pbx, label, how).inc()
         if how in ("inbound", "outbound"):
-            self.m_time.labels(entry.pbx, entry.queue).observe(max(0.0, at - entry.first_lost_at))
+            self.m_time.labels(entry.pbx, label).observe(max(0.0, at - entry.first_lost_at))
         if self._on_close is not None:
             for c in entry.calls:
                 self._on_close(c.pbx, c.call_id, at)
@@ -319,6 +326,15 @@ class Worklist:
 
     def open_entries(self) -> Iterable[Entry]:
         return self._by_id.values()
+
+    def ensure_series(self, keys: Iterable[tuple[str, str]]) -> None:
+        """The resolved and time-to-callback series of these (pbx, queue label) exist (at 0 if new)."""
+        for key in keys:
+            if key not in self._known_queues:
+                self._known_queues.add(key)
+                for how in RESOLUTIONS:
+                    self.m_resolved.labels(*key, how)
+                self.m_time.labels(*key)
 
     def queue_names(self) -> list[str]:
         return self._queue_names
@@ -394,14 +410,20 @@ class _PendingCollector(Collector):
         oldest = GaugeMetricFamily("onechance_callback_oldest_seconds", "How long the caller waiting longest for "
                                    "a call back has waited since their first lost call (0: nobody)",
                                    labels=["pbx", "queue"])
-        now = self.worklist.now()
+        worklist = self.worklist
+        now = worklist.now()
+        catalog = worklist.catalog
         by: dict[tuple[str, str], list[float]] = {}
         for entry in self.worklist.open_entries():
-            by.setdefault((entry.pbx, entry.queue), []).append(entry.first_lost_at)
+            by.setdefault((entry.pbx, catalog.label(entry.pbx, entry.queue)), []).append(entry.first_lost_at)
+        for pbx in catalog.pbxs():  # every known queue from 0
+            for queue in catalog.queues(pbx):
+                by.setdefault((pbx, queue), [])
+        worklist.ensure_series(by)  # the counters' series too, before they are collected
         for key in sorted(by):
             firsts = by[key]
             pending.add_metric(list(key), len(firsts))
-            oldest.add_metric(list(key), max(0.0, now - min(firsts)))
+            oldest.add_metric(list(key), max(0.0, now - min(firsts)) if firsts else 0.0)
         yield pending
         yield oldest
 
