@@ -68,7 +68,8 @@ def total(rows: list[QueueDay]) -> dict[str, QueueDay]:
     """Per queue over every day of the run (the counts summed; ratios are computed from the sums)."""
     out: dict[str, QueueDay] = {}
     for r in rows:
-        t = out.setdefault(r.queue, QueueDay(queue=r.queue, date="all", service_level_seconds=r.service_level_seconds))
+        assert r.queue is not None
+        t = out.setdefault(r.queue, QueueDay(kind="queue", pbx=r.pbx, queue=r.queue, period="all", period_start=None))
         for f in ("offered", "answered", "abandoned", "short_abandoned", "timeouts", "answered_in_sl",
                   "unanswered_in_sl", "answered_wait", "lost", "recovered", "bounced"):
             setattr(t, f, getattr(t, f) + getattr(r, f))

@@ -67,13 +67,23 @@ class _DemoService:
         from .demo import DemoPbx
 
         demo = settings.demo
-        try:
-            self.pbx = DemoPbx(demo.capture, speed=demo.speed, loop=demo.loop, username="demo", secret=secret,
-                               sock=sock)
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"demo.capture {demo.capture}: {exc.strerror or exc}") from None
-        self.pbx.start_at_present()
+        if demo.capture is not None:
+            try:
+                self.pbx = DemoPbx(demo.capture, speed=demo.speed, loop=demo.loop, username="demo", secret=secret,
+                                   sock=sock)
+            except OSError as exc:
+                sock.close()
+                raise ConfigError(f"demo.capture {demo.capture}: {exc.strerror or exc}") from None
+            self.pbx.start_at_present()
+        else:
+            from .demo import SimSource
+            from .sim import RateProfile, SimConfig
+
+            centre = SimConfig.default(seed=demo.seed, rate=RateProfile(per_hour=(demo.calls_per_hour,) * 24))
+            self.pbx = DemoPbx(source=SimSource(centre), speed=demo.speed, username="demo", secret=secret, sock=sock)
+            # it has been running for a while when the daemon connects: calls in progress, callers waiting
+            self.pbx.start_at_present(earlier=demo.warmup)
+            self.pbx.warm_up(demo.warmup)
         self._stopped = False
         self._done = asyncio.Event()
 
@@ -98,9 +108,13 @@ def _demo(settings: Settings) -> tuple[_Pbx, _DemoService]:
     service = _DemoService(settings, sock, secret)
     base = settings.ami
     name = base.name if base.name != "default" else "demo"
-    log.info("demo: following the embedded demo PBX on 127.0.0.1:%d, playing %s at %gx%s", service.pbx.port,
-             settings.demo.capture or "the bundled capture", settings.demo.speed,
-             " in a loop" if settings.demo.loop else "")
+    demo = settings.demo
+    if demo.capture is not None:
+        log.info("demo: following the embedded demo PBX on 127.0.0.1:%d, playing %s at %gx%s", service.pbx.port,
+                 demo.capture, demo.speed, " in a loop" if demo.loop else "")
+    else:
+        log.info("demo: following the embedded demo PBX on 127.0.0.1:%d: a simulated call centre (seed %d, %g calls "
+                 "an hour, 7 operators) at %gx", service.pbx.port, demo.seed, demo.calls_per_hour, demo.speed)
     pbx = base.model_copy(update={"name": name, "host": "127.0.0.1", "port": service.pbx.port, "username": "demo",
                                   "secret": None, "secret_file": None})
     return _Pbx(pbx, secret), service

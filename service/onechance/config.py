@@ -325,12 +325,14 @@ class CallbacksSettings(_Section):
 
 
 class DemoSettings(_Section):
-    """``onechance demo``: the embedded simulated PBX."""
+    """``onechance demo``: the embedded PBX, a simulated call centre (or a capture played in a loop)."""
 
-    capture: Path | None = None  # None: the bundled capture (service/onechance/data/demo.ami)
+    capture: Path | None = None  # None: the simulated call centre; a path: that AMI capture instead
     speed: float = Field(1.0, ge=0)  # 1 = real time, 10 = ten times faster, 0 = as fast as possible
-    loop: bool = True  # play the capture again (with fresh ids and times) when it ends
+    loop: bool = True  # a capture: play it again (with fresh ids and times) when it ends
     seed: int = 1  # the simulation's seed: the same seed, the same calls
+    calls_per_hour: float = Field(300.0, gt=0)  # the simulated centre's arrivals (7 operators: a busy morning)
+    warmup: float = Field(900.0, ge=0)  # seconds the simulated centre has run when the daemon connects
 
 
 class DaemonSettings(_Section):

@@ -143,8 +143,9 @@ class MessageSource:
         """Start the next pass (``loop=True``), with fresh ids and times after the last pass's."""
         raise NotImplementedError
 
-    def start_at_present(self) -> None:
-        """Move the times (and ids) to the present; call before the first message."""
+    def start_at_present(self, earlier: float = 0.0) -> None:
+        """Move the times (and ids) to the present (``earlier`` seconds before it: see
+        :meth:`DemoPbx.warm_up`); call before the first message."""
 
     def queues(self) -> list[QueueInfo]:
         """The queues known up front (none for a capture: they are learnt from its events)."""
@@ -173,10 +174,10 @@ class CaptureSource(MessageSource):
             first, last = span
             self.shift = max(int(time.time() - first), self.shift + int(last - first) + 2)
 
-    def start_at_present(self) -> None:
+    def start_at_present(self, earlier: float = 0.0) -> None:
         span = self._span()
         if span is not None:
-            self.shift = int(time.time() - span[0])
+            self.shift = int(time.time() - earlier - span[0])
 
 
 class SimSource(MessageSource):
@@ -227,10 +228,10 @@ class SimSource(MessageSource):
         self._cur = None
         self._begin()
 
-    def start_at_present(self) -> None:
+    def start_at_present(self, earlier: float = 0.0) -> None:
         if self.centre is not None:
             raise RuntimeError("start_at_present() must come before the first message")
-        self.config = dataclasses.replace(self.config, start=float(int(time.time())))
+        self.config = dataclasses.replace(self.config, start=float(int(time.time() - earlier)))
 
     def queues(self) -> list[QueueInfo]:
         cfg = self.config
@@ -762,9 +763,30 @@ class DemoPbx:
         self.state.forget_dead()  # the next pass has fresh ids: keeping these would grow without bound
         self.source.next_pass()
 
-    def start_at_present(self) -> None:
-        """Move the capture's (or the simulator's) times and ids to the present; call before :meth:`start`."""
-        self.source.start_at_present()
+    def start_at_present(self, earlier: float = 0.0) -> None:
+        """Move the capture's (or the simulator's) times and ids to the present, or ``earlier`` seconds before
+        it; call before :meth:`start`."""
+        self.source.start_at_present(earlier)
+
+    def warm_up(self, seconds: float) -> int:
+        """Play the first ``seconds`` of the stream into the PBX's own state without sending anything, as if
+        it had run before anyone connected (a client then finds calls in progress and callers waiting, through
+        ``CoreShowChannels`` and ``QueueStatus``).  With :meth:`start_at_present` ``(earlier=seconds)`` the
+        rest of the stream starts at the present.  Call before :meth:`start`; returns the messages played."""
+        first: float | None = None
+        played = 0
+        while True:
+            rec = self._message(self.position)
+            if rec is None:
+                break
+            if rec.ts is not None:
+                first = rec.ts if first is None else first
+                if rec.ts >= first + seconds:
+                    break
+            self.state.apply(rec.msg)
+            self.position += 1
+            played += 1
+        return played
 
     async def _pace(self, rec: Recorded) -> None:
         if self.speed <= 0 or rec.ts is None:
