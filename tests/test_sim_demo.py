@@ -204,18 +204,36 @@ async def test_the_daemon_resyncs_from_the_simulator_after_a_cut() -> None:
     assert check_sim(truths, got, names, wait_tolerance=0.05) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="tracker gap: after a resync, the live consultation call of a phone's "
-                   "attended transfer (its own Linkedid, already joined to the caller) comes back as a call "
-                   "of its own (caller: the consulted operator's phone)")
 async def test_resync_with_a_phone_consultation_live() -> None:
-    """As above, with the link cut while a phone's attended-transfer consultation (own Linkedid) is live."""
+    """As above, with the link cut while a phone's attended-transfer consultation (own Linkedid, already joined
+    to the caller's call) is live: the resync takes the consultation's channels up in the caller's call, not as
+    a call of its own.
+
+    A call that ends between the cut and the resync (its end arrives before the PBX's lists, which then no
+    longer show it) stays as the gap closed it: ``uncertain``, ``closed_reason`` ``link_lost``, its visit
+    ``unknown`` — never an invented outcome; it is checked for that and left out of the exact comparison."""
     cfg = sim_config(style="sip", seed=12)
-    centre, got = await _daemon_follows(cfg, 120, plan={4000: Cut(gap=0, partial=False)})
+    cut = _time_of(cfg, 120, CUT_AT)
+    centre, got = await _daemon_follows(cfg, 120, plan={CUT_AT: Cut(gap=0, partial=False)})
     truths = [t.to_dict() for t in centre.truths]
-    live_consult = [t for t in truths if "refer_attended" in t["kinds"]]
-    assert live_consult, "the run has no phone attended transfer"
+    consults = [t for t in truths if "refer_attended" in t["kinds"] and t["started_at"] < cut < t["ended_at"]]
+    assert consults, "no phone attended transfer is live at the cut"
+    by_id = {g["call_id"]: g for g in got}
+    in_flight = [t for t in truths if t["started_at"] < cut < t["ended_at"]]
+    closed_by_gap = []
+    for t in in_flight:
+        g = by_id[t["call_id"]]
+        assert g["uncertain"], t["call_id"]
+        if g["closed_reason"] == "link_lost":
+            assert g["outcome"] in ("unanswered", "in_progress") and not g["alerts"], g
+            closed_by_gap.append(t)
+    assert len(closed_by_gap) <= 2, "the resync window must stay small"
+    for t in consults:
+        assert by_id[t["call_id"]]["closed_reason"] is None, "the consultation's call was taken up again"
+    kept = [t for t in truths if t not in closed_by_gap]
+    kept_got = [g for g in got if g["call_id"] not in {t["call_id"] for t in closed_by_gap}]
     names = {op.ext: op.name for op in cfg.operators}
-    assert check_sim(truths, got, names, wait_tolerance=0.05) == {}
+    assert check_sim(kept, kept_got, names, wait_tolerance=0.05) == {}
 
 
 async def test_sim_source_passes_start_at_present_and_play_in_order() -> None:

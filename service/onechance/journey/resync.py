@@ -112,8 +112,10 @@ def _duration(text: str | None) -> float:
     return float(h * 3600 + m * 60 + s)
 
 
-def _groups(chans: dict[str, _Snap]) -> list[list[str]]:
-    """Channels of one call: same Linkedid, or two halves of one Local channel."""
+def _groups(chans: dict[str, _Snap], gap: Gap | None = None) -> list[list[str]]:
+    """Channels of one call: same Linkedid, two halves of one Local channel, or channels the tracker had in one
+    call before the gap (a phone's attended transfer joins a consultation with its own Linkedid to the caller's
+    call: its channels keep their Linkedid)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -132,6 +134,9 @@ def _groups(chans: dict[str, _Snap]) -> list[list[str]]:
         other = by_name.get(other_name) if other_name else None
         if other is not None:
             union(uid, other)
+        info = gap.channels.get(uid) if gap is not None else None
+        if info is not None:
+            union(uid, "C:" + info.call_id)
     groups: dict[str, list[str]] = {}
     for uid in chans:
         groups.setdefault(find(uid), []).append(uid)
@@ -404,6 +409,6 @@ def apply_snapshot(
     rs.learn_members(members)
     chans = rs.live_channels(channels, hung_up)
     waiting = rs.waiting_callers(entries, chans)
-    for group in _groups(chans):
+    for group in _groups(chans, gap):
         rs.take_up(group, chans, waiting)
     return tracker.take_updates()
