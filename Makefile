@@ -46,6 +46,7 @@ lint: $(DEVSTAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/replay_throughput.py
+	$(BIN)/python bench/alert_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache .hypothesis

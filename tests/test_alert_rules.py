@@ -177,3 +177,29 @@ def test_alert_settings_are_checked(tmp_path):
     conf.write_text('[[alerts.channels]]\nname = "a"\nkind = "webhook"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="exactly one of url and url_file"):
         load_settings(conf)
+
+
+async def test_a_receivers_retry_after_is_honoured():
+    """A webhook answering 503 with Retry-After: 2 is tried again no sooner than 2 s later (not after retry_min),
+    then the alert goes through once."""
+    import time
+
+    from onechance.alerts.channels import build_channel
+    from onechance.config import AlertsSettings
+
+    from .alerthelp import Receiver, make_alert
+
+    async with Receiver(script=[503], headers={"Retry-After": "2"}) as rx:
+        settings = ChannelSettings(name="hook", kind="webhook", url=rx.url(), retry_min=0.05, retry_max=10)
+        channel = build_channel(settings, AlertsSettings())
+        outbox = Outbox(Router(CallPolicy(), [settings], {}), {"hook": channel}, [settings], Memory(),
+                        CollectorRegistry())
+        task = asyncio.create_task(outbox.run())
+        try:
+            outbox.raise_alert(make_alert(decided_at=time.time(), call_id="1.1"))
+            first, second = await rx.wait_for(2, timeout=15)
+            assert second.at - first.at >= 1.9
+            assert first.key == second.key
+        finally:
+            await outbox.aclose()
+            await task

@@ -3,10 +3,10 @@
 * :meth:`Outbox.raise_alert` and :meth:`Outbox.resolve_call` are synchronous and never wait: the tracker's
   consumer calls them (through :class:`~onechance.alerts.raiser.AlertRaiser`).
 * An alert is routed (:class:`~onechance.alerts.routing.Router`) and written, with one delivery row per channel,
-  through the store's writer (:meth:`~onechance.store.JourneyWriter.persist`: in the database, or fsync'd in its
-  spool while the database is down) **before** its first delivery attempt.
+  through the store's writer (:meth:`~onechance.store.JourneyWriter.persist`: fsync'd in its spool, from where
+  the writer stores it in the database) **before** its first delivery attempt; nothing waits for the database.
 * Each delivery is tried at once, then retried with exponential backoff and jitter (``retry_min`` ..
-  ``retry_max``) while it fails for a reason that may pass (timeouts, 5xx, 429...), until it is sent, refused for
+  ``retry_max``; a receiver's ``Retry-After`` is honoured up to ``retry_max``) while it fails for a reason that may pass (timeouts, 5xx, 429...), until it is sent, refused for
   good (``failed``), older than the channel's ``max_age`` (``expired``), or its caller was reached
   (``cancelled``).  Every attempt carries the same idempotency key, so a receiver recognises a retry after a
   lost response.  Its state is written after each attempt; once ``sent`` it is never sent again, across
@@ -418,7 +418,10 @@ class Outbox:
             else:
                 d.last_error = str(error)
                 self.m_deliveries.labels(channel, "retried").inc()
-                self._schedule(d, done + self._backoff(settings, d.attempts))
+                wait = self._backoff(settings, d.attempts)
+                if error.retry_after is not None:  # the receiver said when (429/503 Retry-After), within reason
+                    wait = max(wait, min(error.retry_after, settings.retry_max))
+                self._schedule(d, done + wait)
                 if d.attempts == 1 or d.attempts % 10 == 0:
                     log.warning("alert %s to %s: attempt %d failed (%s); retrying", d.alert.id[:8], channel,
                                 d.attempts, error)
