@@ -6,11 +6,12 @@
   through the store's writer (:meth:`~onechance.store.JourneyWriter.persist`: fsync'd in its spool, from where
   the writer stores it in the database) **before** its first delivery attempt; nothing waits for the database.
 * Each delivery is tried at once, then retried with exponential backoff and jitter (``retry_min`` ..
-  ``retry_max``; a receiver's ``Retry-After`` is honoured up to ``retry_max``) while it fails for a reason that may pass (timeouts, 5xx, 429...), until it is sent, refused for
-  good (``failed``), older than the channel's ``max_age`` (``expired``), or its caller was reached
-  (``cancelled``).  Every attempt carries the same idempotency key, so a receiver recognises a retry after a
-  lost response.  Its state is written after each attempt; once ``sent`` it is never sent again, across
-  restarts too (a restart loads the deliveries still pending from the store).
+  ``retry_max``; a receiver's ``Retry-After`` is honoured up to ``retry_max``) while it fails for a reason
+  that may pass (timeouts, 5xx, 429...), until it is sent, refused for good (``failed``), older than the
+  channel's ``max_age`` (``expired``), or its caller was reached (``cancelled``).  Every attempt carries the
+  same idempotency key, so a receiver recognises a retry after a lost response.  Its state is written after
+  each attempt; once ``sent`` it is never sent again, across restarts too (a restart loads the deliveries
+  still pending from the store).
 * Storm guard: past ``storm_limit`` alerts in a minute on one channel, the next ones wait for the minute to end
   and go as one digest.
 * Channels that resolve (Alertmanager) get the open alert again every ``repeat_interval`` while the caller
