@@ -33,7 +33,8 @@ from .test_deploy_monitoring import Prometheus, prometheus, scrape_config
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 PBX = "pbx1"
 #: the cookbook figures compared with the report, per queue (and the capture's member events) ...
-FIGURES = ("offered", "answered", "service level", "service level 2", "abandon rate", "ASA", "members by state")
+FIGURES = ("offered", "answered", "service level", "service level 2", "abandon rate", "ASA", "transfers",
+           "members by state")
 #: ... and per first queue (whole calls)
 CALL_FIGURES = ("lost callers", "recovery rate", "bounced calls")
 
@@ -71,7 +72,7 @@ def total(rows: list[QueueDay]) -> dict[str, QueueDay]:
         assert r.queue is not None
         t = out.setdefault(r.queue, QueueDay(kind="queue", pbx=r.pbx, queue=r.queue, period="all", period_start=None))
         for f in ("offered", "answered", "abandoned", "short_abandoned", "timeouts", "answered_in_sl",
-                  "unanswered_in_sl", "answered_wait", "lost", "recovered", "bounced"):
+                  "unanswered_in_sl", "answered_wait", "lost", "recovered", "bounced", "transfers"):
             setattr(t, f, getattr(t, f) + getattr(r, f))
     return out
 
@@ -133,6 +134,7 @@ async def test_the_cookbook_queries_give_the_report_figures(tmp_path):
         assert r.asa_seconds is not None
         assert abs(got["ASA"][q] - r.asa_seconds) <= 0.05 + 1e-9, (q, "ASA", got["ASA"][q], r.asa_seconds)
         assert math.isclose(got["ASA"][q], r.answered_wait / r.answered, rel_tol=1e-9), (q, "ASA unrounded")
+        assert got["transfers"].get(q, 0) == r.transfers, (q, "transfers")
         # whole calls, by their first queue
         assert got["lost callers"][q] == r.lost, (q, "lost callers")
         assert got["bounced calls"][q] == r.bounced, (q, "bounced calls")
@@ -148,6 +150,7 @@ async def test_the_cookbook_queries_give_the_report_figures(tmp_path):
     assert any(report[q].service_level != 100.0 for q in queues)
     assert sum(report[q].abandoned - report[q].short_abandoned for q in queues) > 0
     assert sum(report[q].lost for q in queues) > 0 and sum(report[q].bounced for q in queues) > 0
+    assert sum(report[q].transfers for q in queues) > 0
 
     reported = members_reported("load_a")
     assert sum(reported.values()) > 0

@@ -220,8 +220,7 @@ class CallMetrics(Collector):
                 hist.observe(leg.talk_seconds)
         bounce_at = self.policy.rule(r.first_queue).bounce_transfers
         for n, t in enumerate(r.transfers, start=1):
-            before = [v for v in r.queues if v.joined_at <= t.at]
-            queue = self.catalog.label(pbx, before[-1].queue if before else "")
+            queue = self.catalog.label(pbx, r.transfer_queue(t) or "")
             tkey = (pbx, queue, str(t.kind))
             self._transfers[tkey] = self._transfers.get(tkey, 0) + 1
             if t.from_:
@@ -291,8 +290,9 @@ class CallMetrics(Collector):
         for key in sorted(set(queues) | set(self._bounced)):
             bounced.add_metric(list(key), self._bounced.get(key, 0))
         yield bounced
-        yield self._family("onechance_transfers", "Transfers of callers, by the queue the caller was in before it "
-                           "and kind", ["pbx", "queue", "kind"], self._transfers, queues, TRANSFER_KINDS)
+        yield self._family("onechance_transfers", "Transfers of callers, by the queue the transferring operator "
+                           "answered through, and kind", ["pbx", "queue", "kind"], self._transfers, queues,
+                           TRANSFER_KINDS)
         unresolved = CounterMetricFamily("onechance_calls_unresolved", "Calls closed as uncertain because their end "
                                          "could not be seen (link lost, PBX restart, daemon stopped, max age), each "
                                          "call once", labels=["pbx", "reason"])
@@ -304,7 +304,7 @@ class CallMetrics(Collector):
             ("onechance_operator_calls", "Calls an operator answered (talked with the caller), by queue ('' for a "
              "direct call)", self._op_calls),
             ("onechance_operator_talk_seconds", "Talk time of an operator with callers, by queue", self._op_talk),
-            ("onechance_operator_transfers", "Transfers an operator made, by the queue the caller came from",
+            ("onechance_operator_transfers", "Transfers an operator made, by the queue they answered through",
              self._op_transfers),
             ("onechance_operator_bounced", "Calls an operator passed on that became bounced by that transfer",
              self._op_bounced),

@@ -282,6 +282,21 @@ class CallRecord:
     def last_queue(self) -> str:
         return self.queues[-1].queue if self.queues else ""
 
+    def transfer_queue(self, t: TransferRecord) -> str | None:
+        """The queue a transfer is counted in (the one rule, for the metrics and the store): the queue through
+        which the transferring operator answered the caller; None when that operator answered directly (no
+        queue).  When the transferring operator is unknown, the queue the caller last joined before it."""
+        best: LegRecord | None = None
+        if t.from_ is not None:
+            for leg in self.legs:
+                start = leg.talk_from if leg.talk_from is not None else leg.answered_at
+                if start is not None and start <= t.at + 1e-6 and leg.operator == t.from_:
+                    best = leg
+            if best is not None:
+                return best.queue if best.kind == LegKind.QUEUE else None
+        before = [v for v in self.queues if v.joined_at <= t.at and not v.consultation]
+        return before[-1].queue if before else None
+
     def with_recovery(self, by: str, at: float, how: str | None = None) -> CallRecord:
         """This record with the recovery of its (lost) caller."""
         return dataclasses.replace(self, recovered=True, recovered_by=by, recovered_at=at, recovered_how=how,

@@ -55,21 +55,6 @@ def _s(value: str | None, limit: int) -> str | None:
     return value[:limit]
 
 
-def _transfer_queue(at: float, from_: str | None, record: CallRecord) -> str | None:
-    """The queue through which the transferring operator answered (None for a direct call)."""
-    best = None
-    for leg in record.legs:
-        start = leg.talk_from if leg.talk_from is not None else leg.answered_at
-        if start is None or start > at + 1e-6:
-            continue
-        if from_ is not None and leg.operator != from_:
-            continue
-        best = leg
-    if best is None:
-        return None
-    return best.queue if best.kind == "queue" else None
-
-
 def journey_rows(record: CallRecord, stored_at: float) -> JourneyRows:
     """The rows of one call record.  Raises :class:`BadJourney` when it cannot be stored."""
     pbx, call_id = record.key
@@ -151,7 +136,7 @@ def journey_rows(record: CallRecord, stored_at: float) -> JourneyRows:
             "seq": seq,
             "kind": str(t.kind),
             "from_operator": _s(t.from_, 256),
-            "from_queue": _s(_transfer_queue(t.at, t.from_, record), 128),
+            "from_queue": _s(record.transfer_queue(t), 128),
             "to_target": t.to[:256],
             "to_queue": _s(t.to_queue, 128),
             "at": t.at,
