@@ -15,6 +15,7 @@ from onechance.store import JourneyWriter, load_callbacks, make_engine, upgrade
 from onechance.worklist import NotFound, Worklist, WorklistError
 
 from .amibuild import Chan, Script
+from .storehelp import final_records
 from .truthcheck import DATA
 
 
@@ -140,3 +141,25 @@ async def test_open_entries_survive_a_restart_and_expire(store):
                                      {"pbx": "p", "queue": "support", "how": "expired"}) == 2
     await second.aclose()
     await task
+
+
+async def test_waits_and_expiry_count_in_the_pbx_clock(store):
+    """A PBX whose clock is an hour ahead of ours: a caller it lost a minute ago (in its time) has waited a
+    minute, not -59 minutes (the oldest-callback gauge read 0), and expires by that clock too."""
+    _engine, writer = store
+    first = next(r for r in final_records("abandoned") if r.lost)
+    lost_at = first.ended_at
+    assert lost_at is not None
+    ours = lost_at - 3600 + 60  # our clock: the PBX's minus an hour, a minute after the loss
+    worklist, registry = new_worklist(writer, clock=lambda: ours, pbx_offset=lambda pbx: 3600.0,
+                                      expire_after=120)
+    feed(worklist, "abandoned")
+    (entry,) = worklist.entries()
+    assert worklist.view(entry)["waiting_seconds"] == pytest.approx(60, abs=1)
+    oldest = registry.get_sample_value("onechance_callback_oldest_seconds", {"pbx": "p", "queue": entry.queue})
+    assert oldest == pytest.approx(60, abs=1)
+    worklist.sweep()
+    assert worklist.entries() != []  # 60 s < expire_after
+    ours += 120
+    worklist.sweep()
+    assert worklist.entries() == [] and worklist.get(entry.id).resolution == "expired"

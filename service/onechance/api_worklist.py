@@ -90,14 +90,13 @@ def add_worklist_routes(app: web.Application, worklist: Worklist, alerts: AlertQ
             if unknown:
                 raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}; allowed: pbx, queue, state")
             states = parse_states(request.query)
-            now = worklist.now()
             entries = worklist.entries(states, request.query.get("queue") or None, request.query.get("pbx") or None)
-            return _json({"callbacks": [e.view(now) for e in entries]})
+            return _json({"callbacks": [worklist.view(e) for e in entries]})
         return await guarded(request, work)
 
     async def get_callback(request: web.Request) -> web.Response:
         async def work() -> web.Response:
-            return _json(worklist.get(request.match_info["id"]).view(worklist.now()))
+            return _json(worklist.view(worklist.get(request.match_info["id"])))
         return await guarded(request, work)
 
     async def act(request: web.Request) -> web.Response:
@@ -112,7 +111,7 @@ def add_worklist_routes(app: web.Application, worklist: Worklist, alerts: AlertQ
                 entry = await worklist.done(entry_id, body.get("reason", ""), body.get("note"))
             else:
                 return _json({"error": f"unknown action {action!r}: claim, note or done"}, 404)
-            return _json(entry.view(worklist.now()))
+            return _json(worklist.view(entry))
         return await guarded(request, work)
 
     async def list_alerts(request: web.Request) -> web.Response:

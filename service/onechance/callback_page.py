@@ -440,20 +440,20 @@ class CallbackPage:
         queue, pbx = query_text(request, "queue"), query_text(request, "pbx")
         message, signature = query_text(request, "msg", 2 * MAX_FLASH), query_text(request, "sig")
         flash = message if message and signature and self.sessions.signed(message, signature) else None
-        now = self.worklist.now()
+        now = self.worklist.now  # each entry's waits in its own PBX's clock
         waiting = self.worklist.entries(("waiting", "claimed"), queue, pbx)
         closed = [e for e in self.worklist.entries(("done",), queue, pbx)
-                  if (e.closed_at or 0.0) >= now - CLOSED_WINDOW]
+                  if (e.closed_at or 0.0) >= now(e.pbx) - CLOSED_WINDOW]
         closed.sort(key=lambda e: (e.closed_at or 0.0, e.id), reverse=True)
         everything = self.worklist.entries(("waiting", "claimed", "done"))
         queues = sorted({*self.worklist.queue_names(), *(e.queue for e in everything)} - {""})
         pbxs = sorted({e.pbx for e in everything})
         filters = {k: v for k, v in (("queue", queue), ("pbx", pbx)) if v}
         suffix = f"?{urlencode(filters)}" if filters else ""
-        oldest = duration(now - waiting[0].first_lost_at) if waiting else ""
+        oldest = duration(now(waiting[0].pbx) - waiting[0].first_lost_at) if waiting else ""
         response = self.render(request, "callbacks.html", {
-            "entries": [card(e, now) for e in waiting],
-            "closed": [card(e, now) for e in closed[:CLOSED_SHOWN]],
+            "entries": [card(e, now(e.pbx)) for e in waiting],
+            "closed": [card(e, now(e.pbx)) for e in closed[:CLOSED_SHOWN]],
             "closed_total": len(closed),
             "oldest": oldest,
             "flash": flash,
@@ -467,7 +467,7 @@ class CallbackPage:
             "name": remembered(request, NAME_COOKIE, MAX_NAME),
             "extension": remembered(request, EXT_COOKIE, 15),
             "originate": self.originate is not None,
-            "now": when(now, now),
+            "now": when(self.worklist.now(), self.worklist.now()),
         }, session=session)
         if fresh is not None:
             self.set_session(request, response, fresh)

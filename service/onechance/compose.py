@@ -191,10 +191,11 @@ def build_app(settings: Settings, *, demo: bool = False, store_query: CallQuery 
     outbox = Outbox(Router(policy, settings.alerts.channels, settings.alerts.hours), _channels(settings),
                     settings.alerts.channels, writer, registry,
                     load=lambda: when_ready(lambda: load_live_deliveries(engine)))
+    offsets: dict[str, PbxPipeline] = {}  # each PBX's pipeline knows its clock (filled below)
     worklist = Worklist(writer, registry, expire_after=settings.callbacks.expire_after,
                         region=settings.journey.default_region, on_close=outbox.resolve_call,
                         load=lambda: when_ready(lambda: load_callbacks(engine)), queues=policy.configured_queues(),
-                        catalog=catalog)
+                        catalog=catalog, pbx_offset=lambda name: offsets[name].offset if name in offsets else 0.0)
     services += [outbox, worklist]
     sinks: Sequence[Sink] = (recent, metrics, StoreSink(writer), AlertRaiser(policy, outbox), worklist, CallLog())
 
@@ -207,6 +208,7 @@ def build_app(settings: Settings, *, demo: bool = False, store_query: CallQuery 
         pipelines.append(PbxPipeline(tracker, link.queue, sinks, link=link, name=pbx.settings.name,
                                      tick_interval=settings.daemon.tick_interval, catalog=catalog,
                                      errors=errors))
+    offsets.update((p.name, p) for p in pipelines)
     registry.register(LiveCollector(lambda: pipelines, catalog))
     build_info(registry)
 

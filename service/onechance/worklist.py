@@ -159,6 +159,7 @@ class Worklist:
         queues: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         catalog: QueueCatalog | None = None,
+        pbx_offset: Callable[[str], float] | None = None,
     ) -> None:
         self.store = store
         self.expire_after = expire_after
@@ -166,6 +167,9 @@ class Worklist:
         self._on_close = on_close  # (pbx, call_id, at): the alerts of each call of a closed entry are resolved
         self._load = load  # async () -> [CallbackRow]: the open entries of an earlier run
         self._clock = clock
+        # a PBX's clock minus ours (the pipeline learns it from the events): lost calls are stamped in the PBX's
+        # time, so waits, expiry and closing times are counted in it too
+        self._pbx_offset = pbx_offset
         self._open: dict[tuple[str, str], Entry] = {}  # (pbx, caller_key) -> open entry
         self._by_id: dict[str, Entry] = {}
         self._by_call: dict[tuple[str, str], Entry] = {}  # (pbx, call_id) of a lost or resolving call -> entry
@@ -253,7 +257,7 @@ class Worklist:
             raise WorklistError("say who calls back (by)")
         entry.state = EntryState.CLAIMED
         entry.claimed_by = by
-        entry.claimed_at = self._clock()
+        entry.claimed_at = self.now(entry.pbx)
         return await self._save(entry)
 
     async def note(self, entry_id: str, text: str) -> Entry:
@@ -268,7 +272,7 @@ class Worklist:
         if note:
             entry.note = _clean(note, 2000)
         entry.done_reason = reason
-        self._close(entry, "manual", self._clock(), persist=False)
+        self._close(entry, "manual", self.now(entry.pbx), persist=False)
         return await self._save(entry)
 
     def _open_entry(self, entry_id: str) -> Entry:
@@ -339,8 +343,14 @@ class Worklist:
     def queue_names(self) -> list[str]:
         return self._queue_names
 
-    def now(self) -> float:
-        return self._clock()
+    def now(self, pbx: str | None = None) -> float:
+        """The present in ``pbx``'s clock (the times of its lost calls), ours without one."""
+        offset = self._pbx_offset(pbx) if pbx is not None and self._pbx_offset is not None else 0.0
+        return self._clock() + offset
+
+    def view(self, entry: Entry) -> dict[str, Any]:
+        """The entry as the API and the page show it, its waits counted in its PBX's clock."""
+        return entry.view(self.now(entry.pbx))
 
     # ---- the service ----------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -356,11 +366,11 @@ class Worklist:
 
     def sweep(self) -> None:
         """Close entries nobody closed within ``expire_after``; forget closed ones older than a day."""
-        now = self._clock()
-        for entry in [e for e in self._by_id.values() if e.first_lost_at < now - self.expire_after]:
-            self._close(entry, "expired", now)
+        for entry in [e for e in self._by_id.values() if e.first_lost_at < self.now(e.pbx) - self.expire_after]:
+            self._close(entry, "expired", self.now(entry.pbx))
         while self._closed:
             first = next(iter(self._closed.values()))
+            now = self.now(first.pbx)
             if (first.closed_at or now) >= now - CLOSED_KEPT:
                 break
             self._forget(self._closed.popitem(last=False)[1])
@@ -411,11 +421,11 @@ class _PendingCollector(Collector):
                                    "a call back has waited since their first lost call (0: nobody)",
                                    labels=["pbx", "queue"])
         worklist = self.worklist
-        now = worklist.now()
         catalog = worklist.catalog
-        by: dict[tuple[str, str], list[float]] = {}
-        for entry in self.worklist.open_entries():
-            by.setdefault((entry.pbx, catalog.label(entry.pbx, entry.queue)), []).append(entry.first_lost_at)
+        by: dict[tuple[str, str], list[float]] = {}  # (pbx, queue) -> how long each has waited
+        for entry in worklist.open_entries():  # in its PBX's clock, as its lost calls are stamped
+            by.setdefault((entry.pbx, catalog.label(entry.pbx, entry.queue)), []).append(
+                worklist.now(entry.pbx) - entry.first_lost_at)
         for pbx in catalog.pbxs():  # every known queue from 0
             for queue in catalog.queues(pbx):
                 by.setdefault((pbx, queue), [])
@@ -423,7 +433,7 @@ class _PendingCollector(Collector):
         for key in sorted(by):
             firsts = by[key]
             pending.add_metric(list(key), len(firsts))
-            oldest.add_metric(list(key), max(0.0, now - min(firsts)) if firsts else 0.0)
+            oldest.add_metric(list(key), max(0.0, max(firsts)) if firsts else 0.0)
         yield pending
         yield oldest
 
