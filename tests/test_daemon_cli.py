@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .daemonproc import ONECHANCE, clean_env, daemon, get_json
+from .daemonproc import ONECHANCE, Daemon, clean_env, daemon, get_json
 from .livehelp import SECRET, fake_pbx, wait_until
 
 
@@ -189,3 +189,47 @@ async def test_a_second_signal_exits_at_once():
             await d.stop(signal.SIGTERM)
         assert d.returncode == 130, d.log
         assert "SIGTERM again: exiting now" in d.log
+
+
+async def test_the_demo_shows_everything_within_a_minute(tmp_path: Path):
+    """What `make run` promises a newcomer, with the demo's own defaults (real time, the simulated centre):
+    calls in progress on /api/live, metrics moving, a caller on /callbacks and an alert logged by the demo
+    receiver, all within a minute (the simulated centre has been running before the daemon connects)."""
+    async with daemon(command="demo", ONECHANCE_DATA_DIR=str(tmp_path)) as d, aiohttp.ClientSession() as s:
+        started = time.monotonic()
+        seen: dict[str, float] = {}
+        events: list[float] = []
+        while time.monotonic() - started < 60 and len(seen) < 4:
+            _, live = await get_json(s, d.base + "/api/live")
+            if live.get("calls"):
+                seen.setdefault("live calls", time.monotonic() - started)
+            _, callbacks = await get_json(s, d.base + "/api/callbacks")
+            if callbacks.get("callbacks"):
+                seen.setdefault("callers to call back", time.monotonic() - started)
+            async with s.get(d.base + "/metrics") as resp:
+                text = await resp.text()
+            events.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                              if line.startswith("onechance_ami_events_total{")))
+            if len(events) > 1 and events[-1] > events[0]:
+                seen.setdefault("metrics moving", time.monotonic() - started)
+            if any("demo receiver got an alert" in line for line in d.lines):
+                seen.setdefault("an alert", time.monotonic() - started)
+            d.lines.extend(await asyncio.get_running_loop().run_in_executor(None, _ready_lines, d))
+            await asyncio.sleep(0.5)
+        await d.stop(signal.SIGTERM)
+    assert set(seen) == {"live calls", "callers to call back", "metrics moving", "an alert"}, (seen, d.log[-3000:])
+    assert d.returncode == 0, d.log
+
+
+def _ready_lines(d: Daemon) -> list[str]:
+    """The daemon's log lines written so far (without blocking)."""
+    import select
+
+    out = []
+    stream = d.proc.stderr
+    while select.select([stream], [], [], 0)[0]:
+        line = stream.readline()
+        if not line:
+            break
+        out.append(line)
+    return out
