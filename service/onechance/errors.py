@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-__all__ = ["RateLimitedLog"]
+__all__ = ["RateLimitedLog", "load_when_ready"]
+
+T = TypeVar("T")
 
 
 class RateLimitedLog:
@@ -34,3 +39,22 @@ class RateLimitedLog:
         suffix = f" ({more} more since the last report)" if more else ""
         exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
         self.logger.error("%s%s", message, suffix, exc_info=exc_info)
+
+
+async def load_when_ready(load: Callable[[], Awaitable[T]], stop: asyncio.Event, errors: RateLimitedLog,
+                          what: str) -> T | None:
+    """``load()`` until it answers (a store that is not up yet at start), retrying after 1 s, doubling up to 60 s;
+    each failure reported through ``errors`` (``"<what> not loaded yet: <why>"``).  None when ``stop`` is set
+    first."""
+    from .store.engine import describe
+
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return await load()
+        except Exception as exc:
+            errors.failed("restore", f"{what} not loaded yet: {describe(exc)}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(60.0, delay * 2)
+    return None

@@ -32,11 +32,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import RateLimitedLog
+from .errors import RateLimitedLog, load_when_ready
 from .journey import Direction, JourneyUpdate, Outcome, Recovered, Update, UpdateKind
 from .journey.numbers import number_key
 from .queues import QueueCatalog
-from .store.engine import describe
 from .store.facts import CallbackAttempt, CallbackCall, CallbackRow
 
 __all__ = ["Entry", "EntryState", "NotFound", "Worklist", "WorklistError"]
@@ -377,17 +376,8 @@ class Worklist:
 
     async def _restore(self) -> None:
         assert self._load is not None
-        delay = 1.0
-        while not self._closed_event.is_set():
-            try:
-                rows = await self._load()
-                break
-            except Exception as exc:
-                self._errors.failed("restore", f"the open callback entries are not loaded yet: {describe(exc)}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed_event.wait(), delay)
-                delay = min(60.0, delay * 2)
-        else:
+        rows = await load_when_ready(self._load, self._closed_event, self._errors, "the open callback entries")
+        if rows is None:
             return
         loaded = 0
         for row in rows:

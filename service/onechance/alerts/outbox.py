@@ -36,9 +36,8 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..config import ChannelSettings
-from ..errors import RateLimitedLog
+from ..errors import RateLimitedLog, load_when_ready
 from ..journey import AlertKind, CallRecord
-from ..store.engine import describe
 from ..store.facts import AlertRow, DeliveryRow
 from .model import Alert, Channel, DeliveryFailed, DeliveryState, Notice
 from .routing import Router
@@ -452,17 +451,8 @@ class Outbox:
         """Go on with the deliveries a previous run left pending (and the open alerts resolving channels
         re-post), from the store; retried until the store answers."""
         assert self._load is not None
-        delay = 1.0
-        while not self._closing:
-            try:
-                loaded = await self._load()
-                break
-            except Exception as exc:
-                self._errors.failed("restore", f"pending alert deliveries not loaded yet: {describe(exc)}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), delay)
-                delay = min(60.0, delay * 2)
-        else:
+        loaded = await load_when_ready(self._load, self._closed, self._errors, "pending alert deliveries")
+        if loaded is None:
             return
         now = self._clock()
         count = 0
