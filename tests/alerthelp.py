@@ -33,6 +33,8 @@ from multidict import CIMultiDict
 from onechance.alerts.model import Alert, Notice, alert_id
 from onechance.journey import AlertKind, CallRecord
 
+from .servers import process
+
 __all__ = [
     "HANG",
     "Alertmanager",
@@ -254,29 +256,5 @@ async def alertmanager(webhook_url: str | None = None, *, config_file: Path | No
         argv = [alertmanager_binary(), f"--config.file={config_file}",
                 f"--storage.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
                 "--cluster.listen-address="]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        am = Alertmanager(url, proc, log_path)
-        try:
-            deadline = time.monotonic() + ready_timeout
-            async with aiohttp.ClientSession() as s:
-                while True:
-                    if proc.poll() is not None:
-                        raise AssertionError(f"alertmanager exited {proc.returncode}: {am.log()[-2000:]}")
-                    try:
-                        async with s.get(f"{url}/-/ready") as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"alertmanager not ready after {ready_timeout} s: {am.log()[-2000:]}")
-                    await asyncio.sleep(0.1)
-            yield am
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        async with process(argv, f"{url}/-/ready", log_path, ready_timeout) as proc:
+            yield Alertmanager(url, proc, log_path)

@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 
 from .daemonproc import daemon
+from .servers import process as serve
 from .test_deploy_compose import ROOT, free_port, load_yaml, tool
 
 PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -230,34 +231,9 @@ def rewrite_targets(config: Any, ports: dict[str, int]) -> Any:
 @asynccontextmanager
 async def process(argv: list[str], ready_url: str, timeout: float = 30.0) -> AsyncIterator[subprocess.Popen[bytes]]:
     """Start a server process, wait until ready_url answers 200 (bounded), stop it at the end."""
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as s:
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise AssertionError(f"{argv[0]} exited {proc.returncode}: {log.read().decode()[-2000:]}")
-                try:
-                    async with s.get(ready_url) as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    log.seek(0)
-                    raise AssertionError(f"{argv[0]} not ready after {timeout} s: {log.read().decode()[-2000:]}")
-                await asyncio.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+    with tempfile.TemporaryDirectory(prefix="onechance-proc-") as tmp:
+        async with serve(argv, ready_url, Path(tmp) / "log", timeout) as proc:
+            yield proc
 
 
 class Prometheus:
