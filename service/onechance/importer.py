@@ -53,6 +53,7 @@ from .journey import (
 )
 from .journey.model import CALLER_GROUP, Journey, OperatorLeg, QueueVisit, Transfer
 from .journey.numbers import number_key
+from .replay import unreadable
 
 __all__ = [
     "ID_PREFIX",
@@ -145,12 +146,8 @@ def _open(path: str) -> Any:
         with open(path, "rb") as fh:
             magic = fh.read(2)
         return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-    except FileNotFoundError:
-        raise QueueLogFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise QueueLogFileError(f"{path}: is a directory") from None
     except OSError as exc:
-        raise QueueLogFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise QueueLogFileError(unreadable(path, exc)) from None
 
 
 def _raw_lines(path: str) -> Iterator[tuple[int, str]]:

@@ -95,12 +95,8 @@ def replay_files(
         try:
             size = os.path.getsize(path)
             fh = open(path, "rb")
-        except FileNotFoundError:
-            raise ReplayError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ReplayError(f"{path}: is a directory") from None
         except OSError as exc:
-            raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            raise ReplayError(unreadable(path, exc)) from None
         framer = AmiFramer()
         with fh:
             head = fh.read(CHUNK)
@@ -129,3 +125,12 @@ def replay_files(
     result.last_error = tracker.last_error
     result.journeys = log.ordered(tracker)
     return result
+
+
+def unreadable(path: str, exc: OSError) -> str:
+    """Why an input file cannot be read, in one line (``replay``, ``import-queue-log``)."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: is a directory"
+    return f"{path}: cannot read: {exc.strerror or exc}"
