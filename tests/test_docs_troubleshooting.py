@@ -356,3 +356,44 @@ async def test_an_unavailable_database_looks_as_documented(caplog, tmp_path):
     logged = "\n".join(_logged(caplog))
     assert "WARNING onechance.store: database unavailable (" in logged
     assert f"journeys go to the spool in {tmp_path / 'spool'}; retrying every 0.2s" in logged
+
+
+# ---- links: the installer's pages point to each other, and every link lands ------------------------------
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lowercase, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8")
+    return {_anchor(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.M)}
+
+
+LINKED_PAGES = ["README.md", "docs/install.md", "docs/troubleshooting.md", "docs/configuration.md"]
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES)
+def test_every_relative_link_lands(page):
+    path = ROOT / page
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    text = re.sub(r"``.*?``|`[^`\n]*`", "", text)  # code is not a link (`[general](+)`)
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if re.match(r"^[a-z]+:", link):
+            continue  # http(s), mailto
+        target, _, anchor = link.partition("#")
+        dest = (path.parent / target).resolve() if target else path
+        assert dest.exists(), f"{page}: {link}: no such file"
+        if anchor and dest.suffix == ".md":
+            assert anchor in _anchors(dest), f"{page}: {link}: no such heading in {dest.name}"
+
+
+def test_readme_and_install_point_to_the_reference_and_troubleshooting():
+    for page in ("README.md", "docs/install.md"):
+        text = (ROOT / page).read_text(encoding="utf-8")
+        assert "configuration.md" in text and "troubleshooting.md" in text, page
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        assert f"docs/{doc.name}" in readme, f"README.md does not link docs/{doc.name}"
