@@ -36,21 +36,40 @@ class _Section(BaseModel):
 class AmiSettings(_Section):
     """How to reach one Asterisk manager interface."""
 
-    name: str = "default"  # the `pbx` label on metrics and journeys
-    host: str | None = None  # None: no Asterisk configured (the demo PBX plays a capture instead)
-    port: int = Field(5038, ge=1, le=65535)
-    username: str = "onechance"
-    secret: SecretStr | None = None
-    secret_file: Path | None = None
-    events: str = "call,agent,system,dialplan,dtmf"
-    ping_interval: float = Field(10.0, gt=0)
-    ping_timeout: float = Field(5.0, gt=0)
-    connect_timeout: float = Field(10.0, gt=0)
-    reconnect_min: float = Field(1.0, gt=0)
-    reconnect_max: float = Field(60.0, gt=0)
-    login_retry: float = Field(60.0, gt=0)  # a refused login is retried this slowly
-    action_timeout: float = Field(15.0, gt=0)
-    queue_size: int = Field(20000, ge=100)  # AMI messages buffered between the socket and the tracker
+    name: str = Field("default", description=(
+        "The PBX's name: the `pbx` label on metrics, journeys and alerts; letters, digits, `-`, `_`, `.`; unique "
+        "among `[[pbx]]` tables (`onechance demo` calls its PBX `demo` unless this is set)"))
+    host: str | None = Field(None, description=(
+        "Asterisk's address (host name or IP); `onechance run` refuses to start (exit 2) without it or "
+        "`[[pbx]]` tables"))
+    port: int = Field(5038, ge=1, le=65535, description="Asterisk's manager (AMI) TCP port (manager.conf `port`)")
+    username: str = Field("onechance", description=(
+        "The manager user: a section of Asterisk's manager.conf (`[onechance]` in asterisk-conf/manager.conf)"))
+    secret: SecretStr | None = Field(None, description=(
+        "The manager user's `secret`; `onechance run` needs it or `secret_file` (not both); never logged"))
+    secret_file: Path | None = Field(None, description=(
+        "A file holding the secret (leading and trailing white space ignored); not with `secret`"))
+    events: str = Field("call,agent,system,dialplan,dtmf", description=(
+        "The Login `Events:` mask, the event classes asked for: keep it equal to the manager user's `read =` "
+        "(`dialplan` tells refused callers and queue timeouts, `dtmf` the key of a key exit)"))
+    ping_interval: float = Field(10.0, gt=0, description="Seconds between the watchdog's Pings")
+    ping_timeout: float = Field(5.0, gt=0, description=(
+        "Seconds after which a Ping unanswered, with nothing else from the PBX either, makes the link dead: "
+        "it is dropped and made again"))
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds the TCP connection to Asterisk may take")
+    reconnect_min: float = Field(1.0, gt=0, description=(
+        "Seconds before the first reconnect after a lost or failed connection; the delay doubles up to "
+        "`reconnect_max`, each drawn at random between half of it and all of it"))
+    reconnect_max: float = Field(60.0, gt=0, description=(
+        "Longest delay between reconnects, in seconds; at least `reconnect_min`"))
+    login_retry: float = Field(60.0, gt=0, description=(
+        "Seconds before a refused login is tried again (plus or minus 10 %)"))
+    action_timeout: float = Field(15.0, gt=0, description=(
+        "Seconds an AMI action (Login, CoreShowChannels, QueueStatus, Logoff, Originate) may wait for its "
+        "answer; time during which onechance itself paused reading does not count"))
+    queue_size: int = Field(20000, ge=100, description=(
+        "AMI messages buffered between the socket and the tracker; when they are all taken, reading pauses "
+        "(TCP back-pressure)"))
 
     @field_validator("name")
     @classmethod
@@ -88,10 +107,18 @@ class AmiSettings(_Section):
 
 
 class HttpSettings(_Section):
-    listen: str = "127.0.0.1:9648"
-    token: SecretStr | None = None
-    recent_calls: int = Field(10000, ge=1)  # journeys kept in memory for the API
-    store_timeout: float = Field(5.0, gt=0)  # a store query not answered within this: the memory answers alone
+    listen: str = Field("127.0.0.1:9648", description=(
+        "HOST:PORT of the HTTP server (`/metrics`, `/healthz`, `/readyz`, `/api/*`, `/callbacks`); `0.0.0.0` "
+        "listens on every address, port 0 on any free port (logged)"))
+    token: SecretStr | None = Field(None, description=(
+        "When set, `/api/*` needs `Authorization: Bearer <token>` and `/callbacks` a login; unset: no "
+        "authentication; must not be empty; never logged"))
+    recent_calls: int = Field(10000, ge=1, description=(
+        "Finished journeys kept in memory for `/api/calls` (merged with the database's, and answering alone "
+        "while it is unreachable)"))
+    store_timeout: float = Field(5.0, gt=0, description=(
+        "Seconds the HTTP API waits for a database query; past it, the calls in memory answer alone "
+        "(`\"partial\": true`)"))
 
     @field_validator("listen")
     @classmethod
@@ -119,43 +146,74 @@ class HttpSettings(_Section):
 
 
 class DatabaseSettings(_Section):
-    url: str | None = None  # None: sqlite+aiosqlite:///<data_dir>/onechance.db
-    auto_upgrade: bool = True
-    batch_size: int = Field(200, ge=1)
-    flush_interval: float = Field(0.5, gt=0)
-    queue_size: int = Field(10000, ge=1)
-    retry_interval: float = Field(5.0, gt=0)
-    spool_dir: Path | None = None  # None: <data_dir>/spool
+    url: str | None = Field(None, description=(
+        "The journey store: `postgresql+asyncpg://USER:PASSWORD@HOST/DB` or `sqlite+aiosqlite:///PATH` "
+        "(`postgresql://`, `sqlite://` get those drivers); unset: `sqlite+aiosqlite:///<data_dir>/onechance.db`; "
+        "the password is masked by `check-config`"))
+    auto_upgrade: bool = Field(True, description=(
+        "Create or upgrade the schema at start; `false`: a schema at another revision keeps the database "
+        "unavailable (journeys wait in the spool) until `onechance db upgrade` is run"))
+    batch_size: int = Field(200, ge=1, description=(
+        "Journeys written per transaction; a batch is written as soon as this many wait"))
+    flush_interval: float = Field(0.5, gt=0, description=(
+        "Longest time, in seconds, a journey waits in memory before it is written"))
+    queue_size: int = Field(10000, ge=1, description=(
+        "Journeys waiting in memory for the database; more overflow to the spool on disk"))
+    retry_interval: float = Field(5.0, gt=0, description=(
+        "Seconds before an unavailable database is tried again, doubling up to 60 s (or this, if longer)"))
+    spool_dir: Path | None = Field(None, description=(
+        "Where journeys and alerts wait on disk while the database is unavailable; unset: `<data_dir>/spool`"))
 
 
 class QueueSettings(_Section):
     """``[queues.<name>]``: one queue's rules (unset: the ``[journey]`` default)."""
 
-    short_abandon_seconds: float | None = Field(None, ge=0)
-    service_level_seconds: float | None = Field(None, ge=0)
-    bounce_transfers: int | None = Field(None, ge=1)
-    alert_kinds: list[AlertKindName] | None = None
-    long_wait_seconds: float | None = Field(None, gt=0)
-    mute: bool | None = None  # alerts of this queue are recorded, never sent
-    hours: str | None = None  # the name of an [alerts.hours.<name>] schedule: outside it, alerts are held back
+    short_abandon_seconds: float | None = Field(None, ge=0, description=(
+        "This queue's short-abandon threshold, in seconds (unset: `journey.short_abandon_seconds`)"))
+    service_level_seconds: float | None = Field(None, ge=0, description=(
+        "This queue's service level, in seconds (unset: `journey.service_level_seconds`)"))
+    bounce_transfers: int | None = Field(None, ge=1, description=(
+        "Transfers that make a call whose first queue is this one bounced (unset: `journey.bounce_transfers`)"))
+    alert_kinds: list[AlertKindName] | None = Field(None, description=(
+        "The alert kinds this queue raises (unset: `journey.alert_kinds`)"))
+    long_wait_seconds: float | None = Field(None, gt=0, description=(
+        "Seconds of waiting in this queue that raise `long_wait` (unset: `journey.long_wait_seconds`)"))
+    mute: bool | None = Field(None, description=(
+        "Alerts of this queue are recorded, never sent (unset: `journey.mute`)"))
+    hours: str | None = Field(None, description=(
+        "The name of an `[alerts.hours.<name>]` schedule: outside it this queue's alerts are held back "
+        "(unset: `journey.hours`)"))
 
 
 class JourneySettings(_Section):
     """``[journey]``: how calls are judged (defaults for every queue) and followed."""
 
-    short_abandon_seconds: float = Field(5.0, ge=0)
-    service_level_seconds: float = Field(20.0, ge=0)
-    bounce_transfers: int = Field(2, ge=1)
-    #: the alert kinds raised (unset: every kind but long_wait; long_wait also needs long_wait_seconds)
-    alert_kinds: list[AlertKindName] | None = None
-    long_wait_seconds: float | None = Field(None, gt=0)  # a caller still waiting this long raises long_wait
-    mute: bool = False  # alerts are recorded, never sent (per queue: [queues.<name>] mute)
-    hours: str | None = None  # default business-hours schedule of every queue ([alerts.hours.<name>])
-    max_call_age: float = Field(6 * 3600.0, gt=0)
-    recovery_window: float = Field(7 * 86400.0, gt=0)
-    #: region for caller numbers written without a country code (ISO 3166 code, e.g. EE), so 5550107,
-    #: +3725550107 and 003725550107 are one caller
-    default_region: str | None = None
+    short_abandon_seconds: float = Field(5.0, ge=0, description=(
+        "A caller who hangs up after waiting less than this many seconds is a short abandon: counted apart, "
+        "not a lost caller, no alert"))
+    service_level_seconds: float = Field(20.0, ge=0, description=(
+        "Callers answered (or abandoning, or timing out) within this many seconds are within service level; "
+        "keep it equal to queues.conf `servicelevel`"))
+    bounce_transfers: int = Field(2, ge=1, description=(
+        "A call is bounced at this many transfers (the rule of the call's first queue)"))
+    alert_kinds: list[AlertKindName] | None = Field(None, description=(
+        "The alert kinds raised; unset: every kind but `long_wait` (which also needs `long_wait_seconds`)"))
+    long_wait_seconds: float | None = Field(None, gt=0, description=(
+        "A caller still waiting in a queue this many seconds raises `long_wait` (when `alert_kinds` has it); "
+        "unset: never"))
+    mute: bool = Field(False, description=(
+        "Alerts are recorded (deliveries `suppressed`), never sent; per queue: `[queues.<name>] mute`"))
+    hours: str | None = Field(None, description=(
+        "The name of an `[alerts.hours.<name>]` schedule for every queue: outside it alerts are held back "
+        "(or go only to its `outside` channel); unset: always open"))
+    max_call_age: float = Field(6 * 3600.0, gt=0, description=(
+        "Seconds after which a call still open is closed as `uncertain` (`closed_reason: max_age`)"))
+    recovery_window: float = Field(7 * 86400.0, gt=0, description=(
+        "Seconds during which a lost caller reached again (calling in, or called back, and answered) makes "
+        "the lost call `recovered`; also how far back lost callers are reloaded at start"))
+    default_region: str | None = Field(None, description=(
+        "Region for caller numbers written without a country code (ISO 3166 code, e.g. EE), so 5550107, "
+        "+3725550107 and 003725550107 are one caller; unset: national numbers are compared as written"))
 
     @field_validator("default_region")
     @classmethod
@@ -192,16 +250,21 @@ def _time_range(text: str) -> tuple[int, int]:
 class HoursSettings(_Section):
     """``[alerts.hours.<name>]``: business hours in a named time zone, a weekly schedule plus holidays."""
 
-    timezone: str = "UTC"
-    mon: list[str] = Field(default_factory=list)  # e.g. ["08:00-12:00", "13:00-17:00"]; empty: closed
-    tue: list[str] = Field(default_factory=list)
-    wed: list[str] = Field(default_factory=list)
-    thu: list[str] = Field(default_factory=list)
-    fri: list[str] = Field(default_factory=list)
-    sat: list[str] = Field(default_factory=list)
-    sun: list[str] = Field(default_factory=list)
-    holidays: list[date] = Field(default_factory=list)  # closed all day
-    outside: str | None = None  # channel to send to outside hours (unset: recorded, not sent)
+    timezone: str = Field("UTC", description="The schedule's IANA time zone, e.g. Europe/Tallinn")
+    mon: list[str] = Field(default_factory=list, description=(
+        'Open hours on Mondays as `HH:MM-HH:MM` ranges, e.g. `["08:00-12:00", "13:00-17:00"]` '
+        '(`00:00-24:00`: all day); empty: closed'))
+    tue: list[str] = Field(default_factory=list, description="Open hours on Tuesdays (as `mon`)")
+    wed: list[str] = Field(default_factory=list, description="Open hours on Wednesdays (as `mon`)")
+    thu: list[str] = Field(default_factory=list, description="Open hours on Thursdays (as `mon`)")
+    fri: list[str] = Field(default_factory=list, description="Open hours on Fridays (as `mon`)")
+    sat: list[str] = Field(default_factory=list, description="Open hours on Saturdays (as `mon`)")
+    sun: list[str] = Field(default_factory=list, description="Open hours on Sundays (as `mon`)")
+    holidays: list[date] = Field(default_factory=list, description=(
+        "Days closed all day, as `YYYY-MM-DD` dates"))
+    outside: str | None = Field(None, description=(
+        "The channel that alone gets the alerts raised outside these hours (whatever its filters); unset: "
+        "they are recorded, not sent"))
 
     @field_validator("timezone")
     @classmethod
@@ -233,23 +296,36 @@ class ChannelSettings(_Section):
     """``[[alerts.channels]]``: where alerts go.  ``url`` (or ``url_file``) and ``secret`` (or ``secret_file``)
     are secrets: never logged, masked by ``check-config``."""
 
-    name: str
-    kind: ChannelKind
-    url: SecretStr | None = None
-    url_file: Path | None = None
-    secret: SecretStr | None = None  # webhook: the HMAC-SHA256 signing key
-    secret_file: Path | None = None
-    kinds: list[AlertKindName] | None = None  # only these alert kinds (unset: all)
-    queues: list[str] | None = None  # only alerts of these queues (unset: all)
-    pbx: list[str] | None = None  # only alerts of these PBXs (unset: all)
-    mask_caller: bool = False  # show the caller's number as +372 555 ***7
-    template: str | None = None  # the message text (unset: alerts.template)
-    timeout: float = Field(5.0, gt=0)  # seconds one delivery attempt may take
-    retry_min: float = Field(1.0, gt=0)  # first retry after this, doubling, jittered
-    retry_max: float = Field(300.0, gt=0)
-    max_age: float = Field(6 * 3600.0, gt=0)  # an alert not delivered within this is given up (expired)
-    storm_limit: int = Field(20, ge=1)  # past this many alerts a minute, one digest lists the rest
-    repeat_interval: float = Field(300.0, gt=0)  # alertmanager: re-post an open alert this often
+    name: str = Field(description=(
+        "Names the channel in logs, metrics (`channel` label), `/api/alerts` and the store; letters, digits, "
+        "`-`, `_`, `.`; unique"))
+    kind: ChannelKind = Field(description=(
+        "`webhook` (a signed JSON POST), `alertmanager` (Alertmanager's API) or `apprise` (Slack, Telegram, "
+        "e-mail... through an Apprise URL)"))
+    url: SecretStr | None = Field(None, description=(
+        "Where to send; a secret: never logged, masked by `check-config`; exactly one of `url` and `url_file`"))
+    url_file: Path | None = Field(None, description="A file holding the URL (instead of `url`)")
+    secret: SecretStr | None = Field(None, description=(
+        "`webhook` only: the HMAC-SHA256 key that signs each request; not with `secret_file`"))
+    secret_file: Path | None = Field(None, description="A file holding the signing key (instead of `secret`)")
+    kinds: list[AlertKindName] | None = Field(None, description="Only alerts of these kinds (unset: all)")
+    queues: list[str] | None = Field(None, description="Only alerts about these queues (unset: all)")
+    pbx: list[str] | None = Field(None, description="Only alerts of these PBXs, by name (unset: all)")
+    mask_caller: bool = Field(False, description=(
+        "Show the caller's number masked (`+372 512* **67`) in everything this channel sends"))
+    template: str | None = Field(None, description="This channel's message text (unset: `alerts.template`)")
+    timeout: float = Field(5.0, gt=0, description="Seconds one delivery attempt may take, all included")
+    retry_min: float = Field(1.0, gt=0, description=(
+        "Seconds before the first retry of a failed delivery; the delay doubles up to `retry_max`, jittered"))
+    retry_max: float = Field(300.0, gt=0, description=(
+        "Longest delay between retries, in seconds; at least `retry_min`"))
+    max_age: float = Field(6 * 3600.0, gt=0, description=(
+        "Seconds after which an alert not delivered is given up (`expired`)"))
+    storm_limit: int = Field(20, ge=1, description=(
+        "Past this many alerts in a minute, the rest of the minute's go out as one digest"))
+    repeat_interval: float = Field(300.0, gt=0, description=(
+        "`alertmanager` only: seconds between posts of an alert still open (its `endsAt` is three of these "
+        "ahead)"))
 
     @field_validator("name")
     @classmethod
@@ -294,12 +370,20 @@ DEFAULT_TEMPLATE = ("Lost caller {caller} ({caller_name}): {what} after {wait} s
 class AlertsSettings(_Section):
     """``[alerts]``: one-chance alerts and where they go."""
 
-    # the daemon's address as people reach it (links in messages); empty: http://<http.listen>
-    public_url: str = ""
-    template: str = DEFAULT_TEMPLATE  # fields: caller, caller_name, what, kind, wait, queue, time, link, pbx...
-    timezone: str | None = None  # for times in messages (unset: the machine's)
-    hours: dict[str, HoursSettings] = Field(default_factory=dict)
-    channels: list[ChannelSettings] = Field(default_factory=list)
+    public_url: str = Field("", description=(
+        "onechance's address as people reach it, for the links in messages (e.g. "
+        "`https://onechance.example.com`); empty: `http://<http.listen>` (127.0.0.1 for 0.0.0.0)"))
+    template: str = Field(DEFAULT_TEMPLATE, description=(
+        "The message text of every channel; its fields: caller, caller_name, what, title, kind, wait, queue, "
+        "time, date, link, call_link, pbx, call_id, id, operators, transfers"))
+    timezone: str | None = Field(None, description=(
+        "IANA time zone of the times in messages and of the API's days (`/api/queues`); unset: the machine's"))
+    hours: dict[str, HoursSettings] = Field(default_factory=dict, description=(
+        "Named business-hours schedules, `[alerts.hours.<name>]`, for `journey.hours` and `[queues.<name>] "
+        "hours`"))
+    channels: list[ChannelSettings] = Field(default_factory=list, description=(
+        "Where alerts go, one `[[alerts.channels]]` table each; none: alerts are only recorded "
+        "(`GET /api/alerts`)"))
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertsSettings:
@@ -316,34 +400,52 @@ class AlertsSettings(_Section):
 class CallbacksSettings(_Section):
     """``[callbacks]``: the callback worklist and its page."""
 
-    expire_after: float = Field(7 * 86400.0, gt=0)  # an entry nobody closed is closed as expired after this
-    page_refresh: int = Field(30, ge=5)  # seconds between refreshes of /callbacks
-    originate: bool = False  # a "call back now" button: Asterisk rings the operator, then dials the caller
-    originate_channel: str = "PJSIP/{extension}"  # the operator's phone
-    originate_context: str = "from-internal"  # where the caller's number is dialled
-    session_hours: float = Field(12.0, gt=0)  # how long a page login lasts
+    expire_after: float = Field(7 * 86400.0, gt=0, description=(
+        "Seconds after a caller's first lost call an entry nobody closed is closed as `expired`"))
+    page_refresh: int = Field(30, ge=5, description="Seconds between refreshes of the `/callbacks` page")
+    originate: bool = Field(False, description=(
+        'A "call back now" button on `/callbacks`: Asterisk rings the operator\'s phone, then dials the caller '
+        "(the manager user needs the `originate` write class)"))
+    originate_channel: str = Field("PJSIP/{extension}", description=(
+        "The operator's phone as an Asterisk channel, `{extension}` (its only placeholder) being the extension "
+        "typed on the page"))
+    originate_context: str = Field("from-internal", description=(
+        "The dialplan context in which the caller's number is dialled once the operator answers"))
+    session_hours: float = Field(12.0, gt=0, description="Hours a `/callbacks` login lasts (with `http.token`)")
 
 
 class DemoSettings(_Section):
     """``onechance demo``: the embedded PBX, a simulated call centre (or a capture played in a loop)."""
 
-    capture: Path | None = None  # None: the simulated call centre; a path: that AMI capture instead
-    speed: float = Field(1.0, ge=0)  # 1 = real time, 10 = ten times faster, 0 = as fast as possible
-    loop: bool = True  # a capture: play it again (with fresh ids and times) when it ends
-    seed: int = 1  # the simulation's seed: the same seed, the same calls
-    calls_per_hour: float = Field(300.0, gt=0)  # the simulated centre's arrivals (7 operators: a busy morning)
-    warmup: float = Field(900.0, ge=0)  # seconds the simulated centre has run when the daemon connects
+    capture: Path | None = Field(None, description=(
+        "An AMI capture file for the demo PBX to play in a loop instead of the simulated call centre; unset: the "
+        "simulated call centre"))
+    speed: float = Field(1.0, ge=0, description=(
+        "1: real time, 10: ten times faster, 0: as fast as the daemon reads (`onechance demo --speed`)"))
+    loop: bool = Field(True, description=(
+        "A capture: play it again, with fresh call ids and times, when it ends"))
+    seed: int = Field(1, description=(
+        "The seed of the simulated call centre: the same seed gives the same calls (`onechance demo --seed`)"))
+    calls_per_hour: float = Field(300.0, gt=0, description=(
+        "Callers an hour in the simulated call centre (seven operators in three queues: 300 is a busy morning)"))
+    warmup: float = Field(900.0, ge=0, description=(
+        "Seconds the simulated call centre has run when the daemon connects (calls in progress, callers waiting)"))
 
 
 class DaemonSettings(_Section):
-    shutdown_timeout: float = Field(10.0, gt=0)  # SIGTERM: longest drain before exiting anyway
-    tick_interval: float = Field(1.0, gt=0)  # how often each tracker is given the time (long waits, over-age calls)
+    shutdown_timeout: float = Field(10.0, gt=0, description=(
+        "Longest graceful drain after SIGTERM or SIGINT, in seconds; past it onechance exits anyway (exit 1)"))
+    tick_interval: float = Field(1.0, gt=0, description=(
+        "Seconds between the times each tracker is given the time, busy or idle: long waits are raised, "
+        "over-age calls closed"))
 
 
 class ReportSettings(_Section):
     """``[report]``: how ``onechance report`` counts periods."""
 
-    timezone: str | None = None  # IANA zone of the report's periods; unset: the machine's own zone
+    timezone: str | None = Field(None, description=(
+        "IANA time zone of `onechance report`'s hours, days, weeks and months (`--tz` overrides it); unset: "
+        "the machine's"))
 
     @field_validator("timezone")
     @classmethod
@@ -369,19 +471,32 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    data_dir: Path = Path(DEFAULT_DATA_DIR)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    ami: AmiSettings = AmiSettings()
-    pbx: list[AmiSettings] = Field(default_factory=list)  # several PBXs: [[pbx]] tables
-    http: HttpSettings = HttpSettings()
-    database: DatabaseSettings = DatabaseSettings()
-    journey: JourneySettings = JourneySettings()
-    queues: dict[str, QueueSettings] = Field(default_factory=dict)
-    demo: DemoSettings = DemoSettings()
-    daemon: DaemonSettings = DaemonSettings()
-    alerts: AlertsSettings = AlertsSettings()
-    callbacks: CallbacksSettings = CallbacksSettings()
-    report: ReportSettings = ReportSettings()
+    data_dir: Path = Field(Path(DEFAULT_DATA_DIR), description=(
+        "Where onechance keeps its files: the SQLite database (unless `database.url` is set) and the spool; "
+        "`onechance demo` uses `<data_dir>/demo`"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
+        "The least important log lines written (to standard error)"))
+    ami: AmiSettings = Field(AmiSettings(), description=(
+        "The Asterisk PBX to follow over AMI (ignored when `[[pbx]]` tables are given)"))
+    pbx: list[AmiSettings] = Field(default_factory=list, description=(
+        "Several PBXs: one `[[pbx]]` table each, with the keys of `[ami]`; each needs a `host` and a unique "
+        "`name`"))
+    http: HttpSettings = Field(HttpSettings(), description=(
+        "The HTTP server: metrics, health, the API, the callback page"))
+    database: DatabaseSettings = Field(DatabaseSettings(), description=(
+        "The journey store and its spool (docs/database.md)"))
+    journey: JourneySettings = Field(JourneySettings(), description=(
+        "How calls are judged (the default of every queue) and followed (docs/journey.md)"))
+    queues: dict[str, QueueSettings] = Field(default_factory=dict, description=(
+        "Per-queue rules, `[queues.<name>]` (the queue's name in Asterisk); each unset key takes the "
+        "`[journey]` one"))
+    demo: DemoSettings = Field(DemoSettings(), description="`onechance demo`: the embedded demo PBX")
+    daemon: DaemonSettings = Field(DaemonSettings(), description="The process: its shutdown and its clock tick")
+    alerts: AlertsSettings = Field(AlertsSettings(), description=(
+        "One-chance alerts, their channels and business hours (docs/alerts.md)"))
+    callbacks: CallbacksSettings = Field(CallbacksSettings(), description=(
+        "The callback worklist and its page, `/callbacks` (docs/callbacks.md)"))
+    report: ReportSettings = Field(ReportSettings(), description="`onechance report` (docs/reports.md)")
 
     @classmethod
     def settings_customise_sources(
