@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .channels import Bridge, Chan
+from .common import DIAL_VARS_EMPTY, count_transfer, dial_times
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import (
@@ -26,6 +27,7 @@ from .scenarios import (
     Ring,
     Talk,
     connect,
+    member_cid,
     queue_abandon_event,
     queue_leave,
     queue_visit,
@@ -37,17 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalStyle"]
 
-DIAL_VARS_EMPTY = (("DIALSTATUS", ""), ("DIALEDPEERNUMBER", ""), ("DIALEDPEERNAME", ""), ("ANSWEREDTIME", ""),
-                   ("ANSWEREDTIME_MS", ""), ("DIALEDTIME", ""), ("DIALEDTIME_MS", ""), ("RINGTIME", ""),
-                   ("RINGTIME_MS", ""), ("PROGRESSTIME", ""), ("PROGRESSTIME_MS", ""))
 
-
-def _times(pbx_t: int, ch: Chan, since: int) -> tuple[tuple[str, str], ...]:
-    """ANSWEREDTIME(_MS) since ``since`` and DIALEDTIME(_MS) since ``ch`` was created."""
-    a = max(0, (pbx_t - since) // 1000)
-    d = max(0, (pbx_t - ch.born) // 1000)
-    return (("ANSWEREDTIME", str(a // 1000)), ("ANSWEREDTIME_MS", str(a)),
-            ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)))
 
 
 class LocalStyle:
@@ -124,7 +116,7 @@ class LocalStyle:
         ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
         pbx.newchannel(m1)
         pbx.newchannel(m2)
-        num, name = _member_cid(qc, call)
+        num, name = member_cid(qc, call.dnid if qc is call.c1 else "")
         m1.set(cid_num=num, cid_name=name)
         pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
         pbx.newcallerid(m1)
@@ -414,7 +406,7 @@ class LocalStyle:
         op.calls_taken_in(pbx.t, talk.queue)
         self._member_gone(op)
         pbx.bridge_leave(talk.bridge, qc)
-        pbx.varsets(qc, _times(pbx.t, qc, talk.connected))
+        pbx.varsets(qc, dial_times(pbx.t, qc, talk.connected))
         self._caller_side_ends(call, qc, talk.bridge)
 
     def _ami_hangup(self, call: Call, qc: Chan, talk: Talk) -> None:
@@ -430,7 +422,7 @@ class LocalStyle:
         pbx.bridge_leave(talk.bridge, m1)
         pbx.hangup_request(m2, 16)
         pbx.bridge_leave(talk.bridge, qc)
-        pbx.varsets(qc, _times(pbx.t, qc, talk.connected))
+        pbx.varsets(qc, dial_times(pbx.t, qc, talk.connected))
         pbx.bridge_destroy(talk.bridge)
         pbx.soft_hangup_request(qc, 16)
         self._agent_complete(qc, talk, "caller")
@@ -483,7 +475,7 @@ class LocalStyle:
         self.pbx.devstate(dev_x)
         pbx.bridge_leave(b0, c2)
         pbx.bridge_destroy(b0)
-        pbx.varsets(c2, _times(pbx.t, c2, call.chain[2]))
+        pbx.varsets(c2, dial_times(pbx.t, c2, call.chain[2]))
         pbx.soft_hangup_request(c2, 16)
         pbx.hangup_request(c1, 16)
         pbx.hangup(c2, 16)
@@ -508,7 +500,7 @@ class LocalStyle:
             pbx.varset(c2, "BRIDGEPEER", "")
             pbx.varset(m1, "BRIDGEPEER", "")
             pbx.bridge_leave(talk.bridge, c2)
-            pbx.varsets(c2, _times(pbx.t, c2, talk.connected))
+            pbx.varsets(c2, dial_times(pbx.t, c2, talk.connected))
             pbx.bridge_leave(talk.bridge, m1)
             pbx.bridge_destroy(talk.bridge)
             pbx.hangup_request(m2, 16)
@@ -535,7 +527,7 @@ class LocalStyle:
         pbx.varset(c2, "BRIDGEPEER", "")
         pbx.varset(x1, "BRIDGEPEER", "")
         pbx.bridge_leave(b0, c2)
-        pbx.varsets(c2, _times(pbx.t, c2, call.chain[2]))
+        pbx.varsets(c2, dial_times(pbx.t, c2, call.chain[2]))
         c1.set(cid_num=None, cid_name=None)
         pbx.hangup(c1, 0)
         pbx.newcallerid(c1, "67 (Number Unavailable)")
@@ -553,7 +545,7 @@ class LocalStyle:
         self._agent_complete(x2, talk, "caller")
         pbx.varset(m1, "BRIDGEPEER", "")
         pbx.bridge_leave(talk.bridge, x2)
-        t = _times(pbx.t, x2, talk.connected)
+        t = dial_times(pbx.t, x2, talk.connected)
         pbx.varset(x2, *t[0])
         pbx.bridge_leave(talk.bridge, m1)
         pbx.varsets(x2, t[1:])
@@ -597,19 +589,14 @@ class LocalStyle:
         self.pbx.devstate(dev)
         pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
         pbx.bridge_leave(talk.bridge, qc)
-        t = _times(pbx.t, qc, talk.connected)
+        t = dial_times(pbx.t, qc, talk.connected)
         pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
         pbx.newexten(qc, 2, "Answer", "")
         pbx.soft_hangup_request(m2, 16)
         pbx.bridge_destroy(talk.bridge)
         pbx.hangup(m2, 16)
         self.pbx.devstate(dev)
-        call.transfers += 1
-        call.truth.transfers.append("blind")
-        call.truth.kind("blind_transfer")
-        call.truth.kind("ami_blind")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "blind", "ami_blind")
         return qc, target
 
     def _attended(self, call: Call, qc: Chan, talk: Talk, target: QueueRt, plan: Plan,
@@ -704,14 +691,8 @@ class LocalStyle:
         self._agent_complete(c2, talk, "transfer")
         pbx.hangup(m1, 16)
         self.pbx.devstate(dev)
-        call.transfers += 1
-        call.attended = True
         call.chain = [x1, talk.bridge, talk.connected]
-        call.truth.transfers.append("attended")
-        call.truth.kind("attended_transfer")
-        call.truth.kind("feature_attended")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "attended", "feature_attended")
         # the caller now talks with the consultation's member; that part ends as planned
         return (yield from self._after_attended(call, x2, new, consult_plan))
 
@@ -829,7 +810,7 @@ class LocalStyle:
             self.pbx.devstate(dev)
             pbx.bridge_leave(b, c2)
             pbx.bridge_destroy(b)
-            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
+            pbx.varsets(c2, (*dial_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(c2, 16)
             pbx.varset(c1, "CHANLOCALSTATUS", "ANSWER")
             pbx.hangup_request(c1, 16)
@@ -847,7 +828,7 @@ class LocalStyle:
             pbx.bridge_leave(b, c2)
             pbx.bridge_leave(b, d1)
             pbx.bridge_destroy(b)
-            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
+            pbx.varsets(c2, (*dial_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
             pbx.hangup_request(d2, 16)
             pbx.hangup(d1, 16)
             pbx.soft_hangup_request(d2, 16)
@@ -877,14 +858,14 @@ class LocalStyle:
             pbx.dial_end(c2, d1, "CANCEL")
             pbx.hangup_request(d2, 0)
             pbx.hangup(d1, 0)
-            pbx.varsets(c2, (("DIALSTATUS", "CANCEL"), *_times(pbx.t, c2, pbx.t)[2:]))
+            pbx.varsets(c2, (("DIALSTATUS", "CANCEL"), *dial_times(pbx.t, c2, pbx.t)[2:]))
             pbx.soft_hangup_request(c2, 16)
             pbx.hangup(c2, 0)
         else:
             pbx.dial_end(c2, d1, "NOANSWER")
             pbx.hangup_request(d2, 0)
             pbx.hangup(d1, 0)
-            pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"), *_times(pbx.t, c2, pbx.t)[2:]))
+            pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"), *dial_times(pbx.t, c2, pbx.t)[2:]))
             pbx.newexten(c2, 3, "Hangup", "")
             pbx.soft_hangup_request(c2, 16)
             pbx.hangup_request(c1, 16)
@@ -907,11 +888,3 @@ class LocalStyle:
     def outbound_call(self, op: OperatorRt, number: str, answered: bool, truth: Any) -> Any:
         raise NotImplementedError("the local PBX has no trunk")  # the centre never asks
         yield 0.0
-
-
-def _member_cid(qc: Chan, call: Call) -> tuple[str, str | None]:
-    if qc.cl_num:
-        return qc.cl_num, qc.cl_name
-    if call.dnid and qc is call.c2:
-        return call.dnid, None
-    return qc.exten, None

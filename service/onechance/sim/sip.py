@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .channels import Bridge, Chan
+from .common import DIAL_VARS_EMPTY, count_transfer, dial_times
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import (
@@ -34,6 +35,7 @@ from .scenarios import (
     Ring,
     Talk,
     connect,
+    member_cid,
     queue_abandon_event,
     queue_leave,
     queue_visit,
@@ -45,9 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SipStyle"]
 
-DIAL_VARS_EMPTY = (("DIALSTATUS", ""), ("DIALEDPEERNUMBER", ""), ("DIALEDPEERNAME", ""), ("ANSWEREDTIME", ""),
-                   ("ANSWEREDTIME_MS", ""), ("DIALEDTIME", ""), ("DIALEDTIME_MS", ""), ("RINGTIME", ""),
-                   ("RINGTIME_MS", ""), ("PROGRESSTIME", ""), ("PROGRESSTIME_MS", ""))
 QOS = ("RTPAUDIOQOS", "RTPAUDIOQOSJITTER", "RTPAUDIOQOSLOSS", "RTPAUDIOQOSRTT", "RTPAUDIOQOSMES")
 TRUNK_IP = "127.0.0.1"
 
@@ -63,12 +62,6 @@ class Hop:
     talk: Talk | None = None
     since: int = 0  # µs, when the bridge was made (ANSWEREDTIME of ``a``)
 
-
-def _times(t: int, ch: Chan, since: int) -> tuple[tuple[str, str], ...]:
-    a = max(0, (t - since) // 1000)
-    d = max(0, (t - ch.born) // 1000)
-    return (("ANSWEREDTIME", str(a // 1000)), ("ANSWEREDTIME_MS", str(a)),
-            ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)))
 
 
 class SipStyle:
@@ -229,7 +222,7 @@ class SipStyle:
         ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
         pbx.newchannel(m1)
         pbx.newchannel(m2)
-        num, name = _member_cid(qc, call)
+        num, name = member_cid(qc, call.dnid if qc is call.c1 else "")
         m1.set(cid_num=num, cid_name=name)
         pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
         pbx.newcallerid(m1)
@@ -623,7 +616,7 @@ class SipStyle:
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
+            pbx.varsets(a, (*dial_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(a, 16)
             if b.up:
                 pbx.hangup(b, 16)
@@ -638,7 +631,7 @@ class SipStyle:
                 pbx.hangup(b, 16)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
+            pbx.varsets(a, (*dial_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(a, 16)
             self._up_from(call, i)
         elif hop.kind == "queue":
@@ -657,7 +650,7 @@ class SipStyle:
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, _times(pbx.t, a, hop.since))
+            pbx.varsets(a, dial_times(pbx.t, a, hop.since))
             pbx.soft_hangup_request(a, 16)
             if b.up:
                 pbx.hangup(b, 16)
@@ -711,7 +704,7 @@ class SipStyle:
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_destroy(hop.bridge)
             if hop.kind == "queue":
-                pbx.varsets(a, _times(pbx.t, a, hop.since))
+                pbx.varsets(a, dial_times(pbx.t, a, hop.since))
             pbx.soft_hangup_request(a, 16)
             if hop.kind == "queue" and hop.talk is not None and not hop.talk.ring.extra.get("completed"):
                 self._agent_complete(a, hop.talk, "caller")
@@ -728,7 +721,7 @@ class SipStyle:
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
+            pbx.varsets(a, (*dial_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
             pbx.soft_hangup_request(a, 16)
             if a.up:
                 pbx.hangup(a, 16)
@@ -807,7 +800,7 @@ class SipStyle:
                 pbx.bridge_leave(hop.bridge, b)
                 pbx.bridge_destroy(hop.bridge)
                 if hop.kind == "queue":
-                    pbx.varsets(a, _times(pbx.t, a, hop.since))
+                    pbx.varsets(a, dial_times(pbx.t, a, hop.since))
                 pbx.soft_hangup_request(a, 16)
                 if hop.talk is not None and not hop.talk.ring.extra.get("completed"):
                     self._agent_complete(a, hop.talk, "caller")
@@ -881,12 +874,7 @@ class SipStyle:
         pbx.newexten(m2, 2, "Answer", "")
         call.chain.pop()  # the dial hop to the phone is gone; the Local pair now leads into the next queue
         talk.ring.extra["transferred"] = True
-        call.transfers += 1
-        call.truth.transfers.append("blind")
-        call.truth.kind("blind_transfer")
-        call.truth.kind("refer_blind")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "blind", "refer_blind")
         self.sim.kernel.spawn(self._after_refer(phone, op, talk), 0.0, name="refer-end")
         return m2, target
 
@@ -929,7 +917,7 @@ class SipStyle:
         pbx.devstate(f"Local/{op.ext}@agents")
         pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
         pbx.bridge_leave(talk.bridge, qc)
-        t = _times(pbx.t, qc, talk.connected)
+        t = dial_times(pbx.t, qc, talk.connected)
         pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
         pbx.newexten(qc, 2, "Answer", "")
         pbx.bridge_destroy(talk.bridge)
@@ -940,19 +928,14 @@ class SipStyle:
         pbx.bridge_leave(pb, m2)
         pbx.bridge_leave(pb, phone)
         pbx.bridge_destroy(pb)
-        pbx.varsets(m2, (*_times(pbx.t, m2, talk.connected), ("DIALSTATUS", "ANSWER")))
+        pbx.varsets(m2, (*dial_times(pbx.t, m2, talk.connected), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(m2, 16)
         pbx.hangup(m2, 16)
         self._qos(phone)
         pbx.hangup(phone, 16)
         pbx.devstate(phone.dev)
         del call.chain[-3:]  # the queue hop, the member's Local pair and its phone
-        call.transfers += 1
-        call.truth.transfers.append("blind")
-        call.truth.kind("blind_transfer")
-        call.truth.kind("ami_blind")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "blind", "ami_blind")
         return qc, target
 
     def _refer_attended(self, call: Call, talk: Talk, target: QueueRt, plan: Plan,
@@ -1014,7 +997,7 @@ class SipStyle:
         pbx.varset(phone_a, "BRIDGEPEER", "")
         x1.set(cl_num=call.number, cl_name=call.name)
         pbx.newconnectedline(x1)
-        pbx.varsets(phone_b, _times(pbx.t, phone_b, new.connected))
+        pbx.varsets(phone_b, dial_times(pbx.t, phone_b, new.connected))
         pbx.soft_hangup_request(phone_b, 16)
         m2.set(cl_num=new.talker.ext, cl_name=new.talker.name)
         pbx.newconnectedline(m2)
@@ -1048,13 +1031,7 @@ class SipStyle:
         # the chain: trunk -Q- m1 = m2 -plain(b3)- x1 = x2 -dial- phone of the new operator
         call.chain[-1:] = [Hop("plain", m2, x1, b3, new, call.chain[-1].since), Hop("local", x1, x2),
                            Hop("dial", x2, xphone, new.ring.bridge, None, new.connected)]
-        call.attended = True
-        call.transfers += 1
-        call.truth.transfers.append("attended")
-        call.truth.kind("attended_transfer")
-        call.truth.kind("refer_attended")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "attended", "refer_attended")
         yield max(0.5, sim.talk_time(consult_plan, new.talker))
         if consult_plan.end == "caller":
             self._caller_hangs_up(call)
@@ -1171,7 +1148,7 @@ class SipStyle:
         pbx.bridge_leave(b2, phone)
         pbx.bridge_leave(b2, d2)
         pbx.bridge_destroy(b2)
-        pbx.varsets(d2, (*_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
+        pbx.varsets(d2, (*dial_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(d2, 16)
         pbx.hangup(phone, 16)
         pbx.varset(d1, "CHANLOCALSTATUS", "ANSWER")
@@ -1186,7 +1163,7 @@ class SipStyle:
         pbx.bridge_destroy(b1)
         pbx.hangup(d1, 16)
         pbx.devstate(d1.dev)
-        pbx.varsets(trunk, (*_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
+        pbx.varsets(trunk, (*dial_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(trunk, 16)
         self._qos(trunk)
         pbx.hangup(trunk, 16)
@@ -1203,7 +1180,7 @@ class SipStyle:
         pbx.bridge_leave(b1, trunk)
         pbx.bridge_leave(b1, d1)
         pbx.bridge_destroy(b1)
-        pbx.varsets(trunk, (*_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
+        pbx.varsets(trunk, (*dial_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(trunk, 16)
         pbx.hangup(trunk, 16)
         pbx.devstate(trunk.dev)
@@ -1216,7 +1193,7 @@ class SipStyle:
         pbx.bridge_leave(b2, d2)
         pbx.bridge_leave(b2, phone)
         pbx.bridge_destroy(b2)
-        pbx.varsets(d2, (*_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
+        pbx.varsets(d2, (*dial_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(d2, 16)
         pbx.hangup(d2, 16)
         self._qos(phone)
@@ -1240,7 +1217,7 @@ class SipStyle:
         pbx.devstate(d1.dev)
         pbx.hangup(phone, 16)
         status = "CANCEL" if gave_up else "NOANSWER"
-        pbx.varsets(trunk, (("DIALSTATUS", status), *_times(pbx.t, trunk, pbx.t)[2:]))
+        pbx.varsets(trunk, (("DIALSTATUS", status), *dial_times(pbx.t, trunk, pbx.t)[2:]))
         if not gave_up:
             pbx.newexten(trunk, 3, "Hangup", "")
         pbx.soft_hangup_request(trunk, 16)
@@ -1338,7 +1315,7 @@ class SipStyle:
         pbx.varset(phone, "BRIDGEPVTCALLID", "")
         pbx.bridge_leave(b, trunk)
         pbx.bridge_leave(b, phone)
-        pbx.varsets(phone, (*_times(pbx.t, phone, since), ("DIALSTATUS", "ANSWER")))
+        pbx.varsets(phone, (*dial_times(pbx.t, phone, since), ("DIALSTATUS", "ANSWER")))
         pbx.soft_hangup_request(phone, 16)
         self._qos(phone)
         pbx.hangup(phone, 16)
@@ -1374,14 +1351,6 @@ def _inherit(ch: Chan, name: str, value: str) -> None:
     if ch.vars is None:
         ch.vars = {}
     ch.vars.setdefault("inherit", []).append((name, value))
-
-
-def _member_cid(qc: Chan, call: Call) -> tuple[str, str | None]:
-    if qc.cl_num:
-        return qc.cl_num, qc.cl_name
-    if call.dnid and qc is call.c1:
-        return call.dnid, None
-    return qc.exten, None
 
 
 def _tv(t: int) -> str:
