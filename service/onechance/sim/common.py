@@ -1,16 +1,26 @@
-"""What the two PBX styles (:mod:`.local`, :mod:`.sip`) write alike.
+"""What the two PBX styles (:mod:`.local`, :mod:`.sip`) do alike.
 
-Both styles are the same app_queue on an Asterisk 22 with queue members ``Local/EXT@agents/n``: the
-``Dial()`` variables and times, the truth a transfer leaves, are the same in both.  The styles call these
-where their captures put them and write out themselves what differs.
+Both styles are the same app_queue on an Asterisk 22 with queue members ``Local/EXT@agents/n``: a member
+is rung the same way up to its ``DialBegin``; a caller leaves a queue (hanging up, timed out, refused) with
+the same variables and queue events; ``AgentRingNoAnswer``/``AgentComplete``, the ``Dial()`` variables and
+times, a freed member and a transfer's truth are the same.  :class:`Style` holds these steps once; each
+style calls them where its captures put them and writes out itself what differs (the caller's channels,
+the operator's phone or the faked agent, RTP statistics, the order of device states).
 """
 
 from __future__ import annotations
 
-from .channels import Chan
-from .scenarios import Call
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["DIAL_VARS_EMPTY", "count_transfer", "dial_times"]
+from .channels import Chan
+from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
+from .scenarios import Call, Ring, Talk, member_cid, queue_abandon_event, queue_leave, secs_between
+
+if TYPE_CHECKING:
+    from .centre import Centre
+
+__all__ = ["DIAL_VARS_EMPTY", "Style", "count_transfer", "dial_times", "queue_wait"]
 
 #: the variables ``Dial()`` clears when it starts
 DIAL_VARS_EMPTY = (("DIALSTATUS", ""), ("DIALEDPEERNUMBER", ""), ("DIALEDPEERNAME", ""), ("ANSWEREDTIME", ""),
@@ -26,6 +36,16 @@ def dial_times(t: int, ch: Chan, since: int) -> tuple[tuple[str, str], ...]:
             ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)))
 
 
+def queue_wait(qc: Chan, entry: Entry, now: int) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """The seconds ``qc`` waited in the queue, and the variables app_queue sets when a caller leaves it
+    unanswered (QUEUEWAIT, DIALEDTIME, ANSWEREDTIME 0)."""
+    wait = secs_between(entry.joined, now)
+    d = (now - qc.born) // 1000
+    return wait, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
+                  ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
+                  ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0"))
+
+
 def count_transfer(call: Call, kind: str, method: str) -> None:
     """A transfer of ``call`` and its truth: ``kind`` blind/attended, ``method`` the tag of how it was done;
     a second (third...) transfer bounces the call."""
@@ -37,3 +57,113 @@ def count_transfer(call: Call, kind: str, method: str) -> None:
     call.truth.kind(method)
     if call.transfers >= 2:
         call.truth.kind("bounced")
+
+
+class Style:
+    """The steps both PBX styles take alike.  A style subclasses it and writes the rest of the interface
+    :mod:`.scenarios` drives (``arrive_queue``, ``ring``, ``answered``, ``abandon``, ``conversation``...)."""
+
+    name = ""
+
+    def __init__(self, sim: Centre) -> None:
+        self.sim = sim
+        self.pbx = sim.pbx
+
+    # ---- ringing ------------------------------------------------------------------------------------------
+    def _ring_member(self, call: Call, qc: Chan, queue: QueueRt, op: OperatorRt, answer_after: float | None,
+                     talk: int, inherit: Sequence[tuple[str, str]]) -> Ring:
+        """app_queue rings ``op`` for ``qc``: the member's Local pair with the caller id app_queue gives it
+        and the ``__`` variables it inherits from the caller (``inherit``), ``AgentCalled``, ``DialBegin``."""
+        pbx = self.pbx
+        ext = op.ext
+        m1, m2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, qc.lid)
+        ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
+        pbx.newchannel(m1)
+        pbx.newchannel(m2)
+        num, name = member_cid(qc, call.dnid if qc is call.c1 else "")
+        m1.set(cid_num=num, cid_name=name)
+        pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
+        pbx.newcallerid(m1)
+        pbx.varsets(m1, inherit)
+        pbx.varset(m1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        pbx.varset(m2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        pbx.varsets(m2, inherit)
+        m2.set(cid_num=qc.cid_num, cid_name=qc.cid_name, cl_num=num, cl_name=name)
+        pbx.newcallerid(m2)
+        pbx.newconnectedline(m2)
+        pbx.local_bridge(m1, m2, "agents", ext)
+        pbx.agent_event("AgentCalled", qc, None, queue.name, op.interface, op.name,
+                        dest_block=m1.render("Dest", cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten))
+        pbx.dial_begin(qc, m1, f"Local/{ext}@agents/n")
+        return ring
+
+    def _ring_no_answer_event(self, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
+        op = ring.op
+        self.pbx.agent_event("AgentRingNoAnswer", qc, ring.m1, queue.name, op.interface, op.name,
+                             f"RingTime: {ring_ms}\r\n")
+
+    # ---- the caller leaves the queue unanswered -----------------------------------------------------------
+    def _abandon_queue(self, qc: Chan, queue: QueueRt, entry: Entry, now: int) -> None:
+        """The caller hung up while waiting: app_queue's variables, ``QueueCallerAbandon``, ``QueueCallerLeave``,
+        then the caller's channel is asked to go."""
+        pbx = self.pbx
+        wait, times = queue_wait(qc, entry, now)
+        pbx.varsets(qc, (*times, ("ABANDONED", "TRUE")))
+        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
+        queue_leave(self.sim, qc, queue, entry)
+        pbx.varset(qc, "QUEUEPOSITION", str(pos))
+        pbx.soft_hangup_request(qc, 16)
+
+    def _queue_timed_out(self, qc: Chan, queue: QueueRt, entry: Entry, now: int) -> int:
+        """``Queue()``'s timeout: ABANDONED, ``QueueCallerAbandon`` and app_queue's variables (in this order,
+        unlike a caller hanging up).  Returns the caller's position."""
+        pbx = self.pbx
+        wait, times = queue_wait(qc, entry, now)
+        pbx.varset(qc, "ABANDONED", "TRUE")
+        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
+        pbx.varsets(qc, times)
+        return pos
+
+    def _queue_result(self, qc: Chan, status: str) -> None:
+        """The caller's dialplan after ``Queue()`` returned: QUEUESTATUS, ``NoOp(queue result …)``, ``Hangup()``."""
+        pbx = self.pbx
+        pbx.varset(qc, "QUEUESTATUS", status)
+        pbx.newexten(qc, 4, "NoOp", f"queue result {status}")
+        pbx.newexten(qc, 5, "Hangup", "")
+
+    def refused(self, call: Call, qc: Chan, queue: QueueRt, status: str) -> None:
+        """join_empty.ami: only VarSet QUEUESTATUS, then the dialplan goes on and hangs up."""
+        self._queue_result(qc, status)
+        self._dialplan_hangup(call, qc)
+
+    def _dialplan_hangup(self, call: Call, qc: Chan) -> None:
+        """The caller's dialplan ran ``Hangup()``: the caller's channels go (the style's)."""
+        raise NotImplementedError
+
+    # ---- the member's part ends ---------------------------------------------------------------------------
+    def _agent_complete_event(self, qc: Chan | None, talk: Talk, reason: str, member: Chan | None) -> None:
+        ring = talk.ring
+        op = ring.op
+        self.pbx.agent_event("AgentComplete", qc, member, talk.queue.name, op.interface, op.name,
+                             f"HoldTime: {secs_between(talk.joined, talk.connected)}\r\n"
+                             f"TalkTime: {secs_between(talk.connected, self.pbx.t)}\r\nReason: {reason}\r\n")
+
+    def _member_free(self, op: OperatorRt) -> None:
+        """``op`` is free again: ``QueueMemberStatus`` (not in use) and the queues' availability."""
+        self.sim.set_busy(op, False)
+        emit_member_status(self.pbx, op, 1)
+        update_avail(self.pbx, op)
+
+    def _member_done(self, talk: Talk, *, count: bool | None = None) -> None:
+        """The talking operator's part of the call ended (told once): the call counts in the queue's
+        CallsTaken when ``count`` (by default when the talker is the member the queue rang, not a phone
+        that picked the call up), and the operator is free again."""
+        ring = talk.ring
+        if ring.extra.get("freed"):
+            return
+        ring.extra["freed"] = True
+        op = talk.talker
+        if count is None:
+            count = op is ring.op
+        op.calls_taken_in(self.pbx.t, talk.queue if count else None)
+        self._member_free(op)

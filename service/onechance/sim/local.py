@@ -14,42 +14,19 @@ Each method emits one step, in the order of the captures named in its docstring.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .channels import Bridge, Chan
-from .common import DIAL_VARS_EMPTY, count_transfer, dial_times
+from .common import DIAL_VARS_EMPTY, Style, count_transfer, dial_times
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
-from .scenarios import (
-    ANSWER_PAUSE,
-    Call,
-    Plan,
-    Ring,
-    Talk,
-    connect,
-    member_cid,
-    queue_abandon_event,
-    queue_leave,
-    queue_visit,
-    secs_between,
-)
-
-if TYPE_CHECKING:
-    from .centre import Centre
+from .scenarios import ANSWER_PAUSE, Call, Plan, Ring, Talk, connect, queue_leave, queue_visit
 
 __all__ = ["LocalStyle"]
 
 
-
-
-class LocalStyle:
+class LocalStyle(Style):
     name = "local"
-
-    def __init__(self, sim: Centre) -> None:
-        self.sim = sim
-        self.pbx = sim.pbx
-
-    # ---- devices ----------------------------------------------------------------------------------------
 
     # ---- arrival (answered.ami, queue_timeout.ami, direct_call.ami) ------------------------------------
     def _originate(self, call: Call, exten: str, qtimeout: int | None) -> tuple[Chan, Chan]:
@@ -111,36 +88,17 @@ class LocalStyle:
     def ring(self, call: Call, qc: Chan, queue: QueueRt, op: OperatorRt, answer_after: float | None,
              talk: int) -> Ring:
         pbx = self.pbx
-        ext = op.ext
-        m1, m2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, qc.lid)
-        ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
-        pbx.newchannel(m1)
-        pbx.newchannel(m2)
-        num, name = member_cid(qc, call.dnid if qc is call.c1 else "")
-        m1.set(cid_num=num, cid_name=name)
-        pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
-        pbx.newcallerid(m1)
-        qtimeout = call.qtimeout if qc is call.c2 else None
-        if qtimeout:
-            pbx.varset(m1, "__QTIMEOUT", qtimeout)
-        pbx.varset(m1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        pbx.varset(m2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        if qtimeout:
-            pbx.varset(m2, "__QTIMEOUT", qtimeout)
-        m2.set(cid_num=qc.cid_num, cid_name=qc.cid_name, cl_num=num, cl_name=name)
-        pbx.newcallerid(m2)
-        pbx.newconnectedline(m2)
-        pbx.local_bridge(m1, m2, "agents", ext)
-        pbx.agent_event("AgentCalled", qc, None, queue.name, op.interface, op.name,
-                        dest_block=m1.render("Dest", cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten))
-        pbx.dial_begin(qc, m1, f"Local/{ext}@agents/n")
+        # the originate's __QTIMEOUT is the only variable the caller's channel passes on
+        inherit = (("__QTIMEOUT", call.qtimeout),) if call.qtimeout and qc is call.c2 else ()
+        ring = self._ring_member(call, qc, queue, op, answer_after, talk, inherit)
+        m1 = ring.m1
         self._fake_agent(ring)
         m1.set(state=5, exten=qc.exten, cl_num=qc.cid_num, cl_name=qc.cid_name)
         pbx.emit("Newstate", m1.block())
         pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
         pbx.newconnectedline(m1)
         self._fake_agent_wait(ring)
-        self.pbx.devstate(f"Local/{ext}@agents")
+        self.pbx.devstate(f"Local/{op.ext}@agents")
         emit_member_status(pbx, op, 2)
         pbx.dial_state(qc, m1)
         update_avail(pbx, op)
@@ -178,27 +136,26 @@ class LocalStyle:
             pbx.newexten(m2, 6, "GotoIf", "1?noans")
             pbx.newexten(m2, 11, "Wait", "600")
 
-    def _member_gone(self, op: OperatorRt) -> None:
-        pbx = self.pbx
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
-
     def ring_no_answer(self, call: Call, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
         """abandoned.ami: the member timeout."""
         pbx = self.pbx
-        m1, m2, op = ring.m1, ring.m2, ring.op
-        pbx.agent_event("AgentRingNoAnswer", qc, m1, queue.name, op.interface, op.name, f"RingTime: {ring_ms}\r\n")
-        pbx.dial_end(qc, m1, "NOANSWER")
-        pbx.dial_end(qc, m1, "CANCEL")
-        pbx.hangup_request(m2, 0)
-        pbx.hangup(m1, 0)
+        m2, op = ring.m2, ring.op
+        self._ring_ends(qc, queue, ring, ring_ms)
         pbx.soft_hangup_request(m2, 16)
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         pbx.hangup(m2, 0)
-        self._member_gone(op)
+        self._member_free(op)
         pbx.devstate(dev)
+
+    def _ring_ends(self, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
+        """A ring round ends unanswered: AgentRingNoAnswer, DialEnd NOANSWER and CANCEL, the member's ;1 goes."""
+        pbx = self.pbx
+        self._ring_no_answer_event(qc, queue, ring, ring_ms)
+        pbx.dial_end(qc, ring.m1, "NOANSWER")
+        pbx.dial_end(qc, ring.m1, "CANCEL")
+        pbx.hangup_request(ring.m2, 0)
+        pbx.hangup(ring.m1, 0)
 
     # ---- answer (answered.ami, bounced.ami, attended_transfer.ami) --------------------------------------
     def answered(self, call: Call, qc: Chan, queue: QueueRt, entry: Entry, ring: Ring, losers: list[Ring]) -> Talk:
@@ -224,7 +181,7 @@ class LocalStyle:
             pbx.devstate(ldev)
         talk = connect(self.sim, call, qc, queue, entry, ring)
         for lo in losers:
-            self._member_gone(lo.op)
+            self._member_free(lo.op)
         b = pbx.bridge()
         talk.bridge = b
         pbx.bridge_create(b)
@@ -261,15 +218,7 @@ class LocalStyle:
             pbx.dial_end(qc, r.m1, "CANCEL")
             pbx.hangup_request(r.m2, 0)
             pbx.hangup(r.m1, 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0"), ("ABANDONED", "TRUE")))
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        queue_leave(self.sim, qc, queue, entry)
-        pbx.varset(qc, "QUEUEPOSITION", str(pos))
-        pbx.soft_hangup_request(qc, 16)
+        self._abandon_queue(qc, queue, entry, now)
         if not rings:
             self.pbx.devstate(dev_in)
         pbx.hangup(qc, 16 if call.transfers else 0)
@@ -282,7 +231,7 @@ class LocalStyle:
             if i == 0:
                 pbx.devstate(dev_in)
             pbx.devstate(dev)
-            self._member_gone(r.op)
+            self._member_free(r.op)
         if not rings:
             pbx.devstate(dev_in)
 
@@ -291,43 +240,25 @@ class LocalStyle:
         pbx = self.pbx
         now = pbx.t
         for r in rings:
-            pbx.agent_event("AgentRingNoAnswer", qc, r.m1, queue.name, r.op.interface, r.op.name,
-                            f"RingTime: {ring_ms}\r\n")
-            pbx.dial_end(qc, r.m1, "NOANSWER")
-            pbx.dial_end(qc, r.m1, "CANCEL")
-            pbx.hangup_request(r.m2, 0)
-            pbx.hangup(r.m1, 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varset(qc, "ABANDONED", "TRUE")
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
+            self._ring_ends(qc, queue, r, ring_ms)
+        pos = self._queue_timed_out(qc, queue, entry, now)
         for r in rings:
             pbx.soft_hangup_request(r.m2, 16)
             pbx.hangup(r.m2, 0)
         queue_leave(self.sim, qc, queue, entry)
         pbx.varset(qc, "QUEUEPOSITION", str(pos))
+        # the dialplan's queue result, with the members' device states in between (_queue_result's steps)
         pbx.varset(qc, "QUEUESTATUS", "TIMEOUT")
         for r in rings:
             self.pbx.devstate(f"Local/{r.op.ext}@agents")
-            self._member_gone(r.op)
+            self._member_free(r.op)
         pbx.newexten(qc, 4, "NoOp", "queue result TIMEOUT")
         for r in rings:
             pbx.devstate(f"Local/{r.op.ext}@agents")
         pbx.newexten(qc, 5, "Hangup", "")
-        self._dialplan_hangup(call)
+        self._dialplan_hangup(call, qc)
 
-    def refused(self, call: Call, qc: Chan, queue: QueueRt, status: str) -> None:
-        """join_empty.ami: only VarSet QUEUESTATUS, then the dialplan goes on and hangs up."""
-        pbx = self.pbx
-        pbx.varset(qc, "QUEUESTATUS", status)
-        pbx.newexten(qc, 4, "NoOp", f"queue result {status}")
-        pbx.newexten(qc, 5, "Hangup", "")
-        self._dialplan_hangup(call)
-
-    def _dialplan_hangup(self, call: Call) -> None:
+    def _dialplan_hangup(self, call: Call, qc: Chan) -> None:
         """The caller's ;2 half runs Hangup(): both halves go."""
         pbx = self.pbx
         c1, c2 = call.c1, call.c2
@@ -374,12 +305,8 @@ class LocalStyle:
         return self._blind_ami(call, qc, talk, target)
 
     def _agent_complete(self, qc: Chan | None, talk: Talk, reason: str, *, dest: bool = True) -> None:
-        ring, pbx = talk.ring, self.pbx
-        op = ring.op
-        talk_s = secs_between(talk.connected, pbx.t)
-        hold = secs_between(talk.joined, talk.connected)
-        pbx.agent_event("AgentComplete", qc, ring.m1 if dest else None, talk.queue.name, op.interface, op.name,
-                        f"HoldTime: {hold}\r\nTalkTime: {talk_s}\r\nReason: {reason}\r\n")
+        """AgentComplete (without the member's block once its ;1 is gone: ``dest`` False)."""
+        self._agent_complete_event(qc, talk, reason, talk.ring.m1 if dest else None)
 
     def _agent_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
         """answered.ami / ring_no_answer.ami: the fake agent's Hangup() after Wait(TALK)."""
@@ -403,8 +330,7 @@ class LocalStyle:
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         self.pbx.devstate(dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         pbx.bridge_leave(talk.bridge, qc)
         pbx.varsets(qc, dial_times(pbx.t, qc, talk.connected))
         self._caller_side_ends(call, qc, talk.bridge)
@@ -434,8 +360,7 @@ class LocalStyle:
         pbx.devstate(dev_in)
         pbx.hangup(m1, 16)
         pbx.devstate(dev_in)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         dev = f"Local/{op.ext}@agents"
         pbx.devstate(dev)
         pbx.soft_hangup_request(m2, 16)
@@ -511,8 +436,7 @@ class LocalStyle:
             self._agent_complete(c2, talk, "caller")
             self.pbx.devstate(f"Local/{call.exten}@inbound")
             pbx.hangup(c2, 16)
-            op.calls_taken_in(pbx.t, talk.queue)
-            self._member_gone(op)
+            self._member_done(talk)
             dev = f"Local/{op.ext}@agents"
             self.pbx.devstate(dev)
             self.pbx.devstate(dev)
@@ -560,8 +484,7 @@ class LocalStyle:
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         self.pbx.devstate(dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         self.sim.end_call(call)
 
     # ---- transfers --------------------------------------------------------------------------------------
@@ -583,8 +506,7 @@ class LocalStyle:
         pbx.hangup_request(m2, 16)
         pbx.hangup(m1, 16)
         pbx.varset(qc, "BRIDGEPEER", "")
-        op.calls_taken_in(pbx.t, old)
-        self._member_gone(op)
+        self._member_done(talk)
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
@@ -674,8 +596,7 @@ class LocalStyle:
         pbx.bridge_leave(b1, x1)
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         pbx.bridge_enter(talk.bridge, x1)
         pbx.varset(c2, "BRIDGEPEER", x1.name)
         pbx.varset(x1, "BRIDGEPEER", c2.name)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .channels import Bridge, Chan
-from .common import DIAL_VARS_EMPTY, count_transfer, dial_times
+from .common import DIAL_VARS_EMPTY, Style, count_transfer, dial_times, queue_wait
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import (
@@ -35,11 +35,8 @@ from .scenarios import (
     Ring,
     Talk,
     connect,
-    member_cid,
-    queue_abandon_event,
     queue_leave,
     queue_visit,
-    secs_between,
 )
 
 if TYPE_CHECKING:
@@ -63,13 +60,11 @@ class Hop:
     since: int = 0  # µs, when the bridge was made (ANSWEREDTIME of ``a``)
 
 
-
-class SipStyle:
+class SipStyle(Style):
     name = "sip"
 
     def __init__(self, sim: Centre) -> None:
-        self.sim = sim
-        self.pbx = sim.pbx
+        super().__init__(sim)
         self.voicemails = 0
         self.sipp_calls = 0
 
@@ -218,29 +213,12 @@ class SipStyle:
              talk: int) -> Ring:
         pbx = self.pbx
         ext = op.ext
-        m1, m2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, qc.lid)
-        ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
-        pbx.newchannel(m1)
-        pbx.newchannel(m2)
-        num, name = member_cid(qc, call.dnid if qc is call.c1 else "")
-        m1.set(cid_num=num, cid_name=name)
-        pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
-        pbx.newcallerid(m1)
         inherit = _inherited(qc)
-        pbx.varsets(m1, inherit)
-        for name_, value in inherit:
-            _inherit(m1, name_, value)
-            _inherit(m2, name_, value)
-        pbx.varset(m1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        pbx.varset(m2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        pbx.varsets(m2, inherit)
-        m2.set(cid_num=qc.cid_num, cid_name=qc.cid_name, cl_num=num, cl_name=name)
-        pbx.newcallerid(m2)
-        pbx.newconnectedline(m2)
-        pbx.local_bridge(m1, m2, "agents", ext)
-        pbx.agent_event("AgentCalled", qc, None, queue.name, op.interface, op.name,
-                        dest_block=m1.render("Dest", cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten))
-        pbx.dial_begin(qc, m1, f"Local/{ext}@agents/n")
+        ring = self._ring_member(call, qc, queue, op, answer_after, talk, inherit)
+        m1, m2 = ring.m1, ring.m2
+        for name, value in inherit:
+            _inherit(m1, name, value)
+            _inherit(m2, name, value)
         m1.set(cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten)
         pbx.newexten(m2, 1, "NoOp", f"operator {ext}")
         pbx.newexten(m2, 2, "Dial", f"PJSIP/{ext},,")
@@ -303,9 +281,7 @@ class SipStyle:
         update_avail(self.pbx, op)
 
     def ring_no_answer(self, call: Call, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
-        op = ring.op
-        self.pbx.agent_event("AgentRingNoAnswer", qc, ring.m1, queue.name, op.interface, op.name,
-                             f"RingTime: {ring_ms}\r\n")
+        self._ring_no_answer_event(qc, queue, ring, ring_ms)
         self._drop_ring(qc, ring, ("NOANSWER", "CANCEL"), 0)
 
     # ---- answer (sip_blind_refer.ami, call_pickup.ami) ----------------------------------------------------
@@ -471,15 +447,7 @@ class SipStyle:
         pbx.moh_stop(qc)
         for r in rings:
             self._drop_ring(qc, r, ("CANCEL", "CANCEL"), 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0"), ("ABANDONED", "TRUE")))
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        queue_leave(self.sim, qc, queue, entry)
-        pbx.varset(qc, "QUEUEPOSITION", str(pos))
-        pbx.soft_hangup_request(qc, 16)
+        self._abandon_queue(qc, queue, entry, now)
         if qc is trunk:
             pbx.hangup(qc, 0)
             pbx.devstate("PJSIP/carrier")
@@ -491,29 +459,12 @@ class SipStyle:
         pbx = self.pbx
         now = pbx.t
         for r in rings:
-            pbx.agent_event("AgentRingNoAnswer", qc, r.m1, queue.name, r.op.interface, r.op.name,
-                            f"RingTime: {ring_ms}\r\n")
-            self._drop_ring(qc, r, ("NOANSWER", "CANCEL"), 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varset(qc, "ABANDONED", "TRUE")
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
+            self.ring_no_answer(call, qc, queue, r, ring_ms)
+        pos = self._queue_timed_out(qc, queue, entry, now)
         pbx.moh_stop(qc)
         queue_leave(self.sim, qc, queue, entry)
         pbx.varset(qc, "QUEUEPOSITION", str(pos))
-        pbx.varset(qc, "QUEUESTATUS", "TIMEOUT")
-        pbx.newexten(qc, 4, "NoOp", "queue result TIMEOUT")
-        pbx.newexten(qc, 5, "Hangup", "")
-        self._dialplan_hangup(call, qc)
-
-    def refused(self, call: Call, qc: Chan, queue: QueueRt, status: str) -> None:
-        pbx = self.pbx
-        pbx.varset(qc, "QUEUESTATUS", status)
-        pbx.newexten(qc, 4, "NoOp", f"queue result {status}")
-        pbx.newexten(qc, 5, "Hangup", "")
+        self._queue_result(qc, "TIMEOUT")
         self._dialplan_hangup(call, qc)
 
     def _dialplan_hangup(self, call: Call, qc: Chan) -> None:
@@ -537,13 +488,8 @@ class SipStyle:
         qc.set(context=f"{queue.name}-exit", exten="1", prio=0)
         for r in rings:
             self._drop_ring(qc, r, ("CANCEL", "CANCEL"), 0)
-        now = pbx.t
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
         stale = qc.render(**old)
-        for var, value in (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                           ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                           ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")):
+        for var, value in queue_wait(qc, entry, pbx.t)[1]:
             pbx.emit("VarSet", f"{stale}Variable: {var}\r\nValue: {value}\r\n")
         pbx.newexten(qc, 0, "Queue", f"{queue.name},tT,,,{queue.spec.max_wait}")
         pbx.moh_stop(qc)
@@ -752,28 +698,11 @@ class SipStyle:
             self._chain_done(call)
 
     def _agent_complete(self, qc: Chan, talk: Talk, reason: str, *, free: bool = True) -> None:
-        pbx = self.pbx
-        ring = talk.ring
-        op = ring.op
-        ring.extra["completed"] = True
-        pbx.agent_event("AgentComplete", qc, ring.m1, talk.queue.name, op.interface, op.name,
-                        f"HoldTime: {secs_between(talk.joined, talk.connected)}\r\n"
-                        f"TalkTime: {secs_between(talk.connected, pbx.t)}\r\nReason: {reason}\r\n")
+        """AgentComplete (told once), and the talking operator is free again unless ``free`` is False."""
+        talk.ring.extra["completed"] = True
+        self._agent_complete_event(qc, talk, reason, talk.ring.m1)
         if free:
             self._member_done(talk)
-
-    def _member_done(self, talk: Talk) -> None:
-        """The talking operator is free again (QueueMemberStatus, if not done yet)."""
-        ring = talk.ring
-        if ring.extra.get("freed"):
-            return
-        ring.extra["freed"] = True
-        pbx = self.pbx
-        op = talk.talker
-        op.calls_taken_in(pbx.t, talk.queue if op is ring.op else None)
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
 
     def _chain_done(self, call: Call) -> None:
         for hop in call.chain:
@@ -875,23 +804,18 @@ class SipStyle:
         call.chain.pop()  # the dial hop to the phone is gone; the Local pair now leads into the next queue
         talk.ring.extra["transferred"] = True
         count_transfer(call, "blind", "refer_blind")
-        self.sim.kernel.spawn(self._after_refer(phone, op, talk), 0.0, name="refer-end")
+        self.sim.kernel.spawn(self._after_refer(phone, talk), 0.0, name="refer-end")
         return m2, target
 
-    def _after_refer(self, phone: Chan, op: OperatorRt, talk: Talk) -> Any:
-        """Right after the next queue took the transferred leg: the transferring phone hangs up."""
+    def _after_refer(self, phone: Chan, talk: Talk) -> Any:
+        """Right after the next queue took the transferred leg: the transferring phone hangs up and its
+        operator is free (done already when the leg went at once, e.g. refused, and took the chain down)."""
         yield 0.0
         pbx = self.pbx
         if phone.up:
             pbx.hangup(phone, 16)
             pbx.devstate(phone.dev)
-        if talk.ring.extra.get("freed"):
-            return  # the transferred leg went at once (e.g. refused) and took the chain down with it
-        op.calls_taken_in(pbx.t, talk.queue)
-        talk.ring.extra["freed"] = True
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
+        self._member_done(talk, count=True)
 
     def _blind_ami(self, call: Call, qc: Chan, talk: Talk, target: QueueRt) -> tuple[Chan, QueueRt]:
         """The AMI BlindTransfer action on the member's ;1 (as in blind_transfer.ami), with the trunk caller:
@@ -1023,11 +947,7 @@ class SipStyle:
         pbx.newconnectedline(xphone)
         pbx.hangup(phone_b, 16)
         pbx.devstate(phone_a.dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        ring.extra["freed"] = True
-        sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
+        self._member_done(talk, count=True)
         # the chain: trunk -Q- m1 = m2 -plain(b3)- x1 = x2 -dial- phone of the new operator
         call.chain[-1:] = [Hop("plain", m2, x1, b3, new, call.chain[-1].since), Hop("local", x1, x2),
                            Hop("dial", x2, xphone, new.ring.bridge, None, new.connected)]
@@ -1132,11 +1052,9 @@ class SipStyle:
         return None
 
     def _free(self, op: OperatorRt) -> None:
-        pbx = self.pbx
-        op.last_call = pbx.t // US
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
+        """``op``'s own call (no queue's) ended: LastCall, and free again."""
+        op.calls_taken_in(self.pbx.t)
+        self._member_free(op)
 
     def _direct_up(self, call: Call, trunk: Chan, d1: Chan, d2: Chan, phone: Chan, b1: Bridge, b2: Bridge,
                    since: int) -> None:
