@@ -15,17 +15,28 @@ from typing import TYPE_CHECKING
 
 from .channels import Chan
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
-from .scenarios import Call, Ring, Talk, member_cid, queue_abandon_event, queue_leave, secs_between
+from .scenarios import (
+    ANSWER_OVERHEAD,
+    Call,
+    Plan,
+    Ring,
+    Talk,
+    member_cid,
+    queue_abandon_event,
+    queue_leave,
+    secs_between,
+)
 
 if TYPE_CHECKING:
     from .centre import Centre
 
-__all__ = ["DIAL_VARS_EMPTY", "Style", "count_transfer", "dial_times", "queue_wait"]
+__all__ = ["DIAL_VARS_EMPTY", "DIRECT_TIMEOUT", "Style", "count_transfer", "dial_times", "queue_wait"]
 
 #: the variables ``Dial()`` clears when it starts
 DIAL_VARS_EMPTY = (("DIALSTATUS", ""), ("DIALEDPEERNUMBER", ""), ("DIALEDPEERNAME", ""), ("ANSWEREDTIME", ""),
                    ("ANSWEREDTIME_MS", ""), ("DIALEDTIME", ""), ("DIALEDTIME_MS", ""), ("RINGTIME", ""),
                    ("RINGTIME_MS", ""), ("PROGRESSTIME", ""), ("PROGRESSTIME_MS", ""))
+DIRECT_TIMEOUT = 20  # seconds: [inbound] _X. Dial(Local/EXT@agents/n,20,tT)
 
 
 def dial_times(t: int, ch: Chan, since: int) -> tuple[tuple[str, str], ...]:
@@ -139,6 +150,86 @@ class Style:
     def _dialplan_hangup(self, call: Call, qc: Chan) -> None:
         """The caller's dialplan ran ``Hangup()``: the caller's channels go (the style's)."""
         raise NotImplementedError
+
+    # ---- the AMI BlindTransfer action (blind_transfer.ami, bounced.ami) --------------------------------------
+    def _blind_ami_action(self, qc: Chan, talk: Talk, target: QueueRt) -> None:
+        """``BlindTransfer`` of the member's ;1 to ``target``: the event, AgentComplete, and the member's ;1
+        leaves the queue bridge and hangs up."""
+        pbx = self.pbx
+        m1 = talk.ring.m1
+        pbx.unhold(m1)
+        pbx.varset(m1, "BLINDTRANSFER", qc.name)
+        pbx.varset(qc, "BLINDTRANSFER", m1.name)
+        pbx.varset(m1, "BRIDGEPEER", "")
+        pbx.emit("BlindTransfer", f"Result: Success\r\n{m1.block('Transferer')}{qc.block('Transferee')}"
+                                  f"{talk.bridge.block()}IsExternal: Yes\r\nContext: inbound\r\n"
+                                  f"Extension: {target.name}\r\n")
+        self._agent_complete(qc, talk, "transfer")
+        pbx.bridge_leave(talk.bridge, m1)
+        pbx.hangup_request(talk.ring.m2, 16)
+        pbx.hangup(m1, 16)
+        pbx.varset(qc, "BRIDGEPEER", "")
+
+    def _blind_ami_requeue(self, qc: Chan, talk: Talk, target: QueueRt) -> None:
+        """After ``BlindTransfer``: the caller's channel leaves the queue bridge for ``target``'s dialplan."""
+        pbx = self.pbx
+        old = talk.queue
+        pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
+        pbx.bridge_leave(talk.bridge, qc)
+        t = dial_times(pbx.t, qc, talk.connected)
+        pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
+        pbx.newexten(qc, 2, "Answer", "")
+
+    def _agent_complete(self, qc: Chan, talk: Talk, reason: str) -> None:
+        """AgentComplete for ``talk`` ending by ``reason`` (the style's: what else goes with it)."""
+        raise NotImplementedError
+
+    # ---- a direct call to an operator's extension (direct_call.ami) ----------------------------------------
+    def _direct_dial(self, call: Call, caller: Chan, ext: str) -> tuple[Chan, Chan]:
+        """``caller``'s dialplan ([inbound] ``_X.``) dials ``Local/EXT@agents/n``: the Local pair, up to its
+        LocalBridge.  Returns its halves."""
+        pbx = self.pbx
+        pbx.newexten(caller, 1, "NoOp", f"direct call to {ext}")
+        pbx.newexten(caller, 2, "Dial", f"Local/{ext}@agents/n,{DIRECT_TIMEOUT},tT")
+        pbx.varsets(caller, DIAL_VARS_EMPTY)
+        d1, d2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, caller.lid)
+        pbx.newchannel(d1)
+        pbx.newchannel(d2)
+        pbx.varset(d1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        d1.set(cid_num=ext, cid_name=call.name, cl_num=call.number, cl_name=call.name)
+        pbx.newexten(d1, 1, "AppDial", "(Outgoing Line)")
+        pbx.newcallerid(d1)
+        pbx.newconnectedline(d1)
+        pbx.varset(d2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
+        d2.set(cid_num=call.number, cid_name=call.name, cl_num=ext, cl_name=call.name)
+        pbx.newcallerid(d2)
+        pbx.newconnectedline(d2)
+        pbx.local_bridge(d1, d2, "agents", ext)
+        return d1, d2
+
+    @staticmethod
+    def _direct_ring(answer_after: float | None, patience: float) -> tuple[float, bool | None]:
+        """How long a direct call rings, and how that ends: None, the operator answers; else whether the
+        caller gave up before ``Dial()``'s timeout."""
+        limit = float(DIRECT_TIMEOUT)
+        if answer_after is None or answer_after >= min(limit, patience):
+            return min(limit, patience), patience < limit
+        return answer_after + ANSWER_OVERHEAD, None
+
+    def _direct_answered(self, call: Call, ext: str) -> Plan:
+        """The truth of an answered direct call; returns how it ends."""
+        call.truth.operators.append(f"ext:{ext}")
+        call.truth.outcome = "answered"
+        call.truth.kind("direct")
+        call.truth.kind("answered")
+        self.sim.caller_answered(call)
+        return self.sim.plan(call, None)
+
+    def _direct_unanswered_end(self, call: Call) -> None:
+        call.truth.outcome = "unanswered"
+        call.truth.kind("direct")
+        call.truth.kind("unanswered")
+        self.sim.end_call(call)
 
     # ---- the member's part ends ---------------------------------------------------------------------------
     def _agent_complete_event(self, qc: Chan | None, talk: Talk, reason: str, member: Chan | None) -> None:

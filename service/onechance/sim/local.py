@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .channels import Bridge, Chan
-from .common import DIAL_VARS_EMPTY, Style, count_transfer, dial_times
+from .common import Style, count_transfer, dial_times
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import ANSWER_PAUSE, Call, Plan, Ring, Talk, connect, queue_leave, queue_visit
@@ -107,13 +107,13 @@ class LocalStyle(Style):
     def rung(self, call: Call, qc: Chan, rings: list[Ring]) -> None:
         pass
 
-    def _fake_agent(self, ring: Ring) -> None:
-        """[agents] priorities 1-5: MODE, RING, TALK from AstDB, then Ringing()."""
+    def _fake_agent(self, ring: Ring, *, mode_read: bool = False) -> None:
+        """[agents] priorities 1-5: MODE, RING, TALK from AstDB, then Ringing() (``mode_read``: the first
+        read of MODE was shown already)."""
         pbx, m2, ext = self.pbx, ring.m2, ring.op.ext
-        mode = "answer" if ring.answer_after is not None else "noanswer"
-        ring_s = str(int(ring.answer_after)) if ring.answer_after is not None else "1"
-        talk_s = str(ring.talk) if ring.answer_after is not None else "600"
-        pbx.varset(m2, "DB_RESULT", mode)
+        mode, ring_s, talk_s = _agent_db(ring)
+        if not mode_read:
+            pbx.varset(m2, "DB_RESULT", mode)
         pbx.newexten(m2, 1, "NoOp", f"agent {ext} mode {mode}")
         pbx.varset(m2, "DB_RESULT", mode)
         pbx.newexten(m2, 2, "Set", f"MODE={mode}")
@@ -419,9 +419,7 @@ class LocalStyle(Style):
         c1, c2 = call.c1, call.c2
         assert c1 is not None and c2 is not None
         if qc is c2:
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup_request(c2, 0)
-            pbx.hangup(c1, 0)
+            self._driver_hangs_up(call)
             pbx.varset(c2, "BRIDGEPEER", "")
             pbx.varset(m1, "BRIDGEPEER", "")
             pbx.bridge_leave(talk.bridge, c2)
@@ -491,29 +489,12 @@ class LocalStyle(Style):
     def _blind_ami(self, call: Call, qc: Chan, talk: Talk, target: QueueRt) -> tuple[Chan, QueueRt]:
         """blind_transfer.ami, bounced.ami: the AMI BlindTransfer action on the member's ;1."""
         pbx = self.pbx
-        ring = talk.ring
-        m1, m2, op = ring.m1, ring.m2, ring.op
-        old = talk.queue
-        pbx.unhold(m1)
-        pbx.varset(m1, "BLINDTRANSFER", qc.name)
-        pbx.varset(qc, "BLINDTRANSFER", m1.name)
-        pbx.varset(m1, "BRIDGEPEER", "")
-        pbx.emit("BlindTransfer", f"Result: Success\r\n{m1.block('Transferer')}{qc.block('Transferee')}"
-                                  f"{talk.bridge.block()}IsExternal: Yes\r\nContext: inbound\r\n"
-                                  f"Extension: {target.name}\r\n")
-        self._agent_complete(qc, talk, "transfer")
-        pbx.bridge_leave(talk.bridge, m1)
-        pbx.hangup_request(m2, 16)
-        pbx.hangup(m1, 16)
-        pbx.varset(qc, "BRIDGEPEER", "")
+        m2 = talk.ring.m2
+        self._blind_ami_action(qc, talk, target)
         self._member_done(talk)
-        dev = f"Local/{op.ext}@agents"
-        self.pbx.devstate(dev)
-        pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
-        pbx.bridge_leave(talk.bridge, qc)
-        t = dial_times(pbx.t, qc, talk.connected)
-        pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
-        pbx.newexten(qc, 2, "Answer", "")
+        dev = f"Local/{talk.ring.op.ext}@agents"
+        pbx.devstate(dev)
+        self._blind_ami_requeue(qc, talk, target)
         pbx.soft_hangup_request(m2, 16)
         pbx.bridge_destroy(talk.bridge)
         pbx.hangup(m2, 16)
@@ -634,40 +615,12 @@ class LocalStyle(Style):
         pbx, sim = self.pbx, self.sim
         ext = op.ext
         c1, c2 = self._originate(call, ext, None)
-        pbx.newexten(c2, 1, "NoOp", f"direct call to {ext}")
-        pbx.newexten(c2, 2, "Dial", f"Local/{ext}@agents/n,20,tT")
-        pbx.varsets(c2, DIAL_VARS_EMPTY)
-        d1, d2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, c2.lid)
-        pbx.newchannel(d1)
-        pbx.newchannel(d2)
-        pbx.varset(d1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d1.set(cid_num=ext, cid_name=call.name, cl_num=call.number, cl_name=call.name)
-        pbx.newexten(d1, 1, "AppDial", "(Outgoing Line)")
-        pbx.newcallerid(d1)
-        pbx.newconnectedline(d1)
-        pbx.varset(d2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d2.set(cid_num=call.number, cid_name=call.name, cl_num=ext, cl_name=call.name)
-        pbx.newcallerid(d2)
-        pbx.newconnectedline(d2)
-        pbx.local_bridge(d1, d2, "agents", ext)
+        d1, d2 = self._direct_dial(call, c2, ext)
         answer_after, talk_s = sim.decide_direct(call, op)
         ring = Ring(op, d1, d2, pbx.t, answer_after, talk_s)
-        mode = "answer" if answer_after is not None else "noanswer"
-        pbx.varset(d2, "DB_RESULT", mode)
+        pbx.varset(d2, "DB_RESULT", _agent_db(ring)[0])  # the first AstDB read shows before DialBegin here
         pbx.dial_begin(c2, d1, f"{ext}@agents/n")
-        pbx.newexten(d2, 1, "NoOp", f"agent {ext} mode {mode}")
-        pbx.varset(d2, "DB_RESULT", mode)
-        pbx.newexten(d2, 2, "Set", f"MODE={mode}")
-        pbx.varset(d2, "MODE", mode)
-        ring_s = str(int(answer_after)) if answer_after is not None else "1"
-        talk_v = str(talk_s) if answer_after is not None else "600"
-        pbx.varset(d2, "DB_RESULT", ring_s)
-        pbx.newexten(d2, 3, "Set", f"RING={ring_s}")
-        pbx.varset(d2, "RING", ring_s)
-        pbx.varset(d2, "DB_RESULT", talk_v)
-        pbx.newexten(d2, 4, "Set", f"TALK={talk_v}")
-        pbx.varset(d2, "TALK", talk_v)
-        pbx.newexten(d2, 5, "Ringing", "")
+        self._fake_agent(ring, mode_read=True)
         pbx.newstate(d1, 5)
         self._fake_agent_wait(ring)
         sim.set_busy(op, True)
@@ -680,13 +633,11 @@ class LocalStyle(Style):
         dev_in = f"Local/{ext}@inbound"
         self.pbx.devstate(dev_in)
         pbx.dial_state(None, c1)
-        patience = call.patience
-        limit = 20.0
-        if answer_after is None or answer_after >= min(limit, patience):
-            yield min(limit, patience)
-            self._direct_unanswered(call, ring, gave_up=patience < limit)
+        wait, gave_up = self._direct_ring(answer_after, call.patience)
+        yield wait
+        if gave_up is not None:
+            self._direct_unanswered(call, ring, gave_up)
             return None
-        yield answer_after + 0.003
         pbx.newexten(d2, 8, "Answer", "")
         pbx.newstate(d2, 6)
         pbx.newstate(d1, 6)
@@ -709,14 +660,9 @@ class LocalStyle(Style):
         pbx.varset(d1, "BRIDGEPEER", c2.name)
         pbx.varset(c2, "BRIDGEPEER", d1.name)
         connected = pbx.t
-        call.truth.operators.append(f"ext:{ext}")
-        call.truth.outcome = "answered"
-        call.truth.kind("direct")
-        call.truth.kind("answered")
-        sim.caller_answered(call)
-        plan = sim.plan(call, None)
+        plan = self._direct_answered(call, ext)
         yield ANSWER_PAUSE
-        pbx.newexten(d2, 9, "Wait", talk_v)
+        pbx.newexten(d2, 9, "Wait", str(talk_s))
         if plan.end == "operator":
             yield float(talk_s)
             call.truth.kind("operator_hung_up")
@@ -741,9 +687,7 @@ class LocalStyle(Style):
         else:
             yield max(0.5, sim.talk_time(plan, op) - ANSWER_PAUSE)
             call.truth.kind("caller_hung_up")
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup_request(c2, 0)
-            pbx.hangup(c1, 0)
+            self._driver_hangs_up(call)
             pbx.varset(c2, "BRIDGEPEER", "")
             pbx.varset(d1, "BRIDGEPEER", "")
             pbx.bridge_leave(b, c2)
@@ -773,9 +717,7 @@ class LocalStyle(Style):
         assert c1 is not None and c2 is not None
         d1, d2, op = ring.m1, ring.m2, ring.op
         if gave_up:
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup_request(c2, 0)
-            pbx.hangup(c1, 0)
+            self._driver_hangs_up(call)
             pbx.dial_end(c2, d1, "CANCEL")
             pbx.hangup_request(d2, 0)
             pbx.hangup(d1, 0)
@@ -801,11 +743,15 @@ class LocalStyle(Style):
         emit_member_status(pbx, op, 1)
         self.pbx.devstate(f"Local/{call.exten}@inbound")
         self.pbx.devstate(f"Local/{call.exten}@inbound")
-        call.truth.outcome = "unanswered"
-        call.truth.kind("direct")
-        call.truth.kind("unanswered")
-        sim.end_call(call)
+        self._direct_unanswered_end(call)
 
     def outbound_call(self, op: OperatorRt, number: str, answered: bool, truth: Any) -> Any:
         raise NotImplementedError("the local PBX has no trunk")  # the centre never asks
         yield 0.0
+
+
+def _agent_db(ring: Ring) -> tuple[str, str, str]:
+    """MODE, RING and TALK the fake agent of ``ring`` reads from AstDB."""
+    if ring.answer_after is None:
+        return "noanswer", "1", "600"
+    return "answer", str(int(ring.answer_after)), str(ring.talk)

@@ -211,8 +211,6 @@ class SipStyle(Style):
     # ---- ringing (sip_blind_refer.ami, exit_with_key.ami) -------------------------------------------------
     def ring(self, call: Call, qc: Chan, queue: QueueRt, op: OperatorRt, answer_after: float | None,
              talk: int) -> Ring:
-        pbx = self.pbx
-        ext = op.ext
         inherit = _inherited(qc)
         ring = self._ring_member(call, qc, queue, op, answer_after, talk, inherit)
         m1, m2 = ring.m1, ring.m2
@@ -220,10 +218,15 @@ class SipStyle(Style):
             _inherit(m1, name, value)
             _inherit(m2, name, value)
         m1.set(cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten)
-        pbx.newexten(m2, 1, "NoOp", f"operator {ext}")
-        pbx.newexten(m2, 2, "Dial", f"PJSIP/{ext},,")
-        pbx.varsets(m2, DIAL_VARS_EMPTY)
+        self._dial_phone(m2, op.ext)
         return ring
+
+    def _dial_phone(self, two: Chan, ext: str) -> None:
+        """[agents] on this PBX: a member's ;2 half dials the operator's phone."""
+        pbx = self.pbx
+        pbx.newexten(two, 1, "NoOp", f"operator {ext}")
+        pbx.newexten(two, 2, "Dial", f"PJSIP/{ext},,")
+        pbx.varsets(two, DIAL_VARS_EMPTY)
 
     def rung(self, call: Call, qc: Chan, rings: list[Ring]) -> None:
         """The members' Dial() reaches their phones (after app_queue rang every member)."""
@@ -822,28 +825,11 @@ class SipStyle(Style):
         the caller goes to the target queue, the member's Local pair and phone go."""
         pbx = self.pbx
         ring = talk.ring
-        m1, m2, phone, pb = ring.m1, ring.m2, ring.phone, ring.bridge
+        m2, phone, pb = ring.m2, ring.phone, ring.bridge
         assert phone is not None and pb is not None
-        op = talk.talker
-        old = talk.queue
-        pbx.unhold(m1)
-        pbx.varset(m1, "BLINDTRANSFER", qc.name)
-        pbx.varset(qc, "BLINDTRANSFER", m1.name)
-        pbx.varset(m1, "BRIDGEPEER", "")
-        pbx.emit("BlindTransfer", f"Result: Success\r\n{m1.block('Transferer')}{qc.block('Transferee')}"
-                                  f"{talk.bridge.block()}IsExternal: Yes\r\nContext: inbound\r\n"
-                                  f"Extension: {target.name}\r\n")
-        self._agent_complete(qc, talk, "transfer")
-        pbx.bridge_leave(talk.bridge, m1)
-        pbx.hangup_request(m2, 16)
-        pbx.hangup(m1, 16)
-        pbx.varset(qc, "BRIDGEPEER", "")
-        pbx.devstate(f"Local/{op.ext}@agents")
-        pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
-        pbx.bridge_leave(talk.bridge, qc)
-        t = dial_times(pbx.t, qc, talk.connected)
-        pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
-        pbx.newexten(qc, 2, "Answer", "")
+        self._blind_ami_action(qc, talk, target)  # AgentComplete frees the operator
+        pbx.devstate(f"Local/{talk.talker.ext}@agents")
+        self._blind_ami_requeue(qc, talk, target)
         pbx.bridge_destroy(talk.bridge)
         # the member's ;2 leaves the phone's bridge and hangs up, then the phone
         pbx.varset(phone, "BRIDGEPEER", "")
@@ -965,26 +951,9 @@ class SipStyle(Style):
         pbx, sim = self.pbx, self.sim
         ext = op.ext
         trunk = self._trunk_in(call, ext)
-        pbx.newexten(trunk, 1, "NoOp", f"direct call to {ext}")
-        pbx.newexten(trunk, 2, "Dial", f"Local/{ext}@agents/n,20,tT")
-        pbx.varsets(trunk, DIAL_VARS_EMPTY)
-        d1, d2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, trunk.lid)
-        pbx.newchannel(d1)
-        pbx.newchannel(d2)
-        pbx.varset(d1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d1.set(cid_num=ext, cid_name=call.name, cl_num=call.number, cl_name=call.name)
-        pbx.newexten(d1, 1, "AppDial", "(Outgoing Line)")
-        pbx.newcallerid(d1)
-        pbx.newconnectedline(d1)
-        pbx.varset(d2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d2.set(cid_num=call.number, cid_name=call.name, cl_num=ext, cl_name=call.name)
-        pbx.newcallerid(d2)
-        pbx.newconnectedline(d2)
-        pbx.local_bridge(d1, d2, "agents", ext)
+        d1, d2 = self._direct_dial(call, trunk, ext)
         pbx.dial_begin(trunk, d1, f"{ext}@agents/n")
-        pbx.newexten(d2, 1, "NoOp", f"operator {ext}")
-        pbx.newexten(d2, 2, "Dial", f"PJSIP/{ext},,")
-        pbx.varsets(d2, DIAL_VARS_EMPTY)
+        self._dial_phone(d2, ext)
         sim.set_busy(op, True)
         update_avail(pbx, op)
         phone = self._phone_rung(d2, op)
@@ -992,12 +961,11 @@ class SipStyle(Style):
         d2.set(cl_num=ext, cl_name=op.name)
         pbx.newconnectedline(d2)
         answer_after, _talk = sim.decide_direct(call, op)
-        limit = 20.0
-        if answer_after is None or answer_after >= min(limit, call.patience):
-            yield min(limit, call.patience)
-            self._direct_unanswered(call, trunk, d1, d2, phone, op, gave_up=call.patience < limit)
+        wait, gave_up = self._direct_ring(answer_after, call.patience)
+        yield wait
+        if gave_up is not None:
+            self._direct_unanswered(call, trunk, d1, d2, phone, op, gave_up)
             return None
-        yield answer_after + 0.003
         pbx.newstate(phone, 6)
         pbx.devstate(phone.dev)
         emit_member_status(pbx, op, 2)
@@ -1031,12 +999,7 @@ class SipStyle(Style):
         now = pbx.t
         call.chain = [Hop("dialq", trunk, d1, b1, None, now), Hop("local", d1, d2),
                       Hop("dial", d2, phone, b2, None, now)]
-        call.truth.operators.append(f"ext:{ext}")
-        call.truth.outcome = "answered"
-        call.truth.kind("direct")
-        call.truth.kind("answered")
-        sim.caller_answered(call)
-        plan = sim.plan(call, None)
+        plan = self._direct_answered(call, ext)
         sim.part_done(call)
         yield max(0.5, sim.talk_time(plan, op))
         # either end: the chain's first hop is a dial bridge (the trunk ran Dial())
@@ -1145,10 +1108,7 @@ class SipStyle(Style):
         pbx.devstate(trunk.dev)
         self.sim.set_busy(op, False)
         update_avail(pbx, op)
-        call.truth.outcome = "unanswered"
-        call.truth.kind("direct")
-        call.truth.kind("unanswered")
-        self.sim.end_call(call)
+        self._direct_unanswered_end(call)
 
     # ---- an operator calling out (outbound_callback.ami, outbound_callback_unanswered.ami) --------------------
     def outbound_call(self, op: OperatorRt, number: str, answered: bool, truth: Any, script: Any = None) -> Any:
