@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .channels import Chan
+from .channels import Bridge, Chan
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import (
     ANSWER_OVERHEAD,
@@ -79,6 +79,44 @@ class Style:
     def __init__(self, sim: Centre) -> None:
         self.sim = sim
         self.pbx = sim.pbx
+
+    # ---- bridges and dials ending -------------------------------------------------------------------------
+    def _clear_peer(self, ch: Chan, peer: Chan) -> None:
+        """``ch`` is no longer bridged to ``peer``: BRIDGEPEER emptied (and BRIDGEPVTCALLID, set on a channel
+        whose peer is a SIP channel)."""
+        self.pbx.varset(ch, "BRIDGEPEER", "")
+        if peer.tech == "PJSIP":
+            self.pbx.varset(ch, "BRIDGEPVTCALLID", "")
+
+    def _clear_peers(self, first: Chan, second: Chan) -> None:
+        self._clear_peer(first, second)
+        self._clear_peer(second, first)
+
+    def _bridge_ends(self, bridge: Bridge, first: Chan, second: Chan, *, pvt: bool = True) -> None:
+        """A two-party bridge breaks up, ``first`` (the side that goes) first: the peer variables emptied,
+        both leave, the bridge is destroyed.  ``pvt`` False: BRIDGEPEER only."""
+        pbx = self.pbx
+        if pvt:
+            self._clear_peers(first, second)
+        else:
+            pbx.varset(first, "BRIDGEPEER", "")
+            pbx.varset(second, "BRIDGEPEER", "")
+        pbx.bridge_leave(bridge, first)
+        pbx.bridge_leave(bridge, second)
+        pbx.bridge_destroy(bridge)
+
+    def _dial_ended(self, ch: Chan, since: int) -> None:
+        """``ch``'s answered ``Dial()`` returns (its peer is gone): the times and DIALSTATUS, and ``ch`` is
+        asked to hang up."""
+        self.pbx.varsets(ch, (*dial_times(self.pbx.t, ch, since), ("DIALSTATUS", "ANSWER")))
+        self.pbx.soft_hangup_request(ch, 16)
+
+    def _local_two_ends(self, one: Chan, two: Chan) -> None:
+        """A Local pair's ``;2`` half (``two``) hangs up after an answered call: ``;1`` is told and asked to go."""
+        pbx = self.pbx
+        pbx.varset(one, "CHANLOCALSTATUS", "ANSWER")
+        pbx.hangup_request(one, 16)
+        pbx.hangup(two, 16)
 
     # ---- ringing ------------------------------------------------------------------------------------------
     def _ring_member(self, call: Call, qc: Chan, queue: QueueRt, op: OperatorRt, answer_after: float | None,

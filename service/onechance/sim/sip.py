@@ -545,9 +545,7 @@ class SipStyle(Style):
         last = call.chain[-1]
         phone, peer = last.b, last.a
         self._qos(phone, peer)
-        if peer.pair is not None and peer.cid_num != peer.pair.cl_num:
-            peer.set(cid_num=peer.pair.cl_num, cid_name=peer.pair.cl_name)  # shown late, as Asterisk does
-            pbx.newcallerid(peer)
+        self._late_callerid(peer)
         pbx.hangup_request(phone, None if _dialled_in(phone) else 16)
         self._up(call, len(call.chain) - 1)
 
@@ -558,44 +556,30 @@ class SipStyle(Style):
         a, b = hop.a, hop.b
         if hop.kind == "dial":
             assert hop.bridge is not None
-            pbx.varset(b, "BRIDGEPEER", "")
-            pbx.varset(a, "BRIDGEPEER", "")
-            if b.tech == "PJSIP":
-                pbx.varset(a, "BRIDGEPVTCALLID", "")
-            pbx.bridge_leave(hop.bridge, b)
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*dial_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
-            pbx.soft_hangup_request(a, 16)
+            self._bridge_ends(hop.bridge, b, a)
+            self._dial_ended(a, hop.since)
             if b.up:
                 pbx.hangup(b, 16)
                 pbx.devstate(b.dev) if b.tech == "PJSIP" else None
             self._up_from(call, i)
         elif hop.kind == "plain":
             assert hop.bridge is not None
-            pbx.varset(b, "BRIDGEPEER", "")
-            pbx.varset(a, "BRIDGEPEER", "")
+            self._clear_peers(b, a)
             pbx.bridge_leave(hop.bridge, b)
             if b.up:
                 pbx.hangup(b, 16)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*dial_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
-            pbx.soft_hangup_request(a, 16)
+            self._dial_ended(a, hop.since)
             self._up_from(call, i)
         elif hop.kind == "queue":
             talk = hop.talk
             assert hop.bridge is not None and talk is not None
             if not talk.ring.extra.get("completed"):
                 self._agent_complete(a, talk, "agent")
-            pbx.varset(b, "BRIDGEPEER", "")
-            if a.tech == "PJSIP":
-                pbx.varset(b, "BRIDGEPVTCALLID", "")
-            if b.pair is not None and b.cid_num != b.pair.cl_num:
-                # a Local half shows its partner's connected line as caller id (late, as Asterisk does)
-                b.set(cid_num=b.pair.cl_num, cid_name=b.pair.cl_name)
-                pbx.newcallerid(b)
-            pbx.varset(a, "BRIDGEPEER", "")
+            self._clear_peer(b, a)
+            self._late_callerid(b)
+            self._clear_peer(a, b)
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
@@ -619,10 +603,7 @@ class SipStyle(Style):
             return
         prev = call.chain[i - 1]
         if prev.kind == "local":  # a is the ;2 of prev: its ;1 is asked to go
-            one = prev.a
-            pbx.varset(one, "CHANLOCALSTATUS", "ANSWER")
-            pbx.hangup_request(one, 16)
-            pbx.hangup(a, 16)
+            self._local_two_ends(prev.a, a)
             pbx.devstate(a.dev)
             self._up(call, i - 2)
         else:
@@ -644,34 +625,12 @@ class SipStyle(Style):
         hop = call.chain[i]
         a, b = hop.a, hop.b
         if hop.kind in ("queue", "plain"):
-            assert hop.bridge is not None
-            pbx.varset(a, "BRIDGEPEER", "")
-            pbx.varset(b, "BRIDGEPEER", "")
-            if a.tech == "PJSIP":
-                pbx.varset(b, "BRIDGEPVTCALLID", "")
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_leave(hop.bridge, b)
-            pbx.bridge_destroy(hop.bridge)
-            if hop.kind == "queue":
-                pbx.varsets(a, dial_times(pbx.t, a, hop.since))
-            pbx.soft_hangup_request(a, 16)
-            if hop.kind == "queue" and hop.talk is not None and not hop.talk.ring.extra.get("completed"):
-                self._agent_complete(a, hop.talk, "caller")
-            if a.up:
-                pbx.hangup(a, 16)
-                if a.tech == "PJSIP":
-                    pbx.devstate(a.dev)
+            self._bridged_caller_goes(hop)
             self._down_from(call, i)
         elif hop.kind == "dial":
             assert hop.bridge is not None
-            pbx.varset(a, "BRIDGEPEER", "")
-            pbx.varset(a, "BRIDGEPVTCALLID", "")
-            pbx.varset(b, "BRIDGEPEER", "")
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_leave(hop.bridge, b)
-            pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*dial_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
-            pbx.soft_hangup_request(a, 16)
+            self._bridge_ends(hop.bridge, a, b)
+            self._dial_ended(a, hop.since)
             if a.up:
                 pbx.hangup(a, 16)
             if b.up:
@@ -679,6 +638,23 @@ class SipStyle(Style):
                 pbx.hangup(b, 16)
                 pbx.devstate(b.dev)
             self._chain_done(call)
+
+    def _bridged_caller_goes(self, hop: Hop, *, pvt: bool = True) -> None:
+        """A queue or plain hop's caller side (``a``) goes: the bridge breaks up (``pvt``: see
+        :meth:`_bridge_ends`), AgentComplete on a queue bridge (unless told already), ``a`` hangs up."""
+        pbx = self.pbx
+        a = hop.a
+        assert hop.bridge is not None
+        self._bridge_ends(hop.bridge, a, hop.b, pvt=pvt)
+        if hop.kind == "queue":
+            pbx.varsets(a, dial_times(pbx.t, a, hop.since))
+        pbx.soft_hangup_request(a, 16)
+        if hop.kind == "queue" and hop.talk is not None and not hop.talk.ring.extra.get("completed"):
+            self._agent_complete(a, hop.talk, "caller")
+        if a.up:
+            pbx.hangup(a, 16)
+            if a.tech == "PJSIP":
+                pbx.devstate(a.dev)
 
     def _down_from(self, call: Call, i: int) -> None:
         """Hop ``i``'s operator side (a Local ;1) is hung up by its bridge: its ;2 is asked to go."""
@@ -724,22 +700,10 @@ class SipStyle(Style):
         while i < len(call.chain):
             hop = call.chain[i]
             if hop.kind in ("queue", "plain"):
-                assert hop.bridge is not None
-                a, b = hop.a, hop.b
-                pbx.varset(a, "BRIDGEPEER", "")
-                pbx.varset(b, "BRIDGEPEER", "")
-                pbx.bridge_leave(hop.bridge, a)
-                pbx.bridge_leave(hop.bridge, b)
-                pbx.bridge_destroy(hop.bridge)
-                if hop.kind == "queue":
-                    pbx.varsets(a, dial_times(pbx.t, a, hop.since))
-                pbx.soft_hangup_request(a, 16)
-                if hop.talk is not None and not hop.talk.ring.extra.get("completed"):
-                    self._agent_complete(a, hop.talk, "caller")
-                if a.up:
-                    pbx.hangup(a, 16)
-                    if a.tech == "PJSIP":
-                        pbx.devstate(a.dev)
+                # as in _down, but BRIDGEPVTCALLID is not emptied on the member's ;1 (as ever; no capture
+                # shows this case)
+                self._bridged_caller_goes(hop, pvt=False)
+                b = hop.b
                 pbx.hangup_request(call.chain[i + 1].b, 16)
                 pbx.hangup(b, 16)
                 pbx.devstate(b.dev)
@@ -758,13 +722,15 @@ class SipStyle(Style):
             pbx.devstate(qc.dev)
             self.sim.end_call(call)
             return
-        local = call.chain[-1]
-        one = local.a
-        pbx.varset(one, "CHANLOCALSTATUS", "ANSWER")
-        pbx.hangup_request(one, 16)
-        pbx.hangup(qc, 16)
+        self._local_two_ends(call.chain[-1].a, qc)
         pbx.devstate(qc.dev)
         self._up(call, len(call.chain) - 2)
+
+    def _late_callerid(self, ch: Chan) -> None:
+        """A Local half shows its partner's connected line as caller id (late, as Asterisk does)."""
+        if ch.pair is not None and ch.cid_num != ch.pair.cl_num:
+            ch.set(cid_num=ch.pair.cl_num, cid_name=ch.pair.cl_name)
+            self.pbx.newcallerid(ch)
 
     # ---- transfers ------------------------------------------------------------------------------------------
     def _target_exten(self, target: QueueRt) -> str:
@@ -795,8 +761,7 @@ class SipStyle(Style):
         pbx.emit("BlindTransfer", f"Result: Success\r\n{phone.block('Transferer')}{m2.block('Transferee')}"
                                   f"{pb.block()}IsExternal: Yes\r\nContext: phones\r\nExtension: {exten}\r\n")
         pbx.bridge_leave(pb, phone)
-        pbx.varset(m2, "BRIDGEPEER", "")
-        pbx.varset(m2, "BRIDGEPVTCALLID", "")
+        self._clear_peer(m2, phone)
         pbx.newexten(m2, 1, "Dial", f"PJSIP/{ring.op.ext},,", context="phones", exten=exten)
         pbx.bridge_leave(pb, m2)
         self._qos(phone)
@@ -832,14 +797,11 @@ class SipStyle(Style):
         self._blind_ami_requeue(qc, talk, target)
         pbx.bridge_destroy(talk.bridge)
         # the member's ;2 leaves the phone's bridge and hangs up, then the phone
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.varset(m2, "BRIDGEPEER", "")
-        pbx.varset(m2, "BRIDGEPVTCALLID", "")
+        self._clear_peers(phone, m2)
         pbx.bridge_leave(pb, m2)
         pbx.bridge_leave(pb, phone)
         pbx.bridge_destroy(pb)
-        pbx.varsets(m2, (*dial_times(pbx.t, m2, talk.connected), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(m2, 16)
+        self._dial_ended(m2, talk.connected)
         pbx.hangup(m2, 16)
         self._qos(phone)
         pbx.hangup(phone, 16)
@@ -1023,29 +985,15 @@ class SipStyle(Style):
                    since: int) -> None:
         call.truth.kind("operator_hung_up")
         pbx = self.pbx
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.varset(d2, "BRIDGEPEER", "")
-        pbx.varset(d2, "BRIDGEPVTCALLID", "")
-        pbx.bridge_leave(b2, phone)
-        pbx.bridge_leave(b2, d2)
-        pbx.bridge_destroy(b2)
-        pbx.varsets(d2, (*dial_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(d2, 16)
+        self._bridge_ends(b2, phone, d2)
+        self._dial_ended(d2, since)
         pbx.hangup(phone, 16)
-        pbx.varset(d1, "CHANLOCALSTATUS", "ANSWER")
-        pbx.hangup_request(d1, 16)
-        pbx.hangup(d2, 16)
+        self._local_two_ends(d1, d2)
         pbx.devstate(phone.dev)
-        pbx.varset(d1, "BRIDGEPEER", "")
-        pbx.varset(d1, "BRIDGEPVTCALLID", "")
-        pbx.varset(trunk, "BRIDGEPEER", "")
-        pbx.bridge_leave(b1, d1)
-        pbx.bridge_leave(b1, trunk)
-        pbx.bridge_destroy(b1)
+        self._bridge_ends(b1, d1, trunk)
         pbx.hangup(d1, 16)
         pbx.devstate(d1.dev)
-        pbx.varsets(trunk, (*dial_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(trunk, 16)
+        self._dial_ended(trunk, since)
         self._qos(trunk)
         pbx.hangup(trunk, 16)
         pbx.devstate(trunk.dev)
@@ -1055,27 +1003,15 @@ class SipStyle(Style):
         call.truth.kind("caller_hung_up")
         pbx = self.pbx
         self._caller_bye(trunk, d1)
-        pbx.varset(trunk, "BRIDGEPEER", "")
-        pbx.varset(d1, "BRIDGEPEER", "")
-        pbx.varset(d1, "BRIDGEPVTCALLID", "")
-        pbx.bridge_leave(b1, trunk)
-        pbx.bridge_leave(b1, d1)
-        pbx.bridge_destroy(b1)
-        pbx.varsets(trunk, (*dial_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(trunk, 16)
+        self._bridge_ends(b1, trunk, d1)
+        self._dial_ended(trunk, since)
         pbx.hangup(trunk, 16)
         pbx.devstate(trunk.dev)
         pbx.hangup_request(d2, 16)
         pbx.hangup(d1, 16)
         pbx.devstate(d1.dev)
-        pbx.varset(d2, "BRIDGEPEER", "")
-        pbx.varset(d2, "BRIDGEPVTCALLID", "")
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.bridge_leave(b2, d2)
-        pbx.bridge_leave(b2, phone)
-        pbx.bridge_destroy(b2)
-        pbx.varsets(d2, (*dial_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(d2, 16)
+        self._bridge_ends(b2, d2, phone)
+        self._dial_ended(d2, since)
         pbx.hangup(d2, 16)
         self._qos(phone)
         pbx.hangup(phone, 16)
@@ -1187,14 +1123,10 @@ class SipStyle(Style):
         # the callee hangs up
         self._qos(trunk, phone)
         pbx.hangup_request(trunk, 16)
-        pbx.varset(trunk, "BRIDGEPEER", "")
-        pbx.varset(trunk, "BRIDGEPVTCALLID", "")
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.varset(phone, "BRIDGEPVTCALLID", "")
+        self._clear_peers(trunk, phone)
         pbx.bridge_leave(b, trunk)
         pbx.bridge_leave(b, phone)
-        pbx.varsets(phone, (*dial_times(pbx.t, phone, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(phone, 16)
+        self._dial_ended(phone, since)  # the bridge is destroyed only once the phone is gone
         self._qos(phone)
         pbx.hangup(phone, 16)
         pbx.bridge_destroy(b)
