@@ -105,6 +105,14 @@ class Style:
         pbx.bridge_leave(bridge, second)
         pbx.bridge_destroy(bridge)
 
+    def _dial_answered(self, ch: Chan, dialled: Chan, number: str) -> None:
+        """``dialled`` answers ``ch``'s ``Dial()`` of ``number``: DIALSTATUS, DIALEDPEERNAME/NUMBER and
+        DialEnd ANSWER (where the dialled channel's extension is emptied)."""
+        pbx = self.pbx
+        pbx.varsets(ch, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", dialled.name), ("DIALEDPEERNUMBER", number)))
+        pbx.dial_end(ch, dialled, "ANSWER", dialled.render("Dest", exten=""))
+        dialled.set(exten="")
+
     def _dial_ended(self, ch: Chan, since: int) -> None:
         """``ch``'s answered ``Dial()`` returns (its peer is gone): the times and DIALSTATUS, and ``ch`` is
         asked to hang up."""

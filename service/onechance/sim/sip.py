@@ -301,9 +301,7 @@ class SipStyle(Style):
             pbx.devstate(phone.dev)
             emit_member_status(pbx, op, 2)
             update_avail(pbx, op)
-            pbx.varsets(m2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", phone.name), ("DIALEDPEERNUMBER", op.ext)))
-            pbx.dial_end(m2, phone, "ANSWER", phone.render("Dest", exten=""))
-            phone.set(exten="")
+            self._dial_answered(m2, phone, op.ext)
         if ring.picker is not None:
             pbx.devstate(f"Local/{op.ext}@agents")
             qc.set(cl_num=talker.ext, cl_name=talker.name)
@@ -416,9 +414,7 @@ class SipStyle(Style):
         m2.set(cl_num=picker.ext, cl_name=picker.name)
         ring.m1.set(cid_num=picker.ext, cid_name=picker.name)
         pbx.newconnectedline(m2)
-        pbx.varsets(m2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", pb.name), ("DIALEDPEERNUMBER", ring.op.ext)))
-        pbx.dial_end(m2, pb, "ANSWER", pb.render("Dest", exten=""))
-        pb.set(exten="")
+        self._dial_answered(m2, pb, ring.op.ext)
         pbx.newstate(m2, 6)
         bridge = pbx.bridge()
         pbx.bridge_create(bridge)
@@ -530,7 +526,11 @@ class SipStyle(Style):
             if plan.method == "ami":
                 return self._blind_ami(call, qc, talk, target)
             return self._refer_blind(call, talk, target)
-        yield max(0.5, sim.talk_time(plan, talk.talker))
+        return (yield from self._talk_ends(call, plan, talk.talker))
+
+    def _talk_ends(self, call: Call, plan: Plan, talker: OperatorRt) -> Any:
+        """The talk goes on to its planned end: the caller's BYE, or the phone's."""
+        yield max(0.5, self.sim.talk_time(plan, talker))
         if plan.end == "caller":
             self._caller_hangs_up(call)
         else:
@@ -900,12 +900,7 @@ class SipStyle(Style):
         call.chain[-1:] = [Hop("plain", m2, x1, b3, new, call.chain[-1].since), Hop("local", x1, x2),
                            Hop("dial", x2, xphone, new.ring.bridge, None, new.connected)]
         count_transfer(call, "attended", "refer_attended")
-        yield max(0.5, sim.talk_time(consult_plan, new.talker))
-        if consult_plan.end == "caller":
-            self._caller_hangs_up(call)
-        else:
-            self._phone_hangs_up(call)
-        return None
+        return (yield from self._talk_ends(call, consult_plan, new.talker))
 
     # ---- a direct call to an extension ----------------------------------------------------------------------
     def direct_call(self, call: Call, op: OperatorRt) -> Any:
@@ -931,15 +926,10 @@ class SipStyle(Style):
         pbx.newstate(phone, 6)
         pbx.devstate(phone.dev)
         emit_member_status(pbx, op, 2)
-        pbx.varsets(d2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", phone.name), ("DIALEDPEERNUMBER", ext)))
-        pbx.dial_end(d2, phone, "ANSWER", phone.render("Dest", exten=""))
-        phone.set(exten="")
+        self._dial_answered(d2, phone, ext)
         pbx.newstate(d2, 6)
         pbx.newstate(d1, 6)
-        pbx.varsets(trunk, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", d1.name),
-                            ("DIALEDPEERNUMBER", f"{ext}@agents/n")))
-        pbx.dial_end(trunk, d1, "ANSWER", d1.render("Dest", exten=""))
-        d1.set(exten="")
+        self._dial_answered(trunk, d1, f"{ext}@agents/n")
         pbx.newstate(trunk, 6)
         pbx.devstate(trunk.dev)
         b1 = pbx.bridge()
@@ -1098,10 +1088,7 @@ class SipStyle(Style):
             sim.book.end(truth, pbx.now)
             return None
         pbx.newstate(trunk, 6)
-        pbx.varsets(phone, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", trunk.name),
-                            ("DIALEDPEERNUMBER", f"{number}@carrier")))
-        pbx.dial_end(phone, trunk, "ANSWER", trunk.render("Dest", exten=""))
-        trunk.set(exten="")
+        self._dial_answered(phone, trunk, f"{number}@carrier")
         pbx.newstate(phone, 6)
         pbx.devstate("PJSIP/carrier")
         b = pbx.bridge()
