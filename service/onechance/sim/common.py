@@ -119,8 +119,9 @@ class Style:
         self.pbx.varsets(ch, (*dial_times(self.pbx.t, ch, since), ("DIALSTATUS", "ANSWER")))
         self.pbx.soft_hangup_request(ch, 16)
 
-    def _local_two_ends(self, one: Chan, two: Chan) -> None:
-        """A Local pair's ``;2`` half (``two``) hangs up after an answered call: ``;1`` is told and asked to go."""
+    def _dialled_two_ends(self, one: Chan, two: Chan) -> None:
+        """A Local pair's ``;2`` half (``two``) whose ``Dial()`` was answered hangs up (asked already): ``;1`` is
+        told (CHANLOCALSTATUS) and asked to go."""
         pbx = self.pbx
         pbx.varset(one, "CHANLOCALSTATUS", "ANSWER")
         pbx.hangup_request(one, 16)

@@ -168,10 +168,7 @@ class LocalStyle(Style):
         for lo in losers:
             pbx.dial_end(qc, lo.m1, "CANCEL")
             pbx.dial_end(qc, lo.m1, "CANCEL")
-            pbx.hangup_request(lo.m2, 26)
-            pbx.hangup(lo.m1, 26)
-            pbx.soft_hangup_request(lo.m2, 16)
-            pbx.hangup(lo.m2, 26)
+            self._pair_goes(lo.m1, lo.m2, 26)
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         pbx.devstate(dev)
@@ -196,6 +193,22 @@ class LocalStyle(Style):
         return talk
 
     # ---- the caller leaves the queue --------------------------------------------------------------------
+    def _half_hangs_up(self, half: Chan, other: Chan) -> None:
+        """A Local half is asked to hang up (its dialplan ran Hangup(), or its bridge broke up) and goes: the
+        other half of the pair is asked to go."""
+        pbx = self.pbx
+        pbx.soft_hangup_request(half, 16)
+        pbx.hangup_request(other, 16)
+        pbx.hangup(half, 16)
+
+    def _pair_goes(self, first: Chan, other: Chan, cause: int = 16) -> None:
+        """A Local pair goes, ``first`` half first: the other half is asked to go, and goes."""
+        pbx = self.pbx
+        pbx.hangup_request(other, cause)
+        pbx.hangup(first, cause)
+        pbx.soft_hangup_request(other, 16)
+        pbx.hangup(other, cause)
+
     def _driver_hangs_up(self, call: Call) -> None:
         """The driver hangs up the caller's [caller] half: c1 goes, c2 is asked to."""
         pbx = self.pbx
@@ -264,9 +277,7 @@ class LocalStyle(Style):
         c1, c2 = call.c1, call.c2
         assert c1 is not None and c2 is not None
         dev = f"Local/{call.exten}@inbound"
-        pbx.soft_hangup_request(c2, 16)
-        pbx.hangup_request(c1, 16)
-        pbx.hangup(c2, 16)
+        self._half_hangs_up(c2, c1)
         pbx.soft_hangup_request(c1, 16)
         self.pbx.devstate(dev)
         pbx.hangup(c1, 16)
@@ -316,9 +327,7 @@ class LocalStyle(Style):
         m1, m2, op = ring.m1, ring.m2, ring.op
         early = sim.rng.random() < 0.6  # AgentComplete before or after the member's ;1 hangs up
         pbx.newexten(m2, 10, "Hangup", "")
-        pbx.soft_hangup_request(m2, 16)
-        pbx.hangup_request(m1, 16)
-        pbx.hangup(m2, 16)
+        self._half_hangs_up(m2, m1)
         if early:
             self._agent_complete(qc, talk, "agent")
         self._clear_peers(m1, qc)
@@ -350,10 +359,7 @@ class LocalStyle(Style):
         pbx.bridge_destroy(talk.bridge)
         pbx.soft_hangup_request(qc, 16)
         self._agent_complete(qc, talk, "caller")
-        pbx.hangup_request(c1, 16)
-        pbx.hangup(qc, 16)
-        pbx.soft_hangup_request(c1, 16)
-        pbx.hangup(c1, 16)
+        self._pair_goes(qc, c1)
         dev_in = f"Local/{call.exten}@inbound"
         pbx.devstate(dev_in)
         pbx.hangup(m1, 16)
@@ -373,9 +379,7 @@ class LocalStyle(Style):
         c1, c2 = call.c1, call.c2
         assert c1 is not None and c2 is not None
         if qc is c2:
-            pbx.soft_hangup_request(c2, 16)
-            pbx.hangup_request(c1, 16)
-            pbx.hangup(c2, 16)
+            self._half_hangs_up(c2, c1)
             pbx.bridge_destroy(bridge)
             self.pbx.devstate(f"Local/{call.exten}@inbound")
             pbx.soft_hangup_request(c1, 16)
@@ -385,9 +389,7 @@ class LocalStyle(Style):
             return
         # after an attended transfer: qc is the consultation's ;2 (x2); x1 sits with c2 in the old bridge
         x1, b0 = call.chain[0], call.chain[1]
-        pbx.soft_hangup_request(qc, 16)
-        pbx.hangup_request(x1, 16)
-        pbx.hangup(qc, 16)
+        self._half_hangs_up(qc, x1)
         pbx.bridge_destroy(bridge)
         dev_x = f"Local/{x1.exten}@inbound"
         self.pbx.devstate(dev_x)
@@ -398,9 +400,7 @@ class LocalStyle(Style):
         pbx.bridge_leave(b0, c2)
         pbx.bridge_destroy(b0)
         pbx.varsets(c2, dial_times(pbx.t, c2, call.chain[2]))
-        pbx.soft_hangup_request(c2, 16)
-        pbx.hangup_request(c1, 16)
-        pbx.hangup(c2, 16)
+        self._half_hangs_up(c2, c1)
         self.pbx.devstate(f"Local/{call.exten}@inbound")
         pbx.soft_hangup_request(c1, 16)
         pbx.hangup(c1, 16)
@@ -422,10 +422,7 @@ class LocalStyle(Style):
             pbx.varsets(c2, dial_times(pbx.t, c2, talk.connected))
             pbx.bridge_leave(talk.bridge, m1)
             pbx.bridge_destroy(talk.bridge)
-            pbx.hangup_request(m2, 16)
-            pbx.hangup(m1, 16)
-            pbx.soft_hangup_request(m2, 16)
-            pbx.hangup(m2, 16)
+            self._pair_goes(m1, m2)
             pbx.soft_hangup_request(c2, 16)
             self._agent_complete(c2, talk, "caller")
             self.pbx.devstate(f"Local/{call.exten}@inbound")
@@ -659,9 +656,7 @@ class LocalStyle(Style):
             yield float(talk_s)
             call.truth.kind("operator_hung_up")
             pbx.newexten(d2, 10, "Hangup", "")
-            pbx.soft_hangup_request(d2, 16)
-            pbx.hangup_request(d1, 16)
-            pbx.hangup(d2, 16)
+            self._half_hangs_up(d2, d1)
             self._clear_peers(d1, c2)
             pbx.bridge_leave(b, d1)
             pbx.hangup(d1, 16)
@@ -669,7 +664,7 @@ class LocalStyle(Style):
             pbx.bridge_leave(b, c2)
             pbx.bridge_destroy(b)
             self._dial_ended(c2, connected)
-            self._local_two_ends(c1, c2)
+            self._dialled_two_ends(c1, c2)
             pbx.soft_hangup_request(c1, 16)
             pbx.hangup(c1, 16)
         else:
@@ -678,10 +673,7 @@ class LocalStyle(Style):
             self._driver_hangs_up(call)
             self._bridge_ends(b, c2, d1)
             pbx.varsets(c2, (*dial_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
-            pbx.hangup_request(d2, 16)
-            pbx.hangup(d1, 16)
-            pbx.soft_hangup_request(d2, 16)
-            pbx.hangup(d2, 16)
+            self._pair_goes(d1, d2)
             self.pbx.devstate(dev)
             pbx.soft_hangup_request(c2, 16)
             pbx.hangup(c2, 16)
@@ -714,9 +706,7 @@ class LocalStyle(Style):
             pbx.hangup(d1, 0)
             pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"), *dial_times(pbx.t, c2, pbx.t)[2:]))
             pbx.newexten(c2, 3, "Hangup", "")
-            pbx.soft_hangup_request(c2, 16)
-            pbx.hangup_request(c1, 16)
-            pbx.hangup(c2, 16)
+            self._half_hangs_up(c2, c1)
             pbx.dial_end(None, c1, "CANCEL")
             pbx.soft_hangup_request(c1, 16)
             pbx.hangup(c1, 16)

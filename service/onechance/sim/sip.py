@@ -603,7 +603,7 @@ class SipStyle(Style):
             return
         prev = call.chain[i - 1]
         if prev.kind == "local":  # a is the ;2 of prev: its ;1 is asked to go
-            self._local_two_ends(prev.a, a)
+            self._dialled_two_ends(prev.a, a)
             pbx.devstate(a.dev)
             self._up(call, i - 2)
         else:
@@ -722,7 +722,7 @@ class SipStyle(Style):
             pbx.devstate(qc.dev)
             self.sim.end_call(call)
             return
-        self._local_two_ends(call.chain[-1].a, qc)
+        self._dialled_two_ends(call.chain[-1].a, qc)
         pbx.devstate(qc.dev)
         self._up(call, len(call.chain) - 2)
 
@@ -978,7 +978,7 @@ class SipStyle(Style):
         self._bridge_ends(b2, phone, d2)
         self._dial_ended(d2, since)
         pbx.hangup(phone, 16)
-        self._local_two_ends(d1, d2)
+        self._dialled_two_ends(d1, d2)
         pbx.devstate(phone.dev)
         self._bridge_ends(b1, d1, trunk)
         pbx.hangup(d1, 16)
