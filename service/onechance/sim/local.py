@@ -376,16 +376,10 @@ class LocalStyle(Style):
         """The caller's Queue() returns after its peer hung up: the caller's channels go (through the
         consultation channels after an attended transfer)."""
         pbx = self.pbx
-        c1, c2 = call.c1, call.c2
-        assert c1 is not None and c2 is not None
+        c2 = call.c2
+        assert c2 is not None
         if qc is c2:
-            self._half_hangs_up(c2, c1)
-            pbx.bridge_destroy(bridge)
-            self.pbx.devstate(f"Local/{call.exten}@inbound")
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup(c1, 16)
-            self.pbx.devstate(f"Local/{call.exten}@inbound")
-            self.sim.end_call(call)
+            self._caller_pair_goes(call, bridge)
             return
         # after an attended transfer: qc is the consultation's ;2 (x2); x1 sits with c2 in the old bridge
         x1, b0 = call.chain[0], call.chain[1]
@@ -400,11 +394,21 @@ class LocalStyle(Style):
         pbx.bridge_leave(b0, c2)
         pbx.bridge_destroy(b0)
         pbx.varsets(c2, dial_times(pbx.t, c2, call.chain[2]))
+        self._caller_pair_goes(call, None)
+
+    def _caller_pair_goes(self, call: Call, bridge: Bridge | None) -> None:
+        """The caller's ;2 leaves Queue() and hangs up (the queue ``bridge`` destroyed, if still there), then
+        the caller's ;1: the call ends."""
+        pbx = self.pbx
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
         self._half_hangs_up(c2, c1)
-        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        if bridge is not None:
+            pbx.bridge_destroy(bridge)
+        pbx.devstate(f"Local/{call.exten}@inbound")
         pbx.soft_hangup_request(c1, 16)
         pbx.hangup(c1, 16)
-        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        pbx.devstate(f"Local/{call.exten}@inbound")
         self.sim.end_call(call)
 
     def _caller_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
