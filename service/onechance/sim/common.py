@@ -1,11 +1,12 @@
 """What the two PBX styles (:mod:`.local`, :mod:`.sip`) do alike.
 
 Both styles are the same app_queue on an Asterisk 22 with queue members ``Local/EXT@agents/n``: a member
-is rung the same way up to its ``DialBegin``; a caller leaves a queue (hanging up, timed out, refused) with
-the same variables and queue events; ``AgentRingNoAnswer``/``AgentComplete``, the ``Dial()`` variables and
-times, a freed member and a transfer's truth are the same.  :class:`Style` holds these steps once; each
-style calls them where its captures put them and writes out itself what differs (the caller's channels,
-the operator's phone or the faked agent, RTP statistics, the order of device states).
+is rung the same way up to its ``DialBegin``; a caller leaves a queue (hanging up, timed out, refused)
+with the same variables and queue events; the AMI ``BlindTransfer`` action, a direct call's ``Dial()``
+of ``Local/EXT@agents/n``, a bridge breaking up, an answered ``Dial()`` returning, ``AgentComplete``,
+a freed member and a transfer's truth are the same.  :class:`Style` holds these steps once; each style
+subclasses it, calls them where its captures put them and writes out itself what differs (the caller's
+channels, the operator's phone or the faked agent, RTP statistics, the order of device states).
 """
 
 from __future__ import annotations

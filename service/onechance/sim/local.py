@@ -192,7 +192,7 @@ class LocalStyle(Style):
         pbx.varset(qc, "BRIDGEPEER", m1.name)
         return talk
 
-    # ---- the caller leaves the queue --------------------------------------------------------------------
+    # ---- a Local channel pair hanging up ------------------------------------------------------------------
     def _half_hangs_up(self, half: Chan, other: Chan) -> None:
         """A Local half is asked to hang up (its dialplan ran Hangup(), or its bridge broke up) and goes: the
         other half of the pair is asked to go."""
@@ -209,6 +209,7 @@ class LocalStyle(Style):
         pbx.soft_hangup_request(other, 16)
         pbx.hangup(other, cause)
 
+    # ---- the caller leaves the queue --------------------------------------------------------------------
     def _driver_hangs_up(self, call: Call) -> None:
         """The driver hangs up the caller's [caller] half: c1 goes, c2 is asked to."""
         pbx = self.pbx
