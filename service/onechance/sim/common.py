@@ -106,6 +106,18 @@ class Style:
         pbx.bridge_leave(bridge, second)
         pbx.bridge_destroy(bridge)
 
+    def _bridge_left(self, bridge: Bridge, going: Chan, other: Chan, dev: str | None = None) -> None:
+        """``going`` (asked to go by its Local partner) leaves ``bridge`` and hangs up (then ``dev``'s state is
+        told), ``other`` leaves, the bridge is destroyed."""
+        pbx = self.pbx
+        pbx.bridge_leave(bridge, going)
+        if going.up:
+            pbx.hangup(going, 16)
+        if dev is not None:
+            pbx.devstate(dev)
+        pbx.bridge_leave(bridge, other)
+        pbx.bridge_destroy(bridge)
+
     def _dial_answered(self, ch: Chan, dialled: Chan, number: str) -> None:
         """``dialled`` answers ``ch``'s ``Dial()`` of ``number``: DIALSTATUS, DIALEDPEERNAME/NUMBER and
         DialEnd ANSWER (where the dialled channel's extension is emptied)."""

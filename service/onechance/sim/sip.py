@@ -565,11 +565,7 @@ class SipStyle(Style):
         elif hop.kind == "plain":
             assert hop.bridge is not None
             self._clear_peers(b, a)
-            pbx.bridge_leave(hop.bridge, b)
-            if b.up:
-                pbx.hangup(b, 16)
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_destroy(hop.bridge)
+            self._bridge_left(hop.bridge, b, a)
             self._dial_ended(a, hop.since)
             self._up_from(call, i)
         elif hop.kind == "queue":
