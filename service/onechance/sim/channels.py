@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 __all__ = ["PRIVILEGE", "STATE_DESC", "Bridge", "Chan", "Pbx"]
@@ -49,37 +50,33 @@ def c_escape(value: str) -> str:
     return value.translate(_C_ESCAPES)
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Chan:
     """One channel.  ``None`` caller-id parts render as ``<unknown>``."""
 
-    __slots__ = ("_b0", "_block", "acct", "born", "cid_name", "cid_num", "cl_name", "cl_num", "context", "counted",
-                 "dev", "exten", "lang", "lid", "name", "pair", "prio", "state", "tech", "uid", "up", "vars")
-
-    def __init__(self, name: str, uid: str, lid: str, context: str, exten: str, *, state: int = 0,
-                 prio: int = 1, cid_num: str | None = None, cid_name: str | None = None,
-                 cl_num: str | None = None, cl_name: str | None = None, tech: str = "", born: int = 0) -> None:
-        self.name = name
-        self.born = born
-        self.uid = uid
-        self.lid = lid
-        self.context = context
-        self.exten = exten
-        self.state = state
-        self.prio = prio
-        self.cid_num = cid_num
-        self.cid_name = cid_name
-        self.cl_num = cl_num
-        self.cl_name = cl_name
-        self.lang = "en"
-        self.acct = ""
-        self.tech = tech
-        self.up = True
-        self.vars: dict[str, Any] | None = None  # the style's own notes (inherited variables, SIP Call-ID...)
-        self.dev = ""  # the device whose state this channel makes in use (Local pair, PJSIP endpoint)
-        self.pair: Chan | None = None  # the other half of a Local pair
-        self.counted = False  # counts for its device's state right now
-        self._block: dict[str, str] = {}
-        self._b0: str | None = None  # the block without prefix, the most used
+    name: str
+    uid: str
+    lid: str
+    context: str
+    exten: str
+    _: KW_ONLY
+    state: int = 0
+    prio: int = 1
+    cid_num: str | None = None
+    cid_name: str | None = None
+    cl_num: str | None = None
+    cl_name: str | None = None
+    tech: str = ""
+    born: int = 0
+    lang: str = field(default="en", init=False)
+    acct: str = field(default="", init=False)
+    up: bool = field(default=True, init=False)
+    vars: dict[str, Any] | None = field(default=None, init=False)  # the style's own notes (inherited variables...)
+    dev: str = field(default="", init=False)  # the device whose state this channel makes in use (Local pair, PJSIP)
+    pair: Chan | None = field(default=None, init=False)  # the other half of a Local pair
+    counted: bool = field(default=False, init=False)  # counts for its device's state right now
+    _block: dict[str, str] = field(default_factory=dict, init=False)
+    _b0: str | None = field(default=None, init=False)  # the block without prefix, the most used
 
     def set(self, **fields: object) -> Chan:
         for key, value in fields.items():

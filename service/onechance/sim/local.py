@@ -14,50 +14,19 @@ Each method emits one step, in the order of the captures named in its docstring.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .channels import Bridge, Chan
+from .common import Style, count_transfer, dial_times
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
-from .scenarios import (
-    ANSWER_PAUSE,
-    Call,
-    Plan,
-    Ring,
-    Talk,
-    connect,
-    queue_abandon_event,
-    queue_leave,
-    queue_visit,
-    secs_between,
-)
-
-if TYPE_CHECKING:
-    from .centre import Centre
+from .scenarios import ANSWER_PAUSE, Call, Plan, Ring, Talk, connect, queue_leave, queue_visit
 
 __all__ = ["LocalStyle"]
 
-DIAL_VARS_EMPTY = (("DIALSTATUS", ""), ("DIALEDPEERNUMBER", ""), ("DIALEDPEERNAME", ""), ("ANSWEREDTIME", ""),
-                   ("ANSWEREDTIME_MS", ""), ("DIALEDTIME", ""), ("DIALEDTIME_MS", ""), ("RINGTIME", ""),
-                   ("RINGTIME_MS", ""), ("PROGRESSTIME", ""), ("PROGRESSTIME_MS", ""))
 
-
-def _times(pbx_t: int, ch: Chan, since: int) -> tuple[tuple[str, str], ...]:
-    """ANSWEREDTIME(_MS) since ``since`` and DIALEDTIME(_MS) since ``ch`` was created."""
-    a = max(0, (pbx_t - since) // 1000)
-    d = max(0, (pbx_t - ch.born) // 1000)
-    return (("ANSWEREDTIME", str(a // 1000)), ("ANSWEREDTIME_MS", str(a)),
-            ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)))
-
-
-class LocalStyle:
+class LocalStyle(Style):
     name = "local"
-
-    def __init__(self, sim: Centre) -> None:
-        self.sim = sim
-        self.pbx = sim.pbx
-
-    # ---- devices ----------------------------------------------------------------------------------------
 
     # ---- arrival (answered.ami, queue_timeout.ami, direct_call.ami) ------------------------------------
     def _originate(self, call: Call, exten: str, qtimeout: int | None) -> tuple[Chan, Chan]:
@@ -119,36 +88,17 @@ class LocalStyle:
     def ring(self, call: Call, qc: Chan, queue: QueueRt, op: OperatorRt, answer_after: float | None,
              talk: int) -> Ring:
         pbx = self.pbx
-        ext = op.ext
-        m1, m2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, qc.lid)
-        ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
-        pbx.newchannel(m1)
-        pbx.newchannel(m2)
-        num, name = _member_cid(qc, call)
-        m1.set(cid_num=num, cid_name=name)
-        pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
-        pbx.newcallerid(m1)
-        qtimeout = call.qtimeout if qc is call.c2 else None
-        if qtimeout:
-            pbx.varset(m1, "__QTIMEOUT", qtimeout)
-        pbx.varset(m1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        pbx.varset(m2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        if qtimeout:
-            pbx.varset(m2, "__QTIMEOUT", qtimeout)
-        m2.set(cid_num=qc.cid_num, cid_name=qc.cid_name, cl_num=num, cl_name=name)
-        pbx.newcallerid(m2)
-        pbx.newconnectedline(m2)
-        pbx.local_bridge(m1, m2, "agents", ext)
-        pbx.agent_event("AgentCalled", qc, None, queue.name, op.interface, op.name,
-                        dest_block=m1.render("Dest", cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten))
-        pbx.dial_begin(qc, m1, f"Local/{ext}@agents/n")
+        # the originate's __QTIMEOUT is the only variable the caller's channel passes on
+        inherit = (("__QTIMEOUT", call.qtimeout),) if call.qtimeout and qc is call.c2 else ()
+        ring = self._ring_member(call, qc, queue, op, answer_after, talk, inherit)
+        m1 = ring.m1
         self._fake_agent(ring)
         m1.set(state=5, exten=qc.exten, cl_num=qc.cid_num, cl_name=qc.cid_name)
         pbx.emit("Newstate", m1.block())
         pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
         pbx.newconnectedline(m1)
         self._fake_agent_wait(ring)
-        self.pbx.devstate(f"Local/{ext}@agents")
+        self.pbx.devstate(f"Local/{op.ext}@agents")
         emit_member_status(pbx, op, 2)
         pbx.dial_state(qc, m1)
         update_avail(pbx, op)
@@ -157,13 +107,13 @@ class LocalStyle:
     def rung(self, call: Call, qc: Chan, rings: list[Ring]) -> None:
         pass
 
-    def _fake_agent(self, ring: Ring) -> None:
-        """[agents] priorities 1-5: MODE, RING, TALK from AstDB, then Ringing()."""
+    def _fake_agent(self, ring: Ring, *, mode_read: bool = False) -> None:
+        """[agents] priorities 1-5: MODE, RING, TALK from AstDB, then Ringing() (``mode_read``: the first
+        read of MODE was shown already)."""
         pbx, m2, ext = self.pbx, ring.m2, ring.op.ext
-        mode = "answer" if ring.answer_after is not None else "noanswer"
-        ring_s = str(int(ring.answer_after)) if ring.answer_after is not None else "1"
-        talk_s = str(ring.talk) if ring.answer_after is not None else "600"
-        pbx.varset(m2, "DB_RESULT", mode)
+        mode, ring_s, talk_s = _agent_db(ring)
+        if not mode_read:
+            pbx.varset(m2, "DB_RESULT", mode)
         pbx.newexten(m2, 1, "NoOp", f"agent {ext} mode {mode}")
         pbx.varset(m2, "DB_RESULT", mode)
         pbx.newexten(m2, 2, "Set", f"MODE={mode}")
@@ -186,27 +136,26 @@ class LocalStyle:
             pbx.newexten(m2, 6, "GotoIf", "1?noans")
             pbx.newexten(m2, 11, "Wait", "600")
 
-    def _member_gone(self, op: OperatorRt) -> None:
-        pbx = self.pbx
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
-
     def ring_no_answer(self, call: Call, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
         """abandoned.ami: the member timeout."""
         pbx = self.pbx
-        m1, m2, op = ring.m1, ring.m2, ring.op
-        pbx.agent_event("AgentRingNoAnswer", qc, m1, queue.name, op.interface, op.name, f"RingTime: {ring_ms}\r\n")
-        pbx.dial_end(qc, m1, "NOANSWER")
-        pbx.dial_end(qc, m1, "CANCEL")
-        pbx.hangup_request(m2, 0)
-        pbx.hangup(m1, 0)
+        m2, op = ring.m2, ring.op
+        self._ring_ends(qc, queue, ring, ring_ms)
         pbx.soft_hangup_request(m2, 16)
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         pbx.hangup(m2, 0)
-        self._member_gone(op)
+        self._member_free(op)
         pbx.devstate(dev)
+
+    def _ring_ends(self, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
+        """A ring round ends unanswered: AgentRingNoAnswer, DialEnd NOANSWER and CANCEL, the member's ;1 goes."""
+        pbx = self.pbx
+        self._ring_no_answer_event(qc, queue, ring, ring_ms)
+        pbx.dial_end(qc, ring.m1, "NOANSWER")
+        pbx.dial_end(qc, ring.m1, "CANCEL")
+        pbx.hangup_request(ring.m2, 0)
+        pbx.hangup(ring.m1, 0)
 
     # ---- answer (answered.ami, bounced.ami, attended_transfer.ami) --------------------------------------
     def answered(self, call: Call, qc: Chan, queue: QueueRt, entry: Entry, ring: Ring, losers: list[Ring]) -> Talk:
@@ -219,10 +168,7 @@ class LocalStyle:
         for lo in losers:
             pbx.dial_end(qc, lo.m1, "CANCEL")
             pbx.dial_end(qc, lo.m1, "CANCEL")
-            pbx.hangup_request(lo.m2, 26)
-            pbx.hangup(lo.m1, 26)
-            pbx.soft_hangup_request(lo.m2, 16)
-            pbx.hangup(lo.m2, 26)
+            self._pair_goes(lo.m1, lo.m2, 26)
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         pbx.devstate(dev)
@@ -232,7 +178,7 @@ class LocalStyle:
             pbx.devstate(ldev)
         talk = connect(self.sim, call, qc, queue, entry, ring)
         for lo in losers:
-            self._member_gone(lo.op)
+            self._member_free(lo.op)
         b = pbx.bridge()
         talk.bridge = b
         pbx.bridge_create(b)
@@ -245,6 +191,23 @@ class LocalStyle:
         pbx.varset(m1, "BRIDGEPEER", qc.name)
         pbx.varset(qc, "BRIDGEPEER", m1.name)
         return talk
+
+    # ---- a Local channel pair hanging up ------------------------------------------------------------------
+    def _half_hangs_up(self, half: Chan, other: Chan) -> None:
+        """A Local half is asked to hang up (its dialplan ran Hangup(), or its bridge broke up) and goes: the
+        other half of the pair is asked to go."""
+        pbx = self.pbx
+        pbx.soft_hangup_request(half, 16)
+        pbx.hangup_request(other, 16)
+        pbx.hangup(half, 16)
+
+    def _pair_goes(self, first: Chan, other: Chan, cause: int = 16) -> None:
+        """A Local pair goes, ``first`` half first: the other half is asked to go, and goes."""
+        pbx = self.pbx
+        pbx.hangup_request(other, cause)
+        pbx.hangup(first, cause)
+        pbx.soft_hangup_request(other, 16)
+        pbx.hangup(other, cause)
 
     # ---- the caller leaves the queue --------------------------------------------------------------------
     def _driver_hangs_up(self, call: Call) -> None:
@@ -269,15 +232,7 @@ class LocalStyle:
             pbx.dial_end(qc, r.m1, "CANCEL")
             pbx.hangup_request(r.m2, 0)
             pbx.hangup(r.m1, 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0"), ("ABANDONED", "TRUE")))
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        queue_leave(self.sim, qc, queue, entry)
-        pbx.varset(qc, "QUEUEPOSITION", str(pos))
-        pbx.soft_hangup_request(qc, 16)
+        self._abandon_queue(qc, queue, entry, now)
         if not rings:
             self.pbx.devstate(dev_in)
         pbx.hangup(qc, 16 if call.transfers else 0)
@@ -290,7 +245,7 @@ class LocalStyle:
             if i == 0:
                 pbx.devstate(dev_in)
             pbx.devstate(dev)
-            self._member_gone(r.op)
+            self._member_free(r.op)
         if not rings:
             pbx.devstate(dev_in)
 
@@ -299,51 +254,31 @@ class LocalStyle:
         pbx = self.pbx
         now = pbx.t
         for r in rings:
-            pbx.agent_event("AgentRingNoAnswer", qc, r.m1, queue.name, r.op.interface, r.op.name,
-                            f"RingTime: {ring_ms}\r\n")
-            pbx.dial_end(qc, r.m1, "NOANSWER")
-            pbx.dial_end(qc, r.m1, "CANCEL")
-            pbx.hangup_request(r.m2, 0)
-            pbx.hangup(r.m1, 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varset(qc, "ABANDONED", "TRUE")
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
+            self._ring_ends(qc, queue, r, ring_ms)
+        pos = self._queue_timed_out(qc, queue, entry, now)
         for r in rings:
             pbx.soft_hangup_request(r.m2, 16)
             pbx.hangup(r.m2, 0)
         queue_leave(self.sim, qc, queue, entry)
         pbx.varset(qc, "QUEUEPOSITION", str(pos))
+        # the dialplan's queue result, with the members' device states in between (_queue_result's steps)
         pbx.varset(qc, "QUEUESTATUS", "TIMEOUT")
         for r in rings:
             self.pbx.devstate(f"Local/{r.op.ext}@agents")
-            self._member_gone(r.op)
+            self._member_free(r.op)
         pbx.newexten(qc, 4, "NoOp", "queue result TIMEOUT")
         for r in rings:
             pbx.devstate(f"Local/{r.op.ext}@agents")
         pbx.newexten(qc, 5, "Hangup", "")
-        self._dialplan_hangup(call)
+        self._dialplan_hangup(call, qc)
 
-    def refused(self, call: Call, qc: Chan, queue: QueueRt, status: str) -> None:
-        """join_empty.ami: only VarSet QUEUESTATUS, then the dialplan goes on and hangs up."""
-        pbx = self.pbx
-        pbx.varset(qc, "QUEUESTATUS", status)
-        pbx.newexten(qc, 4, "NoOp", f"queue result {status}")
-        pbx.newexten(qc, 5, "Hangup", "")
-        self._dialplan_hangup(call)
-
-    def _dialplan_hangup(self, call: Call) -> None:
+    def _dialplan_hangup(self, call: Call, qc: Chan) -> None:
         """The caller's ;2 half runs Hangup(): both halves go."""
         pbx = self.pbx
         c1, c2 = call.c1, call.c2
         assert c1 is not None and c2 is not None
         dev = f"Local/{call.exten}@inbound"
-        pbx.soft_hangup_request(c2, 16)
-        pbx.hangup_request(c1, 16)
-        pbx.hangup(c2, 16)
+        self._half_hangs_up(c2, c1)
         pbx.soft_hangup_request(c1, 16)
         self.pbx.devstate(dev)
         pbx.hangup(c1, 16)
@@ -382,12 +317,8 @@ class LocalStyle:
         return self._blind_ami(call, qc, talk, target)
 
     def _agent_complete(self, qc: Chan | None, talk: Talk, reason: str, *, dest: bool = True) -> None:
-        ring, pbx = talk.ring, self.pbx
-        op = ring.op
-        talk_s = secs_between(talk.connected, pbx.t)
-        hold = secs_between(talk.joined, talk.connected)
-        pbx.agent_event("AgentComplete", qc, ring.m1 if dest else None, talk.queue.name, op.interface, op.name,
-                        f"HoldTime: {hold}\r\nTalkTime: {talk_s}\r\nReason: {reason}\r\n")
+        """AgentComplete (without the member's block once its ;1 is gone: ``dest`` False)."""
+        self._agent_complete_event(qc, talk, reason, talk.ring.m1 if dest else None)
 
     def _agent_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
         """answered.ami / ring_no_answer.ami: the fake agent's Hangup() after Wait(TALK)."""
@@ -397,13 +328,10 @@ class LocalStyle:
         m1, m2, op = ring.m1, ring.m2, ring.op
         early = sim.rng.random() < 0.6  # AgentComplete before or after the member's ;1 hangs up
         pbx.newexten(m2, 10, "Hangup", "")
-        pbx.soft_hangup_request(m2, 16)
-        pbx.hangup_request(m1, 16)
-        pbx.hangup(m2, 16)
+        self._half_hangs_up(m2, m1)
         if early:
             self._agent_complete(qc, talk, "agent")
-        pbx.varset(m1, "BRIDGEPEER", "")
-        pbx.varset(qc, "BRIDGEPEER", "")
+        self._clear_peers(m1, qc)
         pbx.bridge_leave(talk.bridge, m1)
         pbx.hangup(m1, 16)
         if not early:
@@ -411,10 +339,9 @@ class LocalStyle:
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         self.pbx.devstate(dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         pbx.bridge_leave(talk.bridge, qc)
-        pbx.varsets(qc, _times(pbx.t, qc, talk.connected))
+        pbx.varsets(qc, dial_times(pbx.t, qc, talk.connected))
         self._caller_side_ends(call, qc, talk.bridge)
 
     def _ami_hangup(self, call: Call, qc: Chan, talk: Talk) -> None:
@@ -425,25 +352,20 @@ class LocalStyle:
         m1, m2, op = ring.m1, ring.m2, ring.op
         c1 = call.c1
         assert c1 is not None and qc is call.c2
-        pbx.varset(m1, "BRIDGEPEER", "")
-        pbx.varset(qc, "BRIDGEPEER", "")
+        self._clear_peers(m1, qc)
         pbx.bridge_leave(talk.bridge, m1)
         pbx.hangup_request(m2, 16)
         pbx.bridge_leave(talk.bridge, qc)
-        pbx.varsets(qc, _times(pbx.t, qc, talk.connected))
+        pbx.varsets(qc, dial_times(pbx.t, qc, talk.connected))
         pbx.bridge_destroy(talk.bridge)
         pbx.soft_hangup_request(qc, 16)
         self._agent_complete(qc, talk, "caller")
-        pbx.hangup_request(c1, 16)
-        pbx.hangup(qc, 16)
-        pbx.soft_hangup_request(c1, 16)
-        pbx.hangup(c1, 16)
+        self._pair_goes(qc, c1)
         dev_in = f"Local/{call.exten}@inbound"
         pbx.devstate(dev_in)
         pbx.hangup(m1, 16)
         pbx.devstate(dev_in)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         dev = f"Local/{op.ext}@agents"
         pbx.devstate(dev)
         pbx.soft_hangup_request(m2, 16)
@@ -455,42 +377,35 @@ class LocalStyle:
         """The caller's Queue() returns after its peer hung up: the caller's channels go (through the
         consultation channels after an attended transfer)."""
         pbx = self.pbx
-        c1, c2 = call.c1, call.c2
-        assert c1 is not None and c2 is not None
+        c2 = call.c2
+        assert c2 is not None
         if qc is c2:
-            pbx.soft_hangup_request(c2, 16)
-            pbx.hangup_request(c1, 16)
-            pbx.hangup(c2, 16)
-            pbx.bridge_destroy(bridge)
-            self.pbx.devstate(f"Local/{call.exten}@inbound")
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup(c1, 16)
-            self.pbx.devstate(f"Local/{call.exten}@inbound")
-            self.sim.end_call(call)
+            self._caller_pair_goes(call, bridge)
             return
         # after an attended transfer: qc is the consultation's ;2 (x2); x1 sits with c2 in the old bridge
         x1, b0 = call.chain[0], call.chain[1]
-        pbx.soft_hangup_request(qc, 16)
-        pbx.hangup_request(x1, 16)
-        pbx.hangup(qc, 16)
+        self._half_hangs_up(qc, x1)
         pbx.bridge_destroy(bridge)
         dev_x = f"Local/{x1.exten}@inbound"
         self.pbx.devstate(dev_x)
-        pbx.varset(c2, "BRIDGEPEER", "")
-        pbx.varset(x1, "BRIDGEPEER", "")
-        pbx.bridge_leave(b0, x1)
-        pbx.hangup(x1, 16)
-        self.pbx.devstate(dev_x)
-        pbx.bridge_leave(b0, c2)
-        pbx.bridge_destroy(b0)
-        pbx.varsets(c2, _times(pbx.t, c2, call.chain[2]))
-        pbx.soft_hangup_request(c2, 16)
-        pbx.hangup_request(c1, 16)
-        pbx.hangup(c2, 16)
-        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        self._clear_peers(c2, x1)
+        self._bridge_left(b0, x1, c2, dev_x)
+        pbx.varsets(c2, dial_times(pbx.t, c2, call.chain[2]))
+        self._caller_pair_goes(call, None)
+
+    def _caller_pair_goes(self, call: Call, bridge: Bridge | None) -> None:
+        """The caller's ;2 leaves Queue() and hangs up (the queue ``bridge`` destroyed, if still there), then
+        the caller's ;1: the call ends."""
+        pbx = self.pbx
+        c1, c2 = call.c1, call.c2
+        assert c1 is not None and c2 is not None
+        self._half_hangs_up(c2, c1)
+        if bridge is not None:
+            pbx.bridge_destroy(bridge)
+        pbx.devstate(f"Local/{call.exten}@inbound")
         pbx.soft_hangup_request(c1, 16)
         pbx.hangup(c1, 16)
-        self.pbx.devstate(f"Local/{call.exten}@inbound")
+        pbx.devstate(f"Local/{call.exten}@inbound")
         self.sim.end_call(call)
 
     def _caller_hangs_up(self, call: Call, qc: Chan, talk: Talk) -> None:
@@ -502,25 +417,18 @@ class LocalStyle:
         c1, c2 = call.c1, call.c2
         assert c1 is not None and c2 is not None
         if qc is c2:
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup_request(c2, 0)
-            pbx.hangup(c1, 0)
-            pbx.varset(c2, "BRIDGEPEER", "")
-            pbx.varset(m1, "BRIDGEPEER", "")
+            self._driver_hangs_up(call)
+            self._clear_peers(c2, m1)
             pbx.bridge_leave(talk.bridge, c2)
-            pbx.varsets(c2, _times(pbx.t, c2, talk.connected))
+            pbx.varsets(c2, dial_times(pbx.t, c2, talk.connected))
             pbx.bridge_leave(talk.bridge, m1)
             pbx.bridge_destroy(talk.bridge)
-            pbx.hangup_request(m2, 16)
-            pbx.hangup(m1, 16)
-            pbx.soft_hangup_request(m2, 16)
-            pbx.hangup(m2, 16)
+            self._pair_goes(m1, m2)
             pbx.soft_hangup_request(c2, 16)
             self._agent_complete(c2, talk, "caller")
             self.pbx.devstate(f"Local/{call.exten}@inbound")
             pbx.hangup(c2, 16)
-            op.calls_taken_in(pbx.t, talk.queue)
-            self._member_gone(op)
+            self._member_done(talk)
             dev = f"Local/{op.ext}@agents"
             self.pbx.devstate(dev)
             self.pbx.devstate(dev)
@@ -532,10 +440,9 @@ class LocalStyle:
         x2 = qc
         pbx.soft_hangup_request(c1, 16)
         pbx.hangup_request(c2, 0)
-        pbx.varset(c2, "BRIDGEPEER", "")
-        pbx.varset(x1, "BRIDGEPEER", "")
+        self._clear_peers(c2, x1)
         pbx.bridge_leave(b0, c2)
-        pbx.varsets(c2, _times(pbx.t, c2, call.chain[2]))
+        pbx.varsets(c2, dial_times(pbx.t, c2, call.chain[2]))
         c1.set(cid_num=None, cid_name=None)
         pbx.hangup(c1, 0)
         pbx.newcallerid(c1, "67 (Number Unavailable)")
@@ -545,15 +452,15 @@ class LocalStyle:
         pbx.bridge_destroy(b0)
         pbx.hangup_request(x2, 16)
         pbx.hangup(x1, 16)
-        pbx.varset(x2, "BRIDGEPEER", "")
+        self._clear_peer(x2, m1)
         self.pbx.devstate(f"Local/{call.exten}@inbound")
         self.pbx.devstate(f"Local/{call.exten}@inbound")
         dev_x = f"Local/{x1.exten}@inbound"
         self.pbx.devstate(dev_x)
         self._agent_complete(x2, talk, "caller")
-        pbx.varset(m1, "BRIDGEPEER", "")
+        self._clear_peer(m1, x2)
         pbx.bridge_leave(talk.bridge, x2)
-        t = _times(pbx.t, x2, talk.connected)
+        t = dial_times(pbx.t, x2, talk.connected)
         pbx.varset(x2, *t[0])
         pbx.bridge_leave(talk.bridge, m1)
         pbx.varsets(x2, t[1:])
@@ -568,48 +475,24 @@ class LocalStyle:
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
         self.pbx.devstate(dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         self.sim.end_call(call)
 
     # ---- transfers --------------------------------------------------------------------------------------
     def _blind_ami(self, call: Call, qc: Chan, talk: Talk, target: QueueRt) -> tuple[Chan, QueueRt]:
         """blind_transfer.ami, bounced.ami: the AMI BlindTransfer action on the member's ;1."""
         pbx = self.pbx
-        ring = talk.ring
-        m1, m2, op = ring.m1, ring.m2, ring.op
-        old = talk.queue
-        pbx.unhold(m1)
-        pbx.varset(m1, "BLINDTRANSFER", qc.name)
-        pbx.varset(qc, "BLINDTRANSFER", m1.name)
-        pbx.varset(m1, "BRIDGEPEER", "")
-        pbx.emit("BlindTransfer", f"Result: Success\r\n{m1.block('Transferer')}{qc.block('Transferee')}"
-                                  f"{talk.bridge.block()}IsExternal: Yes\r\nContext: inbound\r\n"
-                                  f"Extension: {target.name}\r\n")
-        self._agent_complete(qc, talk, "transfer")
-        pbx.bridge_leave(talk.bridge, m1)
-        pbx.hangup_request(m2, 16)
-        pbx.hangup(m1, 16)
-        pbx.varset(qc, "BRIDGEPEER", "")
-        op.calls_taken_in(pbx.t, old)
-        self._member_gone(op)
-        dev = f"Local/{op.ext}@agents"
-        self.pbx.devstate(dev)
-        pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
-        pbx.bridge_leave(talk.bridge, qc)
-        t = _times(pbx.t, qc, talk.connected)
-        pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
-        pbx.newexten(qc, 2, "Answer", "")
+        m2 = talk.ring.m2
+        self._blind_ami_action(qc, talk, target)
+        self._member_done(talk)
+        dev = f"Local/{talk.ring.op.ext}@agents"
+        pbx.devstate(dev)
+        self._blind_ami_requeue(qc, talk, target)
         pbx.soft_hangup_request(m2, 16)
         pbx.bridge_destroy(talk.bridge)
         pbx.hangup(m2, 16)
         self.pbx.devstate(dev)
-        call.transfers += 1
-        call.truth.transfers.append("blind")
-        call.truth.kind("blind_transfer")
-        call.truth.kind("ami_blind")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "blind", "ami_blind")
         return qc, target
 
     def _attended(self, call: Call, qc: Chan, talk: Talk, target: QueueRt, plan: Plan,
@@ -676,7 +559,7 @@ class LocalStyle:
         pbx.newexten(new.ring.m2, 9, "Wait", str(new.ring.talk))
         yield max(0.1, sim.consult_talk(plan) - ANSWER_PAUSE)
         # the transferring member hangs up: the bridges merge
-        pbx.varset(m1, "BRIDGEPEER", "")
+        self._clear_peer(m1, x1)
         pbx.bridge_leave(b1, m1)
         pbx.hangup_request(m2, 16)
         pbx.emit("BridgeMerge", f"{talk.bridge.block('To')}{b1.block('From')}")
@@ -687,8 +570,7 @@ class LocalStyle:
         pbx.bridge_leave(b1, x1)
         dev = f"Local/{op.ext}@agents"
         self.pbx.devstate(dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        self._member_gone(op)
+        self._member_done(talk)
         pbx.bridge_enter(talk.bridge, x1)
         pbx.varset(c2, "BRIDGEPEER", x1.name)
         pbx.varset(x1, "BRIDGEPEER", c2.name)
@@ -704,14 +586,8 @@ class LocalStyle:
         self._agent_complete(c2, talk, "transfer")
         pbx.hangup(m1, 16)
         self.pbx.devstate(dev)
-        call.transfers += 1
-        call.attended = True
         call.chain = [x1, talk.bridge, talk.connected]
-        call.truth.transfers.append("attended")
-        call.truth.kind("attended_transfer")
-        call.truth.kind("feature_attended")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "attended", "feature_attended")
         # the caller now talks with the consultation's member; that part ends as planned
         return (yield from self._after_attended(call, x2, new, consult_plan))
 
@@ -732,40 +608,12 @@ class LocalStyle:
         pbx, sim = self.pbx, self.sim
         ext = op.ext
         c1, c2 = self._originate(call, ext, None)
-        pbx.newexten(c2, 1, "NoOp", f"direct call to {ext}")
-        pbx.newexten(c2, 2, "Dial", f"Local/{ext}@agents/n,20,tT")
-        pbx.varsets(c2, DIAL_VARS_EMPTY)
-        d1, d2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, c2.lid)
-        pbx.newchannel(d1)
-        pbx.newchannel(d2)
-        pbx.varset(d1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d1.set(cid_num=ext, cid_name=call.name, cl_num=call.number, cl_name=call.name)
-        pbx.newexten(d1, 1, "AppDial", "(Outgoing Line)")
-        pbx.newcallerid(d1)
-        pbx.newconnectedline(d1)
-        pbx.varset(d2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d2.set(cid_num=call.number, cid_name=call.name, cl_num=ext, cl_name=call.name)
-        pbx.newcallerid(d2)
-        pbx.newconnectedline(d2)
-        pbx.local_bridge(d1, d2, "agents", ext)
+        d1, d2 = self._direct_dial(call, c2, ext)
         answer_after, talk_s = sim.decide_direct(call, op)
         ring = Ring(op, d1, d2, pbx.t, answer_after, talk_s)
-        mode = "answer" if answer_after is not None else "noanswer"
-        pbx.varset(d2, "DB_RESULT", mode)
+        pbx.varset(d2, "DB_RESULT", _agent_db(ring)[0])  # the first AstDB read shows before DialBegin here
         pbx.dial_begin(c2, d1, f"{ext}@agents/n")
-        pbx.newexten(d2, 1, "NoOp", f"agent {ext} mode {mode}")
-        pbx.varset(d2, "DB_RESULT", mode)
-        pbx.newexten(d2, 2, "Set", f"MODE={mode}")
-        pbx.varset(d2, "MODE", mode)
-        ring_s = str(int(answer_after)) if answer_after is not None else "1"
-        talk_v = str(talk_s) if answer_after is not None else "600"
-        pbx.varset(d2, "DB_RESULT", ring_s)
-        pbx.newexten(d2, 3, "Set", f"RING={ring_s}")
-        pbx.varset(d2, "RING", ring_s)
-        pbx.varset(d2, "DB_RESULT", talk_v)
-        pbx.newexten(d2, 4, "Set", f"TALK={talk_v}")
-        pbx.varset(d2, "TALK", talk_v)
-        pbx.newexten(d2, 5, "Ringing", "")
+        self._fake_agent(ring, mode_read=True)
         pbx.newstate(d1, 5)
         self._fake_agent_wait(ring)
         sim.set_busy(op, True)
@@ -778,20 +626,15 @@ class LocalStyle:
         dev_in = f"Local/{ext}@inbound"
         self.pbx.devstate(dev_in)
         pbx.dial_state(None, c1)
-        patience = call.patience
-        limit = 20.0
-        if answer_after is None or answer_after >= min(limit, patience):
-            yield min(limit, patience)
-            self._direct_unanswered(call, ring, gave_up=patience < limit)
+        wait, gave_up = self._direct_ring(answer_after, call.patience)
+        yield wait
+        if gave_up is not None:
+            self._direct_unanswered(call, ring, gave_up)
             return None
-        yield answer_after + 0.003
         pbx.newexten(d2, 8, "Answer", "")
         pbx.newstate(d2, 6)
         pbx.newstate(d1, 6)
-        pbx.varsets(c2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", d1.name),
-                         ("DIALEDPEERNUMBER", f"{ext}@agents/n")))
-        pbx.dial_end(c2, d1, "ANSWER", d1.render("Dest", exten=""))
-        d1.set(exten="")
+        self._dial_answered(c2, d1, f"{ext}@agents/n")
         pbx.newstate(c2, 6)
         b = pbx.bridge()
         pbx.bridge_create(b)
@@ -807,51 +650,27 @@ class LocalStyle:
         pbx.varset(d1, "BRIDGEPEER", c2.name)
         pbx.varset(c2, "BRIDGEPEER", d1.name)
         connected = pbx.t
-        call.truth.operators.append(f"ext:{ext}")
-        call.truth.outcome = "answered"
-        call.truth.kind("direct")
-        call.truth.kind("answered")
-        sim.caller_answered(call)
-        plan = sim.plan(call, None)
+        plan = self._direct_answered(call, ext)
         yield ANSWER_PAUSE
-        pbx.newexten(d2, 9, "Wait", talk_v)
+        pbx.newexten(d2, 9, "Wait", str(talk_s))
         if plan.end == "operator":
             yield float(talk_s)
             call.truth.kind("operator_hung_up")
             pbx.newexten(d2, 10, "Hangup", "")
-            pbx.soft_hangup_request(d2, 16)
-            pbx.hangup_request(d1, 16)
-            pbx.hangup(d2, 16)
-            pbx.varset(d1, "BRIDGEPEER", "")
-            pbx.varset(c2, "BRIDGEPEER", "")
-            pbx.bridge_leave(b, d1)
-            pbx.hangup(d1, 16)
-            self.pbx.devstate(dev)
-            pbx.bridge_leave(b, c2)
-            pbx.bridge_destroy(b)
-            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
-            pbx.soft_hangup_request(c2, 16)
-            pbx.varset(c1, "CHANLOCALSTATUS", "ANSWER")
-            pbx.hangup_request(c1, 16)
-            pbx.hangup(c2, 16)
+            self._half_hangs_up(d2, d1)
+            self._clear_peers(d1, c2)
+            self._bridge_left(b, d1, c2, dev)
+            self._dial_ended(c2, connected)
+            self._dialled_two_ends(c1, c2)
             pbx.soft_hangup_request(c1, 16)
             pbx.hangup(c1, 16)
         else:
             yield max(0.5, sim.talk_time(plan, op) - ANSWER_PAUSE)
             call.truth.kind("caller_hung_up")
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup_request(c2, 0)
-            pbx.hangup(c1, 0)
-            pbx.varset(c2, "BRIDGEPEER", "")
-            pbx.varset(d1, "BRIDGEPEER", "")
-            pbx.bridge_leave(b, c2)
-            pbx.bridge_leave(b, d1)
-            pbx.bridge_destroy(b)
-            pbx.varsets(c2, (*_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
-            pbx.hangup_request(d2, 16)
-            pbx.hangup(d1, 16)
-            pbx.soft_hangup_request(d2, 16)
-            pbx.hangup(d2, 16)
+            self._driver_hangs_up(call)
+            self._bridge_ends(b, c2, d1)
+            pbx.varsets(c2, (*dial_times(pbx.t, c2, connected), ("DIALSTATUS", "ANSWER")))
+            self._pair_goes(d1, d2)
             self.pbx.devstate(dev)
             pbx.soft_hangup_request(c2, 16)
             pbx.hangup(c2, 16)
@@ -871,24 +690,20 @@ class LocalStyle:
         assert c1 is not None and c2 is not None
         d1, d2, op = ring.m1, ring.m2, ring.op
         if gave_up:
-            pbx.soft_hangup_request(c1, 16)
-            pbx.hangup_request(c2, 0)
-            pbx.hangup(c1, 0)
+            self._driver_hangs_up(call)
             pbx.dial_end(c2, d1, "CANCEL")
             pbx.hangup_request(d2, 0)
             pbx.hangup(d1, 0)
-            pbx.varsets(c2, (("DIALSTATUS", "CANCEL"), *_times(pbx.t, c2, pbx.t)[2:]))
+            pbx.varsets(c2, (("DIALSTATUS", "CANCEL"), *dial_times(pbx.t, c2, pbx.t)[2:]))
             pbx.soft_hangup_request(c2, 16)
             pbx.hangup(c2, 0)
         else:
             pbx.dial_end(c2, d1, "NOANSWER")
             pbx.hangup_request(d2, 0)
             pbx.hangup(d1, 0)
-            pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"), *_times(pbx.t, c2, pbx.t)[2:]))
+            pbx.varsets(c2, (("DIALSTATUS", "NOANSWER"), *dial_times(pbx.t, c2, pbx.t)[2:]))
             pbx.newexten(c2, 3, "Hangup", "")
-            pbx.soft_hangup_request(c2, 16)
-            pbx.hangup_request(c1, 16)
-            pbx.hangup(c2, 16)
+            self._half_hangs_up(c2, c1)
             pbx.dial_end(None, c1, "CANCEL")
             pbx.soft_hangup_request(c1, 16)
             pbx.hangup(c1, 16)
@@ -899,19 +714,15 @@ class LocalStyle:
         emit_member_status(pbx, op, 1)
         self.pbx.devstate(f"Local/{call.exten}@inbound")
         self.pbx.devstate(f"Local/{call.exten}@inbound")
-        call.truth.outcome = "unanswered"
-        call.truth.kind("direct")
-        call.truth.kind("unanswered")
-        sim.end_call(call)
+        self._direct_unanswered_end(call)
 
     def outbound_call(self, op: OperatorRt, number: str, answered: bool, truth: Any) -> Any:
         raise NotImplementedError("the local PBX has no trunk")  # the centre never asks
         yield 0.0
 
 
-def _member_cid(qc: Chan, call: Call) -> tuple[str, str | None]:
-    if qc.cl_num:
-        return qc.cl_num, qc.cl_name
-    if call.dnid and qc is call.c2:
-        return call.dnid, None
-    return qc.exten, None
+def _agent_db(ring: Ring) -> tuple[str, str, str]:
+    """MODE, RING and TALK the fake agent of ``ring`` reads from AstDB."""
+    if ring.answer_after is None:
+        return "noanswer", "1", "600"
+    return "answer", str(int(ring.answer_after)), str(ring.talk)

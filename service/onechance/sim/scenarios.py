@@ -12,7 +12,8 @@ The queue mechanics follow app_queue: a ring round rings the members the queue p
 ``AgentRingNoAnswer`` then carries the shortened time); the first member to answer wins, the others get
 ``CANCEL``; after a round nobody answered the caller waits ``retry`` seconds.  The caller hangs up when
 their patience runs out, at any point.  Which events each step emits is the style's business
-(:mod:`.local`, :mod:`.sip`): the sequences there are transcribed from the shared captures.
+(:mod:`.local`, :mod:`.sip`, with what both write alike in :mod:`.common`): the sequences there are
+transcribed from the shared captures.
 
 Generators yield seconds to sleep (see :mod:`.kernel`).
 """

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .channels import Bridge, Chan
+from .common import DIAL_VARS_EMPTY, Style, count_transfer, dial_times, queue_wait
 from .kernel import US
 from .queues import Entry, OperatorRt, QueueRt, emit_member_status, update_avail
 from .scenarios import (
@@ -34,10 +35,8 @@ from .scenarios import (
     Ring,
     Talk,
     connect,
-    queue_abandon_event,
     queue_leave,
     queue_visit,
-    secs_between,
 )
 
 if TYPE_CHECKING:
@@ -45,9 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SipStyle"]
 
-DIAL_VARS_EMPTY = (("DIALSTATUS", ""), ("DIALEDPEERNUMBER", ""), ("DIALEDPEERNAME", ""), ("ANSWEREDTIME", ""),
-                   ("ANSWEREDTIME_MS", ""), ("DIALEDTIME", ""), ("DIALEDTIME_MS", ""), ("RINGTIME", ""),
-                   ("RINGTIME_MS", ""), ("PROGRESSTIME", ""), ("PROGRESSTIME_MS", ""))
 QOS = ("RTPAUDIOQOS", "RTPAUDIOQOSJITTER", "RTPAUDIOQOSLOSS", "RTPAUDIOQOSRTT", "RTPAUDIOQOSMES")
 TRUNK_IP = "127.0.0.1"
 
@@ -64,19 +60,11 @@ class Hop:
     since: int = 0  # µs, when the bridge was made (ANSWEREDTIME of ``a``)
 
 
-def _times(t: int, ch: Chan, since: int) -> tuple[tuple[str, str], ...]:
-    a = max(0, (t - since) // 1000)
-    d = max(0, (t - ch.born) // 1000)
-    return (("ANSWEREDTIME", str(a // 1000)), ("ANSWEREDTIME_MS", str(a)),
-            ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)))
-
-
-class SipStyle:
+class SipStyle(Style):
     name = "sip"
 
     def __init__(self, sim: Centre) -> None:
-        self.sim = sim
-        self.pbx = sim.pbx
+        super().__init__(sim)
         self.voicemails = 0
         self.sipp_calls = 0
 
@@ -223,36 +211,22 @@ class SipStyle:
     # ---- ringing (sip_blind_refer.ami, exit_with_key.ami) -------------------------------------------------
     def ring(self, call: Call, qc: Chan, queue: QueueRt, op: OperatorRt, answer_after: float | None,
              talk: int) -> Ring:
-        pbx = self.pbx
-        ext = op.ext
-        m1, m2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, qc.lid)
-        ring = Ring(op, m1, m2, pbx.t, answer_after, talk)
-        pbx.newchannel(m1)
-        pbx.newchannel(m2)
-        num, name = _member_cid(qc, call)
-        m1.set(cid_num=num, cid_name=name)
-        pbx.newexten(m1, 1, "AppQueue", "(Outgoing Line)")
-        pbx.newcallerid(m1)
         inherit = _inherited(qc)
-        pbx.varsets(m1, inherit)
-        for name_, value in inherit:
-            _inherit(m1, name_, value)
-            _inherit(m2, name_, value)
-        pbx.varset(m1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        pbx.varset(m2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        pbx.varsets(m2, inherit)
-        m2.set(cid_num=qc.cid_num, cid_name=qc.cid_name, cl_num=num, cl_name=name)
-        pbx.newcallerid(m2)
-        pbx.newconnectedline(m2)
-        pbx.local_bridge(m1, m2, "agents", ext)
-        pbx.agent_event("AgentCalled", qc, None, queue.name, op.interface, op.name,
-                        dest_block=m1.render("Dest", cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten))
-        pbx.dial_begin(qc, m1, f"Local/{ext}@agents/n")
+        ring = self._ring_member(call, qc, queue, op, answer_after, talk, inherit)
+        m1, m2 = ring.m1, ring.m2
+        for name, value in inherit:
+            _inherit(m1, name, value)
+            _inherit(m2, name, value)
         m1.set(cl_num=qc.cid_num, cl_name=qc.cid_name, exten=qc.exten)
-        pbx.newexten(m2, 1, "NoOp", f"operator {ext}")
-        pbx.newexten(m2, 2, "Dial", f"PJSIP/{ext},,")
-        pbx.varsets(m2, DIAL_VARS_EMPTY)
+        self._dial_phone(m2, op.ext)
         return ring
+
+    def _dial_phone(self, two: Chan, ext: str) -> None:
+        """[agents] on this PBX: a member's ;2 half dials the operator's phone."""
+        pbx = self.pbx
+        pbx.newexten(two, 1, "NoOp", f"operator {ext}")
+        pbx.newexten(two, 2, "Dial", f"PJSIP/{ext},,")
+        pbx.varsets(two, DIAL_VARS_EMPTY)
 
     def rung(self, call: Call, qc: Chan, rings: list[Ring]) -> None:
         """The members' Dial() reaches their phones (after app_queue rang every member)."""
@@ -310,9 +284,7 @@ class SipStyle:
         update_avail(self.pbx, op)
 
     def ring_no_answer(self, call: Call, qc: Chan, queue: QueueRt, ring: Ring, ring_ms: int) -> None:
-        op = ring.op
-        self.pbx.agent_event("AgentRingNoAnswer", qc, ring.m1, queue.name, op.interface, op.name,
-                             f"RingTime: {ring_ms}\r\n")
+        self._ring_no_answer_event(qc, queue, ring, ring_ms)
         self._drop_ring(qc, ring, ("NOANSWER", "CANCEL"), 0)
 
     # ---- answer (sip_blind_refer.ami, call_pickup.ami) ----------------------------------------------------
@@ -329,9 +301,7 @@ class SipStyle:
             pbx.devstate(phone.dev)
             emit_member_status(pbx, op, 2)
             update_avail(pbx, op)
-            pbx.varsets(m2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", phone.name), ("DIALEDPEERNUMBER", op.ext)))
-            pbx.dial_end(m2, phone, "ANSWER", phone.render("Dest", exten=""))
-            phone.set(exten="")
+            self._dial_answered(m2, phone, op.ext)
         if ring.picker is not None:
             pbx.devstate(f"Local/{op.ext}@agents")
             qc.set(cl_num=talker.ext, cl_name=talker.name)
@@ -444,9 +414,7 @@ class SipStyle:
         m2.set(cl_num=picker.ext, cl_name=picker.name)
         ring.m1.set(cid_num=picker.ext, cid_name=picker.name)
         pbx.newconnectedline(m2)
-        pbx.varsets(m2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", pb.name), ("DIALEDPEERNUMBER", ring.op.ext)))
-        pbx.dial_end(m2, pb, "ANSWER", pb.render("Dest", exten=""))
-        pb.set(exten="")
+        self._dial_answered(m2, pb, ring.op.ext)
         pbx.newstate(m2, 6)
         bridge = pbx.bridge()
         pbx.bridge_create(bridge)
@@ -478,15 +446,7 @@ class SipStyle:
         pbx.moh_stop(qc)
         for r in rings:
             self._drop_ring(qc, r, ("CANCEL", "CANCEL"), 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0"), ("ABANDONED", "TRUE")))
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        queue_leave(self.sim, qc, queue, entry)
-        pbx.varset(qc, "QUEUEPOSITION", str(pos))
-        pbx.soft_hangup_request(qc, 16)
+        self._abandon_queue(qc, queue, entry, now)
         if qc is trunk:
             pbx.hangup(qc, 0)
             pbx.devstate("PJSIP/carrier")
@@ -498,29 +458,12 @@ class SipStyle:
         pbx = self.pbx
         now = pbx.t
         for r in rings:
-            pbx.agent_event("AgentRingNoAnswer", qc, r.m1, queue.name, r.op.interface, r.op.name,
-                            f"RingTime: {ring_ms}\r\n")
-            self._drop_ring(qc, r, ("NOANSWER", "CANCEL"), 0)
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
-        pbx.varset(qc, "ABANDONED", "TRUE")
-        pos = queue_abandon_event(pbx, qc, queue, entry, wait)
-        pbx.varsets(qc, (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                         ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                         ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
+            self.ring_no_answer(call, qc, queue, r, ring_ms)
+        pos = self._queue_timed_out(qc, queue, entry, now)
         pbx.moh_stop(qc)
         queue_leave(self.sim, qc, queue, entry)
         pbx.varset(qc, "QUEUEPOSITION", str(pos))
-        pbx.varset(qc, "QUEUESTATUS", "TIMEOUT")
-        pbx.newexten(qc, 4, "NoOp", "queue result TIMEOUT")
-        pbx.newexten(qc, 5, "Hangup", "")
-        self._dialplan_hangup(call, qc)
-
-    def refused(self, call: Call, qc: Chan, queue: QueueRt, status: str) -> None:
-        pbx = self.pbx
-        pbx.varset(qc, "QUEUESTATUS", status)
-        pbx.newexten(qc, 4, "NoOp", f"queue result {status}")
-        pbx.newexten(qc, 5, "Hangup", "")
+        self._queue_result(qc, "TIMEOUT")
         self._dialplan_hangup(call, qc)
 
     def _dialplan_hangup(self, call: Call, qc: Chan) -> None:
@@ -544,13 +487,8 @@ class SipStyle:
         qc.set(context=f"{queue.name}-exit", exten="1", prio=0)
         for r in rings:
             self._drop_ring(qc, r, ("CANCEL", "CANCEL"), 0)
-        now = pbx.t
-        wait = secs_between(entry.joined, now)
-        d = (now - qc.born) // 1000
         stale = qc.render(**old)
-        for var, value in (("QUEUEWAIT", str(wait)), ("QUEUEWAIT_MS", str(wait * 1000)),
-                           ("DIALEDTIME", str(d // 1000)), ("DIALEDTIME_MS", str(d)),
-                           ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")):
+        for var, value in queue_wait(qc, entry, pbx.t)[1]:
             pbx.emit("VarSet", f"{stale}Variable: {var}\r\nValue: {value}\r\n")
         pbx.newexten(qc, 0, "Queue", f"{queue.name},tT,,,{queue.spec.max_wait}")
         pbx.moh_stop(qc)
@@ -588,7 +526,11 @@ class SipStyle:
             if plan.method == "ami":
                 return self._blind_ami(call, qc, talk, target)
             return self._refer_blind(call, talk, target)
-        yield max(0.5, sim.talk_time(plan, talk.talker))
+        return (yield from self._talk_ends(call, plan, talk.talker))
+
+    def _talk_ends(self, call: Call, plan: Plan, talker: OperatorRt) -> Any:
+        """The talk goes on to its planned end: the caller's BYE, or the phone's."""
+        yield max(0.5, self.sim.talk_time(plan, talker))
         if plan.end == "caller":
             self._caller_hangs_up(call)
         else:
@@ -603,9 +545,7 @@ class SipStyle:
         last = call.chain[-1]
         phone, peer = last.b, last.a
         self._qos(phone, peer)
-        if peer.pair is not None and peer.cid_num != peer.pair.cl_num:
-            peer.set(cid_num=peer.pair.cl_num, cid_name=peer.pair.cl_name)  # shown late, as Asterisk does
-            pbx.newcallerid(peer)
+        self._late_callerid(peer)
         pbx.hangup_request(phone, None if _dialled_in(phone) else 16)
         self._up(call, len(call.chain) - 1)
 
@@ -616,48 +556,30 @@ class SipStyle:
         a, b = hop.a, hop.b
         if hop.kind == "dial":
             assert hop.bridge is not None
-            pbx.varset(b, "BRIDGEPEER", "")
-            pbx.varset(a, "BRIDGEPEER", "")
-            if b.tech == "PJSIP":
-                pbx.varset(a, "BRIDGEPVTCALLID", "")
-            pbx.bridge_leave(hop.bridge, b)
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
-            pbx.soft_hangup_request(a, 16)
+            self._bridge_ends(hop.bridge, b, a)
+            self._dial_ended(a, hop.since)
             if b.up:
                 pbx.hangup(b, 16)
                 pbx.devstate(b.dev) if b.tech == "PJSIP" else None
             self._up_from(call, i)
         elif hop.kind == "plain":
             assert hop.bridge is not None
-            pbx.varset(b, "BRIDGEPEER", "")
-            pbx.varset(a, "BRIDGEPEER", "")
-            pbx.bridge_leave(hop.bridge, b)
-            if b.up:
-                pbx.hangup(b, 16)
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
-            pbx.soft_hangup_request(a, 16)
+            self._clear_peers(b, a)
+            self._bridge_left(hop.bridge, b, a)
+            self._dial_ended(a, hop.since)
             self._up_from(call, i)
         elif hop.kind == "queue":
             talk = hop.talk
             assert hop.bridge is not None and talk is not None
             if not talk.ring.extra.get("completed"):
                 self._agent_complete(a, talk, "agent")
-            pbx.varset(b, "BRIDGEPEER", "")
-            if a.tech == "PJSIP":
-                pbx.varset(b, "BRIDGEPVTCALLID", "")
-            if b.pair is not None and b.cid_num != b.pair.cl_num:
-                # a Local half shows its partner's connected line as caller id (late, as Asterisk does)
-                b.set(cid_num=b.pair.cl_num, cid_name=b.pair.cl_name)
-                pbx.newcallerid(b)
-            pbx.varset(a, "BRIDGEPEER", "")
+            self._clear_peer(b, a)
+            self._late_callerid(b)
+            self._clear_peer(a, b)
             pbx.bridge_leave(hop.bridge, b)
             pbx.bridge_leave(hop.bridge, a)
             pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, _times(pbx.t, a, hop.since))
+            pbx.varsets(a, dial_times(pbx.t, a, hop.since))
             pbx.soft_hangup_request(a, 16)
             if b.up:
                 pbx.hangup(b, 16)
@@ -677,10 +599,7 @@ class SipStyle:
             return
         prev = call.chain[i - 1]
         if prev.kind == "local":  # a is the ;2 of prev: its ;1 is asked to go
-            one = prev.a
-            pbx.varset(one, "CHANLOCALSTATUS", "ANSWER")
-            pbx.hangup_request(one, 16)
-            pbx.hangup(a, 16)
+            self._dialled_two_ends(prev.a, a)
             pbx.devstate(a.dev)
             self._up(call, i - 2)
         else:
@@ -702,34 +621,12 @@ class SipStyle:
         hop = call.chain[i]
         a, b = hop.a, hop.b
         if hop.kind in ("queue", "plain"):
-            assert hop.bridge is not None
-            pbx.varset(a, "BRIDGEPEER", "")
-            pbx.varset(b, "BRIDGEPEER", "")
-            if a.tech == "PJSIP":
-                pbx.varset(b, "BRIDGEPVTCALLID", "")
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_leave(hop.bridge, b)
-            pbx.bridge_destroy(hop.bridge)
-            if hop.kind == "queue":
-                pbx.varsets(a, _times(pbx.t, a, hop.since))
-            pbx.soft_hangup_request(a, 16)
-            if hop.kind == "queue" and hop.talk is not None and not hop.talk.ring.extra.get("completed"):
-                self._agent_complete(a, hop.talk, "caller")
-            if a.up:
-                pbx.hangup(a, 16)
-                if a.tech == "PJSIP":
-                    pbx.devstate(a.dev)
+            self._bridged_caller_goes(hop)
             self._down_from(call, i)
         elif hop.kind == "dial":
             assert hop.bridge is not None
-            pbx.varset(a, "BRIDGEPEER", "")
-            pbx.varset(a, "BRIDGEPVTCALLID", "")
-            pbx.varset(b, "BRIDGEPEER", "")
-            pbx.bridge_leave(hop.bridge, a)
-            pbx.bridge_leave(hop.bridge, b)
-            pbx.bridge_destroy(hop.bridge)
-            pbx.varsets(a, (*_times(pbx.t, a, hop.since), ("DIALSTATUS", "ANSWER")))
-            pbx.soft_hangup_request(a, 16)
+            self._bridge_ends(hop.bridge, a, b)
+            self._dial_ended(a, hop.since)
             if a.up:
                 pbx.hangup(a, 16)
             if b.up:
@@ -737,6 +634,23 @@ class SipStyle:
                 pbx.hangup(b, 16)
                 pbx.devstate(b.dev)
             self._chain_done(call)
+
+    def _bridged_caller_goes(self, hop: Hop, *, pvt: bool = True) -> None:
+        """A queue or plain hop's caller side (``a``) goes: the bridge breaks up (``pvt``: see
+        :meth:`_bridge_ends`), AgentComplete on a queue bridge (unless told already), ``a`` hangs up."""
+        pbx = self.pbx
+        a = hop.a
+        assert hop.bridge is not None
+        self._bridge_ends(hop.bridge, a, hop.b, pvt=pvt)
+        if hop.kind == "queue":
+            pbx.varsets(a, dial_times(pbx.t, a, hop.since))
+        pbx.soft_hangup_request(a, 16)
+        if hop.kind == "queue" and hop.talk is not None and not hop.talk.ring.extra.get("completed"):
+            self._agent_complete(a, hop.talk, "caller")
+        if a.up:
+            pbx.hangup(a, 16)
+            if a.tech == "PJSIP":
+                pbx.devstate(a.dev)
 
     def _down_from(self, call: Call, i: int) -> None:
         """Hop ``i``'s operator side (a Local ;1) is hung up by its bridge: its ;2 is asked to go."""
@@ -759,28 +673,11 @@ class SipStyle:
             self._chain_done(call)
 
     def _agent_complete(self, qc: Chan, talk: Talk, reason: str, *, free: bool = True) -> None:
-        pbx = self.pbx
-        ring = talk.ring
-        op = ring.op
-        ring.extra["completed"] = True
-        pbx.agent_event("AgentComplete", qc, ring.m1, talk.queue.name, op.interface, op.name,
-                        f"HoldTime: {secs_between(talk.joined, talk.connected)}\r\n"
-                        f"TalkTime: {secs_between(talk.connected, pbx.t)}\r\nReason: {reason}\r\n")
+        """AgentComplete (told once), and the talking operator is free again unless ``free`` is False."""
+        talk.ring.extra["completed"] = True
+        self._agent_complete_event(qc, talk, reason, talk.ring.m1)
         if free:
             self._member_done(talk)
-
-    def _member_done(self, talk: Talk) -> None:
-        """The talking operator is free again (QueueMemberStatus, if not done yet)."""
-        ring = talk.ring
-        if ring.extra.get("freed"):
-            return
-        ring.extra["freed"] = True
-        pbx = self.pbx
-        op = talk.talker
-        op.calls_taken_in(pbx.t, talk.queue if op is ring.op else None)
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
 
     def _chain_done(self, call: Call) -> None:
         for hop in call.chain:
@@ -799,22 +696,10 @@ class SipStyle:
         while i < len(call.chain):
             hop = call.chain[i]
             if hop.kind in ("queue", "plain"):
-                assert hop.bridge is not None
-                a, b = hop.a, hop.b
-                pbx.varset(a, "BRIDGEPEER", "")
-                pbx.varset(b, "BRIDGEPEER", "")
-                pbx.bridge_leave(hop.bridge, a)
-                pbx.bridge_leave(hop.bridge, b)
-                pbx.bridge_destroy(hop.bridge)
-                if hop.kind == "queue":
-                    pbx.varsets(a, _times(pbx.t, a, hop.since))
-                pbx.soft_hangup_request(a, 16)
-                if hop.talk is not None and not hop.talk.ring.extra.get("completed"):
-                    self._agent_complete(a, hop.talk, "caller")
-                if a.up:
-                    pbx.hangup(a, 16)
-                    if a.tech == "PJSIP":
-                        pbx.devstate(a.dev)
+                # as in _down, but BRIDGEPVTCALLID is not emptied on the member's ;1 (as ever; no capture
+                # shows this case)
+                self._bridged_caller_goes(hop, pvt=False)
+                b = hop.b
                 pbx.hangup_request(call.chain[i + 1].b, 16)
                 pbx.hangup(b, 16)
                 pbx.devstate(b.dev)
@@ -833,13 +718,15 @@ class SipStyle:
             pbx.devstate(qc.dev)
             self.sim.end_call(call)
             return
-        local = call.chain[-1]
-        one = local.a
-        pbx.varset(one, "CHANLOCALSTATUS", "ANSWER")
-        pbx.hangup_request(one, 16)
-        pbx.hangup(qc, 16)
+        self._dialled_two_ends(call.chain[-1].a, qc)
         pbx.devstate(qc.dev)
         self._up(call, len(call.chain) - 2)
+
+    def _late_callerid(self, ch: Chan) -> None:
+        """A Local half shows its partner's connected line as caller id (late, as Asterisk does)."""
+        if ch.pair is not None and ch.cid_num != ch.pair.cl_num:
+            ch.set(cid_num=ch.pair.cl_num, cid_name=ch.pair.cl_name)
+            self.pbx.newcallerid(ch)
 
     # ---- transfers ------------------------------------------------------------------------------------------
     def _target_exten(self, target: QueueRt) -> str:
@@ -870,8 +757,7 @@ class SipStyle:
         pbx.emit("BlindTransfer", f"Result: Success\r\n{phone.block('Transferer')}{m2.block('Transferee')}"
                                   f"{pb.block()}IsExternal: Yes\r\nContext: phones\r\nExtension: {exten}\r\n")
         pbx.bridge_leave(pb, phone)
-        pbx.varset(m2, "BRIDGEPEER", "")
-        pbx.varset(m2, "BRIDGEPVTCALLID", "")
+        self._clear_peer(m2, phone)
         pbx.newexten(m2, 1, "Dial", f"PJSIP/{ring.op.ext},,", context="phones", exten=exten)
         pbx.bridge_leave(pb, m2)
         self._qos(phone)
@@ -881,78 +767,43 @@ class SipStyle:
         pbx.newexten(m2, 2, "Answer", "")
         call.chain.pop()  # the dial hop to the phone is gone; the Local pair now leads into the next queue
         talk.ring.extra["transferred"] = True
-        call.transfers += 1
-        call.truth.transfers.append("blind")
-        call.truth.kind("blind_transfer")
-        call.truth.kind("refer_blind")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
-        self.sim.kernel.spawn(self._after_refer(phone, op, talk), 0.0, name="refer-end")
+        count_transfer(call, "blind", "refer_blind")
+        self.sim.kernel.spawn(self._after_refer(phone, talk), 0.0, name="refer-end")
         return m2, target
 
-    def _after_refer(self, phone: Chan, op: OperatorRt, talk: Talk) -> Any:
-        """Right after the next queue took the transferred leg: the transferring phone hangs up."""
+    def _after_refer(self, phone: Chan, talk: Talk) -> Any:
+        """Right after the next queue took the transferred leg: the transferring phone hangs up and its
+        operator is free (done already when the leg went at once, e.g. refused, and took the chain down)."""
         yield 0.0
         pbx = self.pbx
         if phone.up:
             pbx.hangup(phone, 16)
             pbx.devstate(phone.dev)
-        if talk.ring.extra.get("freed"):
-            return  # the transferred leg went at once (e.g. refused) and took the chain down with it
-        op.calls_taken_in(pbx.t, talk.queue)
-        talk.ring.extra["freed"] = True
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
+        self._member_done(talk, count=True)
 
     def _blind_ami(self, call: Call, qc: Chan, talk: Talk, target: QueueRt) -> tuple[Chan, QueueRt]:
         """The AMI BlindTransfer action on the member's ;1 (as in blind_transfer.ami), with the trunk caller:
         the caller goes to the target queue, the member's Local pair and phone go."""
         pbx = self.pbx
         ring = talk.ring
-        m1, m2, phone, pb = ring.m1, ring.m2, ring.phone, ring.bridge
+        m2, phone, pb = ring.m2, ring.phone, ring.bridge
         assert phone is not None and pb is not None
-        op = talk.talker
-        old = talk.queue
-        pbx.unhold(m1)
-        pbx.varset(m1, "BLINDTRANSFER", qc.name)
-        pbx.varset(qc, "BLINDTRANSFER", m1.name)
-        pbx.varset(m1, "BRIDGEPEER", "")
-        pbx.emit("BlindTransfer", f"Result: Success\r\n{m1.block('Transferer')}{qc.block('Transferee')}"
-                                  f"{talk.bridge.block()}IsExternal: Yes\r\nContext: inbound\r\n"
-                                  f"Extension: {target.name}\r\n")
-        self._agent_complete(qc, talk, "transfer")
-        pbx.bridge_leave(talk.bridge, m1)
-        pbx.hangup_request(m2, 16)
-        pbx.hangup(m1, 16)
-        pbx.varset(qc, "BRIDGEPEER", "")
-        pbx.devstate(f"Local/{op.ext}@agents")
-        pbx.newexten(qc, 1, "Queue", f"{old.name},tT,,,{old.spec.max_wait}", context="inbound", exten=target.name)
-        pbx.bridge_leave(talk.bridge, qc)
-        t = _times(pbx.t, qc, talk.connected)
-        pbx.varsets(qc, (t[2], t[3], ("ANSWEREDTIME", "0"), ("ANSWEREDTIME_MS", "0")))
-        pbx.newexten(qc, 2, "Answer", "")
+        self._blind_ami_action(qc, talk, target)  # AgentComplete frees the operator
+        pbx.devstate(f"Local/{talk.talker.ext}@agents")
+        self._blind_ami_requeue(qc, talk, target)
         pbx.bridge_destroy(talk.bridge)
         # the member's ;2 leaves the phone's bridge and hangs up, then the phone
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.varset(m2, "BRIDGEPEER", "")
-        pbx.varset(m2, "BRIDGEPVTCALLID", "")
+        self._clear_peers(phone, m2)
         pbx.bridge_leave(pb, m2)
         pbx.bridge_leave(pb, phone)
         pbx.bridge_destroy(pb)
-        pbx.varsets(m2, (*_times(pbx.t, m2, talk.connected), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(m2, 16)
+        self._dial_ended(m2, talk.connected)
         pbx.hangup(m2, 16)
         self._qos(phone)
         pbx.hangup(phone, 16)
         pbx.devstate(phone.dev)
         del call.chain[-3:]  # the queue hop, the member's Local pair and its phone
-        call.transfers += 1
-        call.truth.transfers.append("blind")
-        call.truth.kind("blind_transfer")
-        call.truth.kind("ami_blind")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
+        count_transfer(call, "blind", "ami_blind")
         return qc, target
 
     def _refer_attended(self, call: Call, talk: Talk, target: QueueRt, plan: Plan,
@@ -1014,7 +865,7 @@ class SipStyle:
         pbx.varset(phone_a, "BRIDGEPEER", "")
         x1.set(cl_num=call.number, cl_name=call.name)
         pbx.newconnectedline(x1)
-        pbx.varsets(phone_b, _times(pbx.t, phone_b, new.connected))
+        pbx.varsets(phone_b, dial_times(pbx.t, phone_b, new.connected))
         pbx.soft_hangup_request(phone_b, 16)
         m2.set(cl_num=new.talker.ext, cl_name=new.talker.name)
         pbx.newconnectedline(m2)
@@ -1040,27 +891,12 @@ class SipStyle:
         pbx.newconnectedline(xphone)
         pbx.hangup(phone_b, 16)
         pbx.devstate(phone_a.dev)
-        op.calls_taken_in(pbx.t, talk.queue)
-        ring.extra["freed"] = True
-        sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
+        self._member_done(talk, count=True)
         # the chain: trunk -Q- m1 = m2 -plain(b3)- x1 = x2 -dial- phone of the new operator
         call.chain[-1:] = [Hop("plain", m2, x1, b3, new, call.chain[-1].since), Hop("local", x1, x2),
                            Hop("dial", x2, xphone, new.ring.bridge, None, new.connected)]
-        call.attended = True
-        call.transfers += 1
-        call.truth.transfers.append("attended")
-        call.truth.kind("attended_transfer")
-        call.truth.kind("refer_attended")
-        if call.transfers >= 2:
-            call.truth.kind("bounced")
-        yield max(0.5, sim.talk_time(consult_plan, new.talker))
-        if consult_plan.end == "caller":
-            self._caller_hangs_up(call)
-        else:
-            self._phone_hangs_up(call)
-        return None
+        count_transfer(call, "attended", "refer_attended")
+        return (yield from self._talk_ends(call, consult_plan, new.talker))
 
     # ---- a direct call to an extension ----------------------------------------------------------------------
     def direct_call(self, call: Call, op: OperatorRt) -> Any:
@@ -1068,26 +904,9 @@ class SipStyle:
         pbx, sim = self.pbx, self.sim
         ext = op.ext
         trunk = self._trunk_in(call, ext)
-        pbx.newexten(trunk, 1, "NoOp", f"direct call to {ext}")
-        pbx.newexten(trunk, 2, "Dial", f"Local/{ext}@agents/n,20,tT")
-        pbx.varsets(trunk, DIAL_VARS_EMPTY)
-        d1, d2 = pbx.local_pair(f"Local/{ext}@agents", "agents", ext, trunk.lid)
-        pbx.newchannel(d1)
-        pbx.newchannel(d2)
-        pbx.varset(d1, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d1.set(cid_num=ext, cid_name=call.name, cl_num=call.number, cl_name=call.name)
-        pbx.newexten(d1, 1, "AppDial", "(Outgoing Line)")
-        pbx.newcallerid(d1)
-        pbx.newconnectedline(d1)
-        pbx.varset(d2, "DIALEDPEERNUMBER", f"{ext}@agents/n")
-        d2.set(cid_num=call.number, cid_name=call.name, cl_num=ext, cl_name=call.name)
-        pbx.newcallerid(d2)
-        pbx.newconnectedline(d2)
-        pbx.local_bridge(d1, d2, "agents", ext)
+        d1, d2 = self._direct_dial(call, trunk, ext)
         pbx.dial_begin(trunk, d1, f"{ext}@agents/n")
-        pbx.newexten(d2, 1, "NoOp", f"operator {ext}")
-        pbx.newexten(d2, 2, "Dial", f"PJSIP/{ext},,")
-        pbx.varsets(d2, DIAL_VARS_EMPTY)
+        self._dial_phone(d2, ext)
         sim.set_busy(op, True)
         update_avail(pbx, op)
         phone = self._phone_rung(d2, op)
@@ -1095,24 +914,18 @@ class SipStyle:
         d2.set(cl_num=ext, cl_name=op.name)
         pbx.newconnectedline(d2)
         answer_after, _talk = sim.decide_direct(call, op)
-        limit = 20.0
-        if answer_after is None or answer_after >= min(limit, call.patience):
-            yield min(limit, call.patience)
-            self._direct_unanswered(call, trunk, d1, d2, phone, op, gave_up=call.patience < limit)
+        wait, gave_up = self._direct_ring(answer_after, call.patience)
+        yield wait
+        if gave_up is not None:
+            self._direct_unanswered(call, trunk, d1, d2, phone, op, gave_up)
             return None
-        yield answer_after + 0.003
         pbx.newstate(phone, 6)
         pbx.devstate(phone.dev)
         emit_member_status(pbx, op, 2)
-        pbx.varsets(d2, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", phone.name), ("DIALEDPEERNUMBER", ext)))
-        pbx.dial_end(d2, phone, "ANSWER", phone.render("Dest", exten=""))
-        phone.set(exten="")
+        self._dial_answered(d2, phone, ext)
         pbx.newstate(d2, 6)
         pbx.newstate(d1, 6)
-        pbx.varsets(trunk, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", d1.name),
-                            ("DIALEDPEERNUMBER", f"{ext}@agents/n")))
-        pbx.dial_end(trunk, d1, "ANSWER", d1.render("Dest", exten=""))
-        d1.set(exten="")
+        self._dial_answered(trunk, d1, f"{ext}@agents/n")
         pbx.newstate(trunk, 6)
         pbx.devstate(trunk.dev)
         b1 = pbx.bridge()
@@ -1134,12 +947,7 @@ class SipStyle:
         now = pbx.t
         call.chain = [Hop("dialq", trunk, d1, b1, None, now), Hop("local", d1, d2),
                       Hop("dial", d2, phone, b2, None, now)]
-        call.truth.operators.append(f"ext:{ext}")
-        call.truth.outcome = "answered"
-        call.truth.kind("direct")
-        call.truth.kind("answered")
-        sim.caller_answered(call)
-        plan = sim.plan(call, None)
+        plan = self._direct_answered(call, ext)
         sim.part_done(call)
         yield max(0.5, sim.talk_time(plan, op))
         # either end: the chain's first hop is a dial bridge (the trunk ran Dial())
@@ -1155,39 +963,23 @@ class SipStyle:
         return None
 
     def _free(self, op: OperatorRt) -> None:
-        pbx = self.pbx
-        op.last_call = pbx.t // US
-        self.sim.set_busy(op, False)
-        emit_member_status(pbx, op, 1)
-        update_avail(pbx, op)
+        """``op``'s own call (no queue's) ended: LastCall, and free again."""
+        op.calls_taken_in(self.pbx.t)
+        self._member_free(op)
 
     def _direct_up(self, call: Call, trunk: Chan, d1: Chan, d2: Chan, phone: Chan, b1: Bridge, b2: Bridge,
                    since: int) -> None:
         call.truth.kind("operator_hung_up")
         pbx = self.pbx
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.varset(d2, "BRIDGEPEER", "")
-        pbx.varset(d2, "BRIDGEPVTCALLID", "")
-        pbx.bridge_leave(b2, phone)
-        pbx.bridge_leave(b2, d2)
-        pbx.bridge_destroy(b2)
-        pbx.varsets(d2, (*_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(d2, 16)
+        self._bridge_ends(b2, phone, d2)
+        self._dial_ended(d2, since)
         pbx.hangup(phone, 16)
-        pbx.varset(d1, "CHANLOCALSTATUS", "ANSWER")
-        pbx.hangup_request(d1, 16)
-        pbx.hangup(d2, 16)
+        self._dialled_two_ends(d1, d2)
         pbx.devstate(phone.dev)
-        pbx.varset(d1, "BRIDGEPEER", "")
-        pbx.varset(d1, "BRIDGEPVTCALLID", "")
-        pbx.varset(trunk, "BRIDGEPEER", "")
-        pbx.bridge_leave(b1, d1)
-        pbx.bridge_leave(b1, trunk)
-        pbx.bridge_destroy(b1)
+        self._bridge_ends(b1, d1, trunk)
         pbx.hangup(d1, 16)
         pbx.devstate(d1.dev)
-        pbx.varsets(trunk, (*_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(trunk, 16)
+        self._dial_ended(trunk, since)
         self._qos(trunk)
         pbx.hangup(trunk, 16)
         pbx.devstate(trunk.dev)
@@ -1197,27 +989,15 @@ class SipStyle:
         call.truth.kind("caller_hung_up")
         pbx = self.pbx
         self._caller_bye(trunk, d1)
-        pbx.varset(trunk, "BRIDGEPEER", "")
-        pbx.varset(d1, "BRIDGEPEER", "")
-        pbx.varset(d1, "BRIDGEPVTCALLID", "")
-        pbx.bridge_leave(b1, trunk)
-        pbx.bridge_leave(b1, d1)
-        pbx.bridge_destroy(b1)
-        pbx.varsets(trunk, (*_times(pbx.t, trunk, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(trunk, 16)
+        self._bridge_ends(b1, trunk, d1)
+        self._dial_ended(trunk, since)
         pbx.hangup(trunk, 16)
         pbx.devstate(trunk.dev)
         pbx.hangup_request(d2, 16)
         pbx.hangup(d1, 16)
         pbx.devstate(d1.dev)
-        pbx.varset(d2, "BRIDGEPEER", "")
-        pbx.varset(d2, "BRIDGEPVTCALLID", "")
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.bridge_leave(b2, d2)
-        pbx.bridge_leave(b2, phone)
-        pbx.bridge_destroy(b2)
-        pbx.varsets(d2, (*_times(pbx.t, d2, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(d2, 16)
+        self._bridge_ends(b2, d2, phone)
+        self._dial_ended(d2, since)
         pbx.hangup(d2, 16)
         self._qos(phone)
         pbx.hangup(phone, 16)
@@ -1240,7 +1020,7 @@ class SipStyle:
         pbx.devstate(d1.dev)
         pbx.hangup(phone, 16)
         status = "CANCEL" if gave_up else "NOANSWER"
-        pbx.varsets(trunk, (("DIALSTATUS", status), *_times(pbx.t, trunk, pbx.t)[2:]))
+        pbx.varsets(trunk, (("DIALSTATUS", status), *dial_times(pbx.t, trunk, pbx.t)[2:]))
         if not gave_up:
             pbx.newexten(trunk, 3, "Hangup", "")
         pbx.soft_hangup_request(trunk, 16)
@@ -1250,10 +1030,7 @@ class SipStyle:
         pbx.devstate(trunk.dev)
         self.sim.set_busy(op, False)
         update_avail(pbx, op)
-        call.truth.outcome = "unanswered"
-        call.truth.kind("direct")
-        call.truth.kind("unanswered")
-        self.sim.end_call(call)
+        self._direct_unanswered_end(call)
 
     # ---- an operator calling out (outbound_callback.ami, outbound_callback_unanswered.ami) --------------------
     def outbound_call(self, op: OperatorRt, number: str, answered: bool, truth: Any, script: Any = None) -> Any:
@@ -1307,10 +1084,7 @@ class SipStyle:
             sim.book.end(truth, pbx.now)
             return None
         pbx.newstate(trunk, 6)
-        pbx.varsets(phone, (("DIALSTATUS", "ANSWER"), ("DIALEDPEERNAME", trunk.name),
-                            ("DIALEDPEERNUMBER", f"{number}@carrier")))
-        pbx.dial_end(phone, trunk, "ANSWER", trunk.render("Dest", exten=""))
-        trunk.set(exten="")
+        self._dial_answered(phone, trunk, f"{number}@carrier")
         pbx.newstate(phone, 6)
         pbx.devstate("PJSIP/carrier")
         b = pbx.bridge()
@@ -1332,14 +1106,10 @@ class SipStyle:
         # the callee hangs up
         self._qos(trunk, phone)
         pbx.hangup_request(trunk, 16)
-        pbx.varset(trunk, "BRIDGEPEER", "")
-        pbx.varset(trunk, "BRIDGEPVTCALLID", "")
-        pbx.varset(phone, "BRIDGEPEER", "")
-        pbx.varset(phone, "BRIDGEPVTCALLID", "")
+        self._clear_peers(trunk, phone)
         pbx.bridge_leave(b, trunk)
         pbx.bridge_leave(b, phone)
-        pbx.varsets(phone, (*_times(pbx.t, phone, since), ("DIALSTATUS", "ANSWER")))
-        pbx.soft_hangup_request(phone, 16)
+        self._dial_ended(phone, since)  # the bridge is destroyed only once the phone is gone
         self._qos(phone)
         pbx.hangup(phone, 16)
         pbx.bridge_destroy(b)
@@ -1374,14 +1144,6 @@ def _inherit(ch: Chan, name: str, value: str) -> None:
     if ch.vars is None:
         ch.vars = {}
     ch.vars.setdefault("inherit", []).append((name, value))
-
-
-def _member_cid(qc: Chan, call: Call) -> tuple[str, str | None]:
-    if qc.cl_num:
-        return qc.cl_num, qc.cl_name
-    if call.dnid and qc is call.c1:
-        return call.dnid, None
-    return qc.exten, None
 
 
 def _tv(t: int) -> str:
