@@ -50,7 +50,8 @@ class AmiSettings(_Section):
     reconnect_max: float = Field(60.0, gt=0)
     login_retry: float = Field(60.0, gt=0)  # a refused login is retried this slowly
     action_timeout: float = Field(15.0, gt=0)
-    queue_size: int = Field(20000, ge=100)  # AMI messages buffered between the socket and the tracker
+    queue_size: int = Field(20000, ge=100)  # socket reads (of up to 256 KiB) buffered for the tracker
+    queue_bytes: int = Field(4 * 1024 * 1024, ge=65536)  # ... and their bytes: reading pauses at 3/4 of either
 
     @field_validator("name")
     @classmethod
@@ -153,6 +154,8 @@ class JourneySettings(_Section):
     hours: str | None = None  # default business-hours schedule of every queue ([alerts.hours.<name>])
     max_call_age: float = Field(6 * 3600.0, gt=0)
     recovery_window: float = Field(7 * 86400.0, gt=0)
+    #: an event Timestamp further than this (seconds) from the recent ones (live: from its arrival) is not trusted
+    max_clock_jump: float = Field(300.0, gt=0)
     #: region for caller numbers written without a country code (ISO 3166 code, e.g. EE), so 5550107,
     #: +3725550107 and 003725550107 are one caller
     default_region: str | None = None
@@ -437,7 +440,7 @@ class Settings(BaseSettings):
     def tracker_settings(self) -> TrackerSettings:
         j = self.journey
         return TrackerSettings(max_call_age=j.max_call_age, recovery_window=j.recovery_window,
-                               default_region=j.default_region)
+                               default_region=j.default_region, max_clock_jump=j.max_clock_jump)
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked (for ``check-config``)."""
