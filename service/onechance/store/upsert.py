@@ -4,6 +4,11 @@ One transaction per batch: the ``calls`` rows are upserted on ``(pbx, call_id)``
 stored row is not newer (``updated_at``), then the child rows of every call actually written are
 deleted and inserted again.  Writing the same records twice, in any order, leaves the same rows.  A recovery is
 a targeted update of its call's ``recovered*`` columns, which upserts never reset.
+
+Speed: the upsert is one statement per dialect, built once (:data:`_UPSERTS`) and executed with every row of the
+batch as parameters (``executemany``): SQLAlchemy compiles it once and caches it, and its "insertmanyvalues"
+sends the rows in multi-row pages (RETURNING the keys written) -- instead of building and compiling a fresh
+multi-VALUES statement for every batch.
 """
 
 from __future__ import annotations
@@ -33,9 +38,29 @@ from .rows import RECOVERY_COLUMNS, JourneyRows, Key, coalesce, journey_rows, re
 
 T = TypeVar("T")
 
-#: rows per INSERT statement (keeps bound parameters far below SQLite's and asyncpg's limits)
-CHUNK = 400
 _UPDATABLE = [c.name for c in calls.columns if c.name not in ("pbx", "call_id", *RECOVERY_COLUMNS)]
+
+
+def _upsert_statement(make_insert: Any) -> Any:
+    """``INSERT ... ON CONFLICT (pbx, call_id) DO UPDATE ... WHERE stored.updated_at <= new.updated_at RETURNING``
+    for one dialect, its values bound per row at execution."""
+    stmt = make_insert(calls)
+    new = stmt.excluded
+    set_ = {name: new[name] for name in _UPDATABLE}
+    # a recovery is never undone by an upsert (a record from before it); a record that knows one sets it
+    set_["recovered"] = or_(calls.c.recovered, new.recovered)
+    for name in ("recovered_by", "recovered_at", "recovered_how"):
+        set_[name] = case((new.recovered, new[name]), else_=calls.c[name])
+    return stmt.on_conflict_do_update(
+        index_elements=[calls.c.pbx, calls.c.call_id],
+        set_=set_,
+        where=calls.c.updated_at <= new.updated_at,
+    ).returning(calls.c.pbx, calls.c.call_id)
+
+
+#: the compiled-once upsert of each dialect (immutable statement constructs)
+_UPSERTS: dict[str, Any] = {"postgresql": _upsert_statement(postgresql.insert),
+                            "sqlite": _upsert_statement(sqlite.insert)}
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -48,29 +73,11 @@ async def upsert_rows(conn: AsyncConnection, rows: Sequence[JourneyRows]) -> set
     (a key whose stored row is newer is left alone)."""
     if not rows:
         return set()
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        make_insert: Any = postgresql.insert
-    elif dialect == "sqlite":
-        make_insert = sqlite.insert
-    else:  # pragma: no cover - make_engine only builds these two
-        raise RuntimeError(f"unsupported database dialect {dialect}")
-    applied: set[Key] = set()
-    for chunk in _chunks(rows, CHUNK):
-        stmt = make_insert(calls).values([r.call for r in chunk])
-        new = stmt.excluded
-        set_ = {name: new[name] for name in _UPDATABLE}
-        # a recovery is never undone by an upsert (a record from before it); a record that knows one sets it
-        set_["recovered"] = or_(calls.c.recovered, new.recovered)
-        for name in ("recovered_by", "recovered_at", "recovered_how"):
-            set_[name] = case((new.recovered, new[name]), else_=calls.c[name])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[calls.c.pbx, calls.c.call_id],
-            set_=set_,
-            where=calls.c.updated_at <= stmt.excluded.updated_at,
-        ).returning(calls.c.pbx, calls.c.call_id)
-        result = await conn.execute(stmt)
-        applied.update((row.pbx, row.call_id) for row in result)
+    upsert = _UPSERTS.get(conn.dialect.name)
+    if upsert is None:  # pragma: no cover - make_engine only builds these two
+        raise RuntimeError(f"unsupported database dialect {conn.dialect.name}")
+    result = await conn.execute(upsert, [r.call for r in rows])
+    applied: set[Key] = {(row.pbx, row.call_id) for row in result}
     if not applied:
         return applied
     by_pbx: dict[str, list[str]] = defaultdict(list)
