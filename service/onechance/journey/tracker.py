@@ -191,6 +191,11 @@ class JourneyTracker:
             "VarSet": ("Variable", VARSET_VARIABLES),
             "Newexten": ("Application", NEWEXTEN_APPLICATIONS),
         }
+        # event name -> (handler, header of its condition or None, the values it is handled for)
+        self._routes: dict[str, tuple[Handler, str | None, frozenset[str]]] = {
+            name: (handler, *self._conditions.get(name, (None, frozenset())))
+            for name, handler in self._handlers.items()
+        }
 
     # ---- public API ------------------------------------------------------------------------------------
     def handled_events(self) -> frozenset[str]:
@@ -219,28 +224,34 @@ class JourneyTracker:
         if name is None:
             return []
         self.events += 1
-        if self._unconfirmed:
+        if self._unconfirmed and msg.before is not None:
             # the PBX's time went on over events nobody reads: a Local answer may be confirmed by now
-            before = msg.before
-            if before is not None:
-                self._time_passed(block_timestamp(before))
-        handler = self._handlers.get(name)
-        condition = self._conditions.get(name)
-        if handler is None or (condition is not None and headers.get(condition[0]) not in condition[1]):
+            self._time_passed(block_timestamp(msg.before))
+        route = self._routes.get(name)
+        if route is None or (route[1] is not None and headers.get(route[1]) not in route[2]):
             if self._unconfirmed:
                 self._time_passed(msg.ts)
             return self.take_updates() if self._pending else []
         clock = self.clock
         ts = msg.ts
-        if clock.held or (ts is not None and not clock.fits(ts, arrival)):
+        ref = clock.reference
+        jump = clock.max_jump
+        if clock.held or (ts is not None and ref is not None
+                          and (ts < ref - jump or ts > (arrival if arrival > ref else ref) + jump)):
             for m, t, arr in clock.admit(msg, ts, arrival):
-                self._apply(m, self._handlers[m.headers["Event"]], t if t is not None else self._time_of(arr))
+                self._apply(m, self._routes[m.headers["Event"]][0], t if t is not None else self._time_of(arr))
         else:
             if ts is None:
                 ts = self._time_of(arrival)
-            elif clock.reference is None or ts > clock.reference:
+            elif ref is None or ts > ref:
                 clock.reference = ts
-            self._apply(msg, handler, ts)
+            try:
+                route[0](msg, ts)
+            except Exception as exc:  # one odd event must never stop the tracker
+                self._handler_failed(name, msg, exc)
+            if (self._key_exits or self._unconfirmed or self._lingering
+                    or ts - self._last_sweep >= SWEEP_INTERVAL):
+                self._after(msg, ts)
         if not self._pending:
             return []
         return self.take_updates()
@@ -249,7 +260,7 @@ class JourneyTracker:
         """Apply the events held while a timestamp jump is judged, taking it for an outlier (the end of a replay,
         a link loss, a resync, the daemon's tick); returns the updates."""
         for m, t, arr in self.clock.flush():
-            self._apply(m, self._handlers[m.headers["Event"]], t if t is not None else self._time_of(arr))
+            self._apply(m, self._routes[m.headers["Event"]][0], t if t is not None else self._time_of(arr))
         return self.take_updates() if self._pending else []
 
     def _time_passed(self, ts: float | None) -> None:
@@ -269,6 +280,10 @@ class JourneyTracker:
             handler(msg, ts)
         except Exception as exc:  # one odd event must never stop the tracker
             self._handler_failed(msg.headers.get("Event") or "?", msg, exc)
+        self._after(msg, ts)
+
+    def _after(self, msg: AmiMessage, ts: float) -> None:
+        """What the passing of time does after each event: key exits, Local answers, lingering calls, sweeps."""
         if self._key_exits:
             self._check_key_exit(msg, ts)
         while self._unconfirmed and self._unconfirmed[0][0] <= ts:
