@@ -75,6 +75,8 @@ NEWEXTEN_APPLICATIONS = frozenset({"Queue"})
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "?": "?", "a": "\a",
             "b": "\b", "f": "\f", "v": "\v"}
 _ESCAPE_RE = re.compile(r"\\(.)")
+#: control characters: never in a record (JSON, PostgreSQL, the callback page); a line break or tab is a space
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def unescape(value: str) -> str:
@@ -84,10 +86,18 @@ def unescape(value: str) -> str:
     return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), value)
 
 
+def _no_control(m: re.Match[str]) -> str:
+    return " " if m.group() in "\t\n\r" else ""
+
+
 def clean(value: str | None) -> str:
+    """A caller-id field as a person reads it: unknown values empty, C escapes undone, no control character."""
     if value is None or value in UNKNOWN_VALUES:
         return ""
-    return unescape(value)
+    value = unescape(value)
+    if not value.isprintable():
+        value = _CONTROL_RE.sub(_no_control, value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
