@@ -269,9 +269,12 @@ class JourneyTracker:
     def flush(self) -> list[Update]:
         """Apply the events held while a timestamp jump is judged, taking it for an outlier (the end of a replay,
         a link loss, a resync, the daemon's tick); returns the updates."""
+        self._release_held()
+        return self.take_updates() if self._pending else []
+
+    def _release_held(self) -> None:
         for m, t, arr in self.clock.flush():
             self._apply(m, self._routes[m.headers["Event"]][0], t if t is not None else self._time_of(arr))
-        return self.take_updates() if self._pending else []
 
     def _time_passed(self, ts: float | None) -> None:
         """An event of no use to the tracker still tells the time: confirm the Local answers due by then."""
@@ -309,7 +312,7 @@ class JourneyTracker:
         """The passing of time (``now``: the PBX's clock): raise long waits, and now and then close over-age
         calls.  The daemon calls it every ``alerts.tick_interval``; the tracker never reads a clock."""
         if self.clock.holding:
-            self.flush()
+            self._release_held()
         if self.policy.watches_long_waits:
             for call in self.index.calls.values():
                 for visit in call.journey.visits:
@@ -325,7 +328,7 @@ class JourneyTracker:
     def close_all(self, at: float, reason: str = "link_lost") -> list[Update]:
         """Finish every live call as ``uncertain`` (the event stream was interrupted)."""
         if self.clock.holding:
-            self.flush()
+            self._release_held()
         for call in list(self.index.calls.values()):
             self._finish(call, at, reason=reason)
         self.index.clear_bridges()
