@@ -16,6 +16,7 @@ from panoramisk import Manager
 from onechance.ami.adapter import AmiConnection
 from onechance.ami.link import (
     AmiEvent,
+    AmiEvents,
     AmiLink,
     LinkDown,
     LinkItem,
@@ -35,6 +36,13 @@ def _settings(port: int, **kw: Any) -> AmiSettings:
                        **{**FAST_AMI, **kw})
 
 
+def _split(item: LinkItem) -> list[LinkItem]:
+    """An item of the link's queue, the events of one socket read (``AmiEvents``) as one ``AmiEvent`` each."""
+    if isinstance(item, AmiEvents):
+        return [AmiEvent(m, item.arrival) for m in item.msgs]
+    return [item]
+
+
 @contextlib.asynccontextmanager
 async def _link(port: int, **kw: Any) -> AsyncIterator[AmiLink]:
     link = AmiLink(_settings(port, **kw))
@@ -52,13 +60,12 @@ async def _drain(link: AmiLink, until: int, delay_every: int = 0) -> list[LinkIt
     items: list[LinkItem] = []
     events = 0
     while events < until:
-        item = await asyncio.wait_for(link.queue.get(), 10)
-        items.append(item)
+        got = _split(await asyncio.wait_for(link.queue.get(), 10))
+        items += got
         link.item_done()
-        if isinstance(item, AmiEvent):
-            events += 1
-            if delay_every and events % delay_every == 0:
-                await asyncio.sleep(0.002)
+        events += sum(isinstance(i, AmiEvent) for i in got)
+        if delay_every and got and isinstance(got[0], AmiEvent):
+            await asyncio.sleep(0.002 * len(got) / delay_every)
     return items
 
 
@@ -120,7 +127,7 @@ async def test_a_pending_action_is_never_sent_again_after_a_reconnect():
 async def test_slow_consumer_pauses_reading_and_loses_nothing():
     name = "bounced"
     want = _capture_events(name)
-    async with fake_pbx(name, chunks=None) as pbx, _link(pbx.port, queue_size=100) as link:
+    async with fake_pbx(name, chunks=None) as pbx, _link(pbx.port, queue_size=100, queue_bytes=65536) as link:
         items = await _drain(link, len(want) + 1, delay_every=5)
         got = [i.msg.headers for i in items if isinstance(i, AmiEvent)][1:]
         assert got == want
@@ -162,7 +169,7 @@ async def test_link_down_is_queued_after_the_last_event_of_the_connection():
         pbx.drop_client()
         items = []
         while not any(isinstance(i, LinkDown) for i in items):
-            items.append(await asyncio.wait_for(link.queue.get(), 5))
+            items += _split(await asyncio.wait_for(link.queue.get(), 5))
         down = items[-1]
         assert isinstance(down, LinkDown) and down.reason == "link_lost"
         sent_events = sum(1 for r in load_capture(capture(name))[:40] if r.msg.event)
@@ -203,12 +210,13 @@ async def test_back_pressure_is_not_taken_for_a_dead_pbx():
     unread behind the events: the PBX is not at fault, so no timeout, no reconnect, nothing lost."""
     name = "transfer_then_abandon"
     want = _capture_events(name)
-    fast = {"queue_size": 100, "ping_interval": 0.05, "ping_timeout": 0.15, "action_timeout": 0.15}
+    fast = {"queue_size": 100, "queue_bytes": 65536, "ping_interval": 0.05, "ping_timeout": 0.15,
+            "action_timeout": 0.15}
     async with fake_pbx(name, chunks=None) as pbx, _link(pbx.port, **fast) as link:
         items: list[LinkItem] = []
         while (sum(isinstance(i, AmiEvent) for i in items) < len(want) + 1
                or not any(isinstance(i, Snapshot) for i in items)):
-            items.append(await asyncio.wait_for(link.queue.get(), 10))
+            items += _split(await asyncio.wait_for(link.queue.get(), 10))
             link.item_done()
             await asyncio.sleep(0.005)  # 50 items (high to low water mark) take longer than any timeout
         assert link.pauses >= 1
@@ -249,10 +257,9 @@ async def test_a_busy_pbx_that_answers_pings_late_is_not_taken_for_dead():
             pbx.answer_pings = False
             got = 0
             while got < 300:
-                item = await asyncio.wait_for(link.queue.get(), 10)
+                items = _split(await asyncio.wait_for(link.queue.get(), 10))
                 link.item_done()
-                if isinstance(item, AmiEvent) and item.msg.headers.get("Variable") == "BUSY":
-                    got += 1
+                got += sum(isinstance(i, AmiEvent) and i.msg.headers.get("Variable") == "BUSY" for i in items)
             assert link.reconnects == 0 and link.watchdog_timeouts == 0 and pbx.logins == 1
             assert link.slow_pongs >= 1
             await wait_until(lambda: link.watchdog_timeouts >= 1, timeout=10, what="silence taken for dead")

@@ -68,8 +68,11 @@ class AmiSettings(_Section):
         "Seconds an AMI action (Login, CoreShowChannels, QueueStatus, Logoff, Originate) may wait for its "
         "answer; time during which onechance itself paused reading does not count"))
     queue_size: int = Field(20000, ge=100, description=(
-        "AMI messages buffered between the socket and the tracker; when they are all taken, reading pauses "
-        "(TCP back-pressure)"))
+        "Socket reads (of up to 256 KiB each) buffered between the socket and the tracker; reading pauses "
+        "(TCP back-pressure) at 3/4 of this or of `queue_bytes`"))
+    queue_bytes: int = Field(4 * 1024 * 1024, ge=65536, description=(
+        "Bytes of AMI data buffered between the socket and the tracker; reading pauses at 3/4 of this or of "
+        "`queue_size`"))
 
     @field_validator("name")
     @classmethod
@@ -211,6 +214,11 @@ class JourneySettings(_Section):
     recovery_window: float = Field(7 * 86400.0, gt=0, description=(
         "Seconds during which a lost caller reached again (calling in, or called back, and answered) makes "
         "the lost call `recovered`; also how far back lost callers are reloaded at start"))
+    max_clock_jump: float = Field(300.0, gt=0, description=(
+        "An event `Timestamp` further than this many seconds from the recent events' (live: from its arrival "
+        "time) is not trusted: held until later events show whether the PBX's clock really moved (then kept) "
+        "or it was an outlier (then the event is applied at the last trusted time, logged and counted in "
+        "`onechance_ami_clock_jumps_total`)"))
     default_region: str | None = Field(None, description=(
         "Region for caller numbers written without a country code (ISO 3166 code, e.g. EE), so 5550107, "
         "+3725550107 and 003725550107 are one caller; unset: national numbers are compared as written"))
@@ -554,7 +562,7 @@ class Settings(BaseSettings):
     def tracker_settings(self) -> TrackerSettings:
         j = self.journey
         return TrackerSettings(max_call_age=j.max_call_age, recovery_window=j.recovery_window,
-                               default_region=j.default_region)
+                               default_region=j.default_region, max_clock_jump=j.max_clock_jump)
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked (for ``check-config``)."""

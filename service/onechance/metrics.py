@@ -346,6 +346,8 @@ _LINK_COUNTERS = {
     "watchdog_timeouts": "Links declared dead: nothing at all from the PBX, not even a pong, for ping_timeout",
     "slow_pongs": "Pings answered late while the PBX kept sending events (busy, not dead: the link stays up)",
     "dropped": "AMI events dropped because the consumer queue was full (each forces a resync)",
+    "clock_jumps": "AMI event timestamps not trusted: a jump beyond journey.max_clock_jump from the recent events "
+                   "or the arrival time (the previous trusted time is used)",
 }
 
 

@@ -2,7 +2,10 @@
 
 Items come from :class:`~onechance.ami.link.AmiLink` in stream order and are handled one at a time:
 
-* an :class:`~onechance.ami.link.AmiEvent` goes to the tracker; the updates it causes go to every sink;
+* :class:`~onechance.ami.items.AmiEvents` (the events of one socket read; or one
+  :class:`~onechance.ami.items.AmiEvent`) go to the tracker, one by one; the updates they cause go to every sink.
+  The link builds only the events someone here reads (the tracker's :meth:`~onechance.journey.JourneyTracker.interest`
+  plus the members' and the queue catalogue's), and counts the rest;
 * a :class:`~onechance.ami.link.LinkDown` finishes every live call as ``uncertain``
   (:func:`~onechance.journey.resync.close_for_gap`);
 * a :class:`~onechance.ami.link.Snapshot` rebuilds the calls live now
@@ -13,9 +16,11 @@ Items come from :class:`~onechance.ami.link.AmiLink` in stream order and are han
 A journey whose first channel was not seen being created (the daemon joined in the middle of the call,
 e.g. one that started while the link was down) is marked ``uncertain`` too.
 
-Time: the tracker runs on the PBX's clock (the events' ``Timestamp``).  The consumer keeps the offset
-between that clock and the local one, learnt from each timestamped event, to date what has no timestamp
-(a link loss, a snapshot without Ping time, scrape-time waits).
+Time: the tracker runs on the PBX's clock (the events' ``Timestamp``), believing a timestamp only within
+``journey.max_clock_jump`` of the recent ones or of its arrival (:mod:`~onechance.journey.clock`; the others are
+counted in ``onechance_ami_clock_jumps_total`` and logged, at most once a minute).  The consumer keeps the offset
+between that clock and the local one, learnt from the trusted timestamps, to date what has no timestamp (a link
+loss, a snapshot without Ping time, scrape-time waits).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .ami.items import AmiEvent, LinkDown, LinkItem, LinkState, LinkStopped, Snapshot
+from .ami.items import AmiEvent, AmiEvents, LinkDown, LinkItem, LinkState, LinkStopped, Snapshot
+from .ami.parser import AmiMessage, EventFilter
 from .errors import RateLimitedLog
 from .journey import JourneyTracker, JourneyUpdate, Update, UpdateKind
 from .journey.resync import Gap, apply_snapshot, close_for_gap
@@ -40,6 +46,11 @@ if TYPE_CHECKING:
 __all__ = ["PbxPipeline", "tracker_error_hook"]
 
 log = logging.getLogger(__name__)
+
+#: the events the pipeline reads itself, besides the tracker's: queue names, members
+PIPELINE_EVENTS = frozenset({"Hangup", "QueueCallerJoin", *QueueMembers.EVENTS})
+#: seconds between two warnings about untrusted timestamps (the count is in the metric)
+CLOCK_WARNING_INTERVAL = 60.0
 
 
 def tracker_error_hook(errors: RateLimitedLog, pbx: str) -> Callable[[str, BaseException], None]:
@@ -73,7 +84,6 @@ class PbxPipeline:
         self.name = name if name is not None else (link.name if link is not None else tracker.pbx)
         self.tick_interval = tick_interval
         self.offset = 0.0  # PBX clock minus local clock
-        self.last_ts = 0.0
         self.items = 0
         # sink name -> updates it failed on (every sink from 0: a counter that appears only on its first error
         # cannot be rated by Prometheus)
@@ -89,6 +99,22 @@ class PbxPipeline:
         self.catalog.add_pbx(self.name)
         self.members = QueueMembers()
         self._clock_known = False  # offset learnt from a timestamped event
+        self._jumps_logged = 0
+        self._jumps_logged_at: float | None = None
+        interest = tracker.interest()
+        self.event_filter = EventFilter(interest.events | PIPELINE_EVENTS, interest.conditions)
+        if link is not None:
+            link.event_filter = self.event_filter
+
+    @property
+    def last_ts(self) -> float:
+        """The latest trusted event time (the PBX's clock), 0 before any."""
+        return self.tracker.clock.reference or 0.0
+
+    @property
+    def clock_jumps(self) -> int:
+        """Event timestamps not trusted (a jump beyond ``journey.max_clock_jump``)."""
+        return self.tracker.clock.jumps
 
     # ---- views (HTTP API, metrics) ---------------------------------------------------------------------
     def pbx_now(self) -> float:
@@ -107,10 +133,12 @@ class PbxPipeline:
     def link_counters(self) -> dict[str, float]:
         link = self.link
         if link is None:
-            return {"up": 1.0 if self.ready else 0.0, "queue_depth": float(self.queue.qsize())}
+            return {"up": 1.0 if self.ready else 0.0, "queue_depth": float(self.queue.qsize()),
+                    "clock_jumps": float(self.clock_jumps)}
         return {
             "up": 1.0 if self.ready else 0.0,
-            "queue_depth": float(self.queue.qsize()),
+            "queue_depth": float(link.flow.count),
+            "clock_jumps": float(self.clock_jumps),
             "reconnects": link.reconnects,
             "events": link.events,
             "bad_messages": link.bad_messages,
@@ -138,7 +166,6 @@ class PbxPipeline:
         next_tick = loop.time() + self.tick_interval
         burst = 0
         while True:
-            burst += 1
             if burst >= 256:  # a long backlog must not starve the HTTP API and the link's watchdog
                 burst = 0
                 await asyncio.sleep(0)
@@ -153,6 +180,7 @@ class PbxPipeline:
                     item = await asyncio.wait_for(self.queue.get(), max(0.0, next_tick - loop.time()))
                 except TimeoutError:
                     continue
+            burst += len(item.msgs) if isinstance(item, AmiEvents) else 1
             try:
                 if isinstance(item, LinkStopped):
                     self._stop()
@@ -167,9 +195,12 @@ class PbxPipeline:
     def handle(self, item: LinkItem) -> None:
         """Apply one item (synchronously)."""
         self.items += 1
-        if isinstance(item, AmiEvent):
-            self._event(item)
+        if isinstance(item, AmiEvents):
+            self._events(item.msgs, item.arrival)
+        elif isinstance(item, AmiEvent):
+            self._events((item.msg,), item.arrival)
         elif isinstance(item, LinkDown):
+            self._dispatch(self.tracker.flush())  # events held while a timestamp was judged came before
             at = max(item.at + self.offset, self.last_ts)
             updates, self.gap = close_for_gap(self.tracker, at, item.reason, self.gap)
             self._collect_hangups = True
@@ -181,6 +212,7 @@ class PbxPipeline:
                             item.reason)
             self._dispatch(updates)
         elif isinstance(item, Snapshot):
+            self._dispatch(self.tracker.flush())
             if not self._clock_known and item.clock_offset is not None:
                 self.offset = item.clock_offset
             at = max(self.last_ts, item.arrival + self.offset)
@@ -203,34 +235,54 @@ class PbxPipeline:
         elif isinstance(item, LinkStopped):
             self._stop()
 
-    def _event(self, item: AmiEvent) -> None:
-        msg = item.msg
+    def _events(self, msgs: Iterable[AmiMessage], arrival: float) -> None:
+        """The events of one read, in order (``arrival``: the local time of the read)."""
+        tracker = self.tracker
+        clock = tracker.clock
+        feed = tracker.feed
+        mine = PIPELINE_EVENTS
+        before = clock.reference
+        for msg in msgs:
+            event = msg.headers.get("Event")
+            if event in mine:
+                self._side(event, msg)
+            updates = feed(msg, arrival + self.offset)
+            if updates:
+                self._dispatch(updates)
+        reference = clock.reference
+        if reference is not None and reference != before:
+            # the latest trusted time came with this read: the PBX's clock minus ours
+            self.offset = reference - arrival
+            self._clock_known = True
+        if clock.jumps != self._jumps_logged:
+            self._clock_warning()
+
+    def _side(self, event: str | None, msg: AmiMessage) -> None:
+        """What the pipeline itself reads: hang-ups before a snapshot, queue names, members."""
         h = msg.headers
-        ts_text = h.get("Timestamp")
-        if ts_text:
-            try:
-                ts = float(ts_text)
-            except ValueError:
-                pass
-            else:
-                self.offset = ts - item.arrival
-                self._clock_known = True
-                if ts > self.last_ts:
-                    self.last_ts = ts
-        event = h.get("Event")
-        if event == "Hangup" and self._collect_hangups:
-            uid = h.get("Uniqueid")
-            if uid:
-                self._hung_up.add(uid)
+        if event == "Hangup":
+            if self._collect_hangups:
+                uid = h.get("Uniqueid")
+                if uid:
+                    self._hung_up.add(uid)
         elif event == "QueueCallerJoin":
             q = h.get("Queue")
             if q:
                 self.catalog.label(self.name, q)
-        elif event in QueueMembers.EVENTS:
+        else:
             self.members.feed(msg)
-        updates = self.tracker.feed(msg, item.arrival + self.offset)
-        if updates:
-            self._dispatch(updates)
+
+    def _clock_warning(self) -> None:
+        now = time.monotonic()
+        last = self._jumps_logged_at
+        if last is not None and now - last < CLOCK_WARNING_INTERVAL:
+            return
+        jumps = self.tracker.clock.jumps
+        log.warning("%s: %d event timestamp(s) jumped more than %g s away from the PBX's recent events and were not "
+                    "trusted (the previous trusted time was used); %d in all", self.name,
+                    jumps - self._jumps_logged, self.tracker.settings.max_clock_jump, jumps)
+        self._jumps_logged = jumps
+        self._jumps_logged_at = now
 
     def _stop(self) -> None:
         if self.stopped:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .ami.parser import BANNER_PREFIX, AmiFramer
+from .ami.parser import BANNER_PREFIX, AmiFramer, EventFilter
 from .journey import CallPolicy, CallRecord, JourneyTracker, Recovered, TrackerSettings, Update, UpdateKind
 
 CHUNK = 256 * 1024
@@ -65,6 +65,9 @@ class ReplayResult:
     bad_messages: int = 0
     tracker_errors: int = 0
     timed_events: int = 0  # none: Asterisk's manager.conf had timestampevents = no
+    skipped: int = 0  # events of no use to the tracker, counted and skipped unread (in ``events``)
+    duplicates: int = 0  # events repeated byte for byte, dropped (in ``events``)
+    clock_jumps: int = 0  # timestamps not trusted (a jump beyond journey.max_clock_jump)
     last_error: str | None = None
     files: list[str] = field(default_factory=list)
 
@@ -89,6 +92,8 @@ def replay_files(
     """Run capture files, one after the other, through one tracker; return every call seen,
     ordered by start time (calls still open at the end are reported ``in_progress``)."""
     tracker = JourneyTracker(policy, settings, pbx=pbx)
+    interest = tracker.interest()
+    event_filter = EventFilter(interest.events, interest.conditions)
     log = JourneyLog()
     result = ReplayResult(journeys=[])
     for path in paths:
@@ -97,7 +102,7 @@ def replay_files(
             fh = open(path, "rb")
         except OSError as exc:
             raise ReplayError(unreadable(path, exc)) from None
-        framer = AmiFramer()
+        framer = AmiFramer(event_filter=event_filter)
         with fh:
             head = fh.read(CHUNK)
             if size == 0 or not _looks_like_ami(head):
@@ -105,7 +110,7 @@ def replay_files(
             data = head
             while data:
                 for msg in framer.iter_feed(data):
-                    if "Timestamp" in msg.headers:
+                    if msg.ts is not None:
                         result.timed_events += 1
                     updates = tracker.feed(msg)
                     log.add(updates)
@@ -119,8 +124,16 @@ def replay_files(
         if not clean and not allow_truncated:
             raise ReplayError(f"{path}: truncated AMI stream (the last message has no terminating blank line)")
         result.events += framer.messages
+        result.skipped += framer.skipped
+        result.duplicates += framer.duplicates
         result.bad_messages += framer.bad_messages
         result.files.append(path)
+    updates = tracker.flush()
+    log.add(updates)
+    if on_update is not None:
+        for update in updates:
+            on_update(update)
+    result.clock_jumps = tracker.clock.jumps
     result.tracker_errors = tracker.errors
     result.last_error = tracker.last_error
     result.journeys = log.ordered(tracker)

@@ -9,8 +9,10 @@ section 7) is replaced here:
   across TCP reads survives and empty last values are kept; only the responses to our own actions are
   converted to panoramisk ``Message`` objects, for its pairing, and handed back as our messages;
 * **no callbacks of panoramisk's**: every other message goes to one synchronous handler
-  (:class:`ConnectionEvents`), in stream order; nothing raised there ever reaches asyncio (it would close the
-  transport and lose the rest of the TCP chunk);
+  (:class:`ConnectionEvents`), in stream order, all those of one socket read in one call; nothing raised there
+  ever reaches asyncio (it would close the transport and lose the rest of the TCP chunk);
+* **events nobody reads are never built**: the framer gets the handler's :class:`~onechance.ami.parser.EventFilter`
+  and only counts them;
 * **no action replay**: ``forgetable_actions`` contains every action, pending actions fail with
   :class:`~onechance.ami.items.LinkLost` when the connection closes, and panoramisk's own reconnect loop and
   pinger are switched off (the link does both, properly);
@@ -34,7 +36,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from .items import AmiError, LinkLost
-from .parser import AmiFramer, AmiMessage
+from .parser import AmiFramer, AmiMessage, EventFilter
 
 __all__ = ["AmiConnection", "ConnectionEvents", "Connector", "Responses", "succeeded"]
 
@@ -53,10 +55,16 @@ def succeeded(response: AmiMessage) -> bool:
 class ConnectionEvents(Protocol):
     """What a connection tells its owner, synchronously, from inside the event loop's callbacks."""
 
+    #: the events worth building (None: every one)
+    event_filter: EventFilter | None
+
     def connection_made(self, conn: AmiConnection) -> None: ...
 
-    def message(self, conn: AmiConnection, msg: AmiMessage) -> None:
-        """An event (or a response nobody waits for), in stream order."""
+    def messages(self, conn: AmiConnection, msgs: list[AmiMessage], unread: int, nbytes: int) -> None:
+        """Events (and responses nobody waits for) of one socket read, in stream order (a read holding the end of
+        an action's answer comes in two calls, before and after it).  ``unread``: events of the read counted
+        but not built (nobody reads them) or dropped (repeated); ``nbytes``: the read's size (0 for the first
+        part of a split read)."""
 
     def connection_lost(self, conn: AmiConnection, exc: Exception | None) -> None: ...
 
@@ -110,7 +118,8 @@ class AmiConnection(AMIProtocol):  # type: ignore[misc]
         self._pending: dict[str, _Pending] = {}
 
     def _new_framer(self) -> AmiFramer:
-        return AmiFramer(self._max) if self._max else AmiFramer()
+        flt = getattr(self.events, "event_filter", None)
+        return AmiFramer(self._max, flt) if self._max else AmiFramer(event_filter=flt)
 
     @property
     def banner(self) -> str | None:
@@ -163,13 +172,23 @@ class AmiConnection(AMIProtocol):  # type: ignore[misc]
         events = self.events
         try:
             events.traffic()
-            for msg in self.framer.iter_feed(data):
-                action_id = msg.headers.get("ActionID")
-                pending = self._pending.get(action_id) if action_id else None
+            framer = self.framer
+            unread = framer.skipped + framer.duplicates
+            batch: list[AmiMessage] = []
+            pendings = self._pending
+            for msg in framer.iter_feed(data):
+                action_id = msg.headers.get("ActionID") if pendings else None
+                pending = pendings.get(action_id) if action_id else None
                 if pending is not None:
+                    if batch:  # what came before the answer goes first (a snapshot is queued where it ends)
+                        events.messages(self, batch, 0, 0)
+                        batch = []
                     self._complete(action_id or "", pending, msg)
                 else:
-                    events.message(self, msg)
+                    batch.append(msg)
+            unread = framer.skipped + framer.duplicates - unread
+            if batch or unread:
+                events.messages(self, batch, unread, len(data))
         except Exception:  # pragma: no cover - defensive: a bug here must not kill the connection
             log.exception("error while handling AMI data")
 

@@ -10,6 +10,7 @@ from .parser import AmiMessage
 __all__ = [
     "AmiError",
     "AmiEvent",
+    "AmiEvents",
     "LinkDead",
     "LinkDown",
     "LinkItem",
@@ -37,6 +38,15 @@ class AmiEvent:
     """One AMI event as read from the socket; ``arrival`` is the local wall-clock time of the read."""
 
     msg: AmiMessage
+    arrival: float
+
+
+@dataclass(slots=True)
+class AmiEvents:
+    """The events of one socket read, in stream order; ``arrival`` is the local wall-clock time of the read.
+    (One item per read, not per event: the hand-over to the consumer costs the same for 1 event or 500.)"""
+
+    msgs: list[AmiMessage]
     arrival: float
 
 
@@ -73,7 +83,7 @@ class LinkStopped:
     """The link was stopped on purpose (daemon shutdown): nothing follows."""
 
 
-LinkItem = AmiEvent | LinkDown | Snapshot | LinkStopped
+LinkItem = AmiEvents | AmiEvent | LinkDown | Snapshot | LinkStopped
 
 
 class AmiError(Exception):

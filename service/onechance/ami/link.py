@@ -2,10 +2,13 @@
 
 * **connection** (:mod:`onechance.ami.adapter`, the only module that knows panoramisk): our byte framer,
   our routing of responses, no action replay;
-* **ordering and back-pressure** (:class:`~onechance.ami.flow.FlowControl`): every event goes through one
-  synchronous enqueue into a bounded queue read by one consumer; when it falls behind, socket reading is
-  paused (TCP back-pressure); should even the backlog overflow, the connection is dropped so that the
-  resync rebuilds a consistent view rather than silently losing events;
+* **ordering and back-pressure** (:class:`~onechance.ami.flow.FlowControl`): the events of each socket read go
+  through one synchronous enqueue (one :class:`~onechance.ami.items.AmiEvents` per read) into a queue read by
+  one consumer, bounded in reads (``queue_size``) and in bytes (``queue_bytes``); when it falls behind, socket
+  reading is paused (TCP back-pressure); should even the backlog overflow, the connection is dropped so that
+  the resync rebuilds a consistent view rather than silently losing events;
+* **events nobody reads** (:attr:`AmiLink.event_filter`, set by the consumer) are counted on the raw bytes
+  and never built: :attr:`AmiLink.events` counts them all the same;
 * **one session per connection** (:class:`Session`): login, the resync lists, the watchdog.  Every action is
   awaited at most ``action_timeout`` (or ``ping_timeout``), not counting time during which reading was paused
   by back-pressure (the answer may be waiting unread behind events);
@@ -18,7 +21,7 @@
 * **resync**: after each login ``CoreShowChannels`` and ``QueueStatus`` are fetched and handed to the
   consumer as one :class:`~onechance.ami.items.Snapshot`, in stream order with the events around it.
 
-The consumer receives :data:`~onechance.ami.items.LinkItem` objects in order: ``AmiEvent``, ``LinkDown`` (the
+The consumer receives :data:`~onechance.ami.items.LinkItem` objects in order: ``AmiEvents``, ``LinkDown`` (the
 stream was interrupted: what was live is no longer seen), ``Snapshot`` and, once, ``LinkStopped``.
 The AMI secret is only ever written to the socket: never logged.
 """
@@ -40,6 +43,7 @@ from .flow import FlowControl
 from .items import (
     AmiError,
     AmiEvent,
+    AmiEvents,
     LinkDead,
     LinkDown,
     LinkItem,
@@ -49,10 +53,11 @@ from .items import (
     LoginRefused,
     Snapshot,
 )
-from .parser import AmiMessage
+from .parser import AmiMessage, EventFilter
 
 __all__ = [
     "AmiEvent",
+    "AmiEvents",
     "AmiLink",
     "LinkDown",
     "LinkItem",
@@ -201,7 +206,9 @@ class AmiLink:
         self.settings = settings
         self.name = settings.name
         self.secret = secret if secret is not None else settings.resolved_secret()
-        self.flow: FlowControl[LinkItem] = FlowControl(settings.queue_size)
+        self.flow: FlowControl[LinkItem] = FlowControl(settings.queue_size, max_weight=settings.queue_bytes)
+        #: the events worth building into messages (the consumer's interest); None: every one
+        self.event_filter: EventFilter | None = None
         self._rng = rng or random.Random()
         self._id_prefix = f"oc-{uuid.uuid4().hex[:10]}-"
         self._next_id = 0
@@ -438,29 +445,41 @@ class AmiLink:
         self.last_rx = time.time()
         self.last_rx_monotonic = time.monotonic()
 
-    def message(self, conn: AmiConnection, msg: AmiMessage) -> None:
-        """Enqueue-only: one event in, in order.  Never blocks, never raises."""
+    def messages(self, conn: AmiConnection, msgs: list[AmiMessage], unread: int, nbytes: int) -> None:
+        """Enqueue-only: the events of one read in, in order, as one item.  Never blocks, never raises."""
         session = self._session
         if session is None or session.conn is not conn or conn.closed:
             return
-        headers = msg.headers
-        if "Event" not in headers or headers.get("ActionID", "").startswith(self._id_prefix):
-            # a response nobody waits for (a timed-out action of ours, or someone else's ActionID)
-            self.unmatched_responses += 1
-            log.debug("%s: ignoring unmatched %r", self.name, msg)
+        self.events += unread  # counted, never built: nobody reads them (or a repetition, dropped)
+        prefix = self._id_prefix
+        events: list[AmiMessage] = []
+        shutdown: AmiMessage | None = None
+        for msg in msgs:
+            headers = msg.headers
+            name = headers.get("Event")
+            if name is None or headers.get("ActionID", "").startswith(prefix):
+                # a response nobody waits for (a timed-out action of ours, or someone else's ActionID)
+                self.unmatched_responses += 1
+                log.debug("%s: ignoring unmatched %r", self.name, msg)
+                continue
+            events.append(msg)
+            if name == "Shutdown":
+                shutdown = msg
+                break  # the connection closes here: nothing after it is read
+        if not events:
             return
-        self.events += 1
-        if not self.flow.put(AmiEvent(msg, self.last_rx)):
-            self.dropped += 1
+        self.events += len(events)
+        if not self.flow.put(AmiEvents(events, self.last_rx), nbytes, len(events)):
+            self.dropped += len(events)
             if not session.overflowed:
                 session.overflowed = True
-                log.error("%s: event queue and backlog full (%d): dropping the connection to resync", self.name,
-                          self.flow.queue.maxsize)
+                log.error("%s: event queue and backlog full (%d reads): dropping the connection to resync",
+                          self.name, self.flow.queue.maxsize)
                 conn.abort()
             return
-        if headers["Event"] == "Shutdown":
+        if shutdown is not None:
             session.peer_shutdown = True
-            log.warning("%s: Asterisk is shutting down (%s)", self.name, headers.get("Shutdown", "?"))
+            log.warning("%s: Asterisk is shutting down (%s)", self.name, shutdown.headers.get("Shutdown", "?"))
             conn.close()
 
 

@@ -34,7 +34,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..ami.parser import AmiMessage
+from ..ami.parser import AmiMessage, block_timestamp
+from .clock import DEFAULT_MAX_JUMP, ClockGuard
 from .index import LOCAL_HALF, CallState, Channel, ChannelIndex
 from .model import (
     CALLER_GROUP,
@@ -56,7 +57,7 @@ from .policy import CallPolicy
 from .record import CallRecord, record_of
 from .updates import JourneyUpdate, LostCall, Recovered, Update
 
-__all__ = ["JourneyTracker", "TrackerSettings", "clean", "extension_of", "interface_of"]
+__all__ = ["Interest", "JourneyTracker", "TrackerSettings", "clean", "extension_of", "interface_of"]
 
 UNKNOWN_VALUES = frozenset({"", "<unknown>", "<Unknown>", "unknown"})
 REFUSED_STATUSES = frozenset({"FULL", "JOINEMPTY", "JOINUNAVAIL"})
@@ -67,9 +68,15 @@ SOFTHANGUP_ASYNCGOTO = "2"
 LOCAL_ANSWER_CONFIRM = 1.0
 #: how often (PBX seconds) over-age calls are closed and expired lost calls leave the watch list
 SWEEP_INTERVAL = 60.0
+#: the ``VarSet`` variables the tracker reads (every other VarSet is of no use to it)
+VARSET_VARIABLES = frozenset({"QUEUESTATUS", "ATTENDEDTRANSFER"})
+#: the ``Newexten`` applications the tracker reads (the queue a caller is about to enter)
+NEWEXTEN_APPLICATIONS = frozenset({"Queue"})
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "?": "?", "a": "\a",
             "b": "\b", "f": "\f", "v": "\v"}
 _ESCAPE_RE = re.compile(r"\\(.)")
+#: control characters: never in a record (JSON, PostgreSQL, the callback page); a line break or tab is a space
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def unescape(value: str) -> str:
@@ -79,10 +86,18 @@ def unescape(value: str) -> str:
     return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), value)
 
 
+def _no_control(m: re.Match[str]) -> str:
+    return " " if m.group() in "\t\n\r" else ""
+
+
 def clean(value: str | None) -> str:
+    """A caller-id field as a person reads it: unknown values empty, C escapes undone, no control character."""
     if value is None or value in UNKNOWN_VALUES:
         return ""
-    return unescape(value)
+    value = unescape(value)
+    if not value.isprintable():
+        value = _CONTROL_RE.sub(_no_control, value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +109,31 @@ class TrackerSettings:
     recent_ids: int = 20000  # ended channel ids remembered, so late events do not revive a call
     default_region: str | None = None  # phone number region for caller numbers without a country code
     extension_digits: int = 6  # a number of at most this many digits (no '+') is an internal extension
+    max_clock_jump: float = DEFAULT_MAX_JUMP  # seconds an event's Timestamp may jump before it is doubted
 
     def is_extension(self, number: str) -> bool:
         """An internal extension (``101``, ``7003``), not an outside number."""
         return bool(number) and not number.startswith("+") and number.isdigit() and \
             len(number) <= self.extension_digits
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """The AMI events a reader uses: ``events`` by name, and ``conditions``: events it uses only when one header
+    has one of some values (``{"VarSet": ("Variable", {"QUEUESTATUS", ...})}``).  Every other event changes
+    nothing for it: the framer may count it and skip it unread
+    (:class:`~onechance.ami.parser.EventFilter`)."""
+
+    events: frozenset[str]
+    conditions: dict[str, tuple[str, frozenset[str]]]
+
+    def wants(self, msg: AmiMessage) -> bool:
+        """Does this message matter to the reader?"""
+        name = msg.headers.get("Event")
+        if name is None or name not in self.events:
+            return False
+        condition = self.conditions.get(name)
+        return condition is None or msg.headers.get(condition[0]) in condition[1]
 
 
 Handler = Callable[[AmiMessage, float], None]
@@ -126,6 +161,7 @@ class JourneyTracker:
         # call id -> when its caller hung up, for calls kept open while a consultation still waits in a queue
         self._lingering: dict[str, float] = {}
         self._last_sweep = 0.0
+        self.clock: ClockGuard[AmiMessage] = ClockGuard(self.settings.max_clock_jump)
         self.on_error = on_error
         self.events = 0
         self.errors = 0
@@ -160,11 +196,26 @@ class JourneyTracker:
             "QueueMemberAdded": self._on_member,
             "QueueMember": self._on_member,
         }
+        #: events handled only for some values of one header (the rest change nothing: see interest())
+        self._conditions: dict[str, tuple[str, frozenset[str]]] = {
+            "VarSet": ("Variable", VARSET_VARIABLES),
+            "Newexten": ("Application", NEWEXTEN_APPLICATIONS),
+        }
+        # event name -> (handler, header of its condition or None, the values it is handled for)
+        self._routes: dict[str, tuple[Handler, str | None, frozenset[str]]] = {
+            name: (handler, *self._conditions.get(name, (None, frozenset())))
+            for name, handler in self._handlers.items()
+        }
 
     # ---- public API ------------------------------------------------------------------------------------
     def handled_events(self) -> frozenset[str]:
         """The AMI event names the tracker reads (every other event is counted and skipped)."""
         return frozenset(self._handlers)
+
+    def interest(self) -> Interest:
+        """What the tracker reads, for the framer to skip the rest unread: the one source of truth (an event it
+        does not want is ignored by :meth:`feed` too, so skipping it changes nothing)."""
+        return Interest(self.handled_events(), dict(self._conditions))
 
     @property
     def calls(self) -> dict[str, CallState]:
@@ -172,25 +223,80 @@ class JourneyTracker:
         return self.index.calls
 
     def feed(self, msg: AmiMessage, arrival: float = 0.0) -> list[Update]:
-        """Apply one AMI message; return the updates it caused (often none)."""
+        """Apply one AMI message; return the updates it caused (often none).
+
+        ``arrival``: when the event arrived, on the PBX's clock (live: the local time plus the offset learnt
+        from trusted timestamps), or 0 (a replay).  It dates an event without a timestamp and vouches for a
+        timestamp after a quiet spell (see :mod:`~onechance.journey.clock`).  An event whose timestamp jumps is
+        held until the stream says whether to believe it: its updates then come with a later call."""
         headers = msg.headers
         name = headers.get("Event")
         if name is None:
             return []
         self.events += 1
-        ts_text = headers.get("Timestamp")
-        ts = arrival
-        if ts_text:
+        if self._unconfirmed and msg.before is not None:
+            # the PBX's time went on over events nobody reads: a Local answer may be confirmed by now
+            self._time_passed(block_timestamp(msg.before))
+        route = self._routes.get(name)
+        if route is None or (route[1] is not None and headers.get(route[1]) not in route[2]):
+            if self._unconfirmed:
+                self._time_passed(msg.ts)
+            return self.take_updates() if self._pending else []
+        clock = self.clock
+        ts = msg.ts
+        ref = clock.reference
+        jump = clock.max_jump
+        if clock.held or (ts is not None and ref is not None
+                          and (ts < ref - jump or ts > (arrival if arrival > ref else ref) + jump)):
+            for m, t, arr in clock.admit(msg, ts, arrival):
+                self._apply(m, self._routes[m.headers["Event"]][0], t if t is not None else self._time_of(arr))
+        else:
+            if ts is None:
+                ts = self._time_of(arrival)
+            elif ref is None or ts > ref:
+                clock.reference = ts
             try:
-                ts = float(ts_text)
-            except ValueError:
-                ts = arrival
-        handler = self._handlers.get(name)
-        if handler is not None:
-            try:
-                handler(msg, ts)
+                route[0](msg, ts)
             except Exception as exc:  # one odd event must never stop the tracker
                 self._handler_failed(name, msg, exc)
+            if (self._key_exits or self._unconfirmed or self._lingering
+                    or ts - self._last_sweep >= SWEEP_INTERVAL):
+                self._after(msg, ts)
+        if not self._pending:
+            return []
+        return self.take_updates()
+
+    def flush(self) -> list[Update]:
+        """Apply the events held while a timestamp jump is judged, taking it for an outlier (the end of a replay,
+        a link loss, a resync, the daemon's tick); returns the updates."""
+        self._release_held()
+        return self.take_updates() if self._pending else []
+
+    def _release_held(self) -> None:
+        for m, t, arr in self.clock.flush():
+            self._apply(m, self._routes[m.headers["Event"]][0], t if t is not None else self._time_of(arr))
+
+    def _time_passed(self, ts: float | None) -> None:
+        """An event of no use to the tracker still tells the time: confirm the Local answers due by then."""
+        if ts is None or self.clock.held or not self.clock.fits(ts):
+            return
+        while self._unconfirmed and self._unconfirmed[0][0] <= ts:
+            _, call, leg = self._unconfirmed.popleft()
+            self._confirm_answer(call, leg)
+
+    def _time_of(self, arrival: float) -> float:
+        """The time of an event without a (usable) timestamp."""
+        return arrival or self.clock.reference or 0.0
+
+    def _apply(self, msg: AmiMessage, handler: Handler, ts: float) -> None:
+        try:
+            handler(msg, ts)
+        except Exception as exc:  # one odd event must never stop the tracker
+            self._handler_failed(msg.headers.get("Event") or "?", msg, exc)
+        self._after(msg, ts)
+
+    def _after(self, msg: AmiMessage, ts: float) -> None:
+        """What the passing of time does after each event: key exits, Local answers, lingering calls, sweeps."""
         if self._key_exits:
             self._check_key_exit(msg, ts)
         while self._unconfirmed and self._unconfirmed[0][0] <= ts:
@@ -201,13 +307,12 @@ class JourneyTracker:
         if ts - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = ts
             self._sweep(ts)
-        if not self._pending:
-            return []
-        return self.take_updates()
 
     def tick(self, now: float) -> list[Update]:
         """The passing of time (``now``: the PBX's clock): raise long waits, and now and then close over-age
         calls.  The daemon calls it every ``alerts.tick_interval``; the tracker never reads a clock."""
+        if self.clock.holding:
+            self._release_held()
         if self.policy.watches_long_waits:
             for call in self.index.calls.values():
                 for visit in call.journey.visits:
@@ -222,6 +327,8 @@ class JourneyTracker:
 
     def close_all(self, at: float, reason: str = "link_lost") -> list[Update]:
         """Finish every live call as ``uncertain`` (the event stream was interrupted)."""
+        if self.clock.holding:
+            self._release_held()
         for call in list(self.index.calls.values()):
             self._finish(call, at, reason=reason)
         self.index.clear_bridges()
@@ -393,7 +500,7 @@ class JourneyTracker:
             self.index.rename(ch, new)
 
     def _on_newexten(self, msg: AmiMessage, ts: float) -> None:
-        if msg.headers.get("Application") != "Queue":
+        if msg.headers.get("Application") not in NEWEXTEN_APPLICATIONS:
             return
         ch = self._channel(msg, ts)
         if ch is not None:
@@ -606,6 +713,8 @@ class JourneyTracker:
         dest = self._channel(msg, ts, "Dest")
         group = visit.group if visit is not None else (CALLER_GROUP if caller.side == Side.CALLER else caller.group)
         leg = dest.leg if dest is not None and dest.leg is not None else None
+        if leg is not None and leg.started_at is not None and any(x is leg for x in call.journey.legs):
+            return  # the same answer told twice: the operator talks once
         if leg is None:
             leg = OperatorLeg(operator=self._member_label(interface, member), kind=LegKind.QUEUE,
                               channel=dest.uid if dest else "", queue=queue, interface=interface, group=group,
