@@ -126,6 +126,8 @@ class DatabaseSettings(_Section):
     queue_size: int = Field(10000, ge=1)
     retry_interval: float = Field(5.0, gt=0)
     spool_dir: Path | None = None  # None: <data_dir>/spool
+    #: the spool's bound on disk (an outage must not fill the PBX's disk); 0: none
+    spool_max_bytes: int = Field(1 << 30, ge=0)
 
 
 class QueueSettings(_Section):
