@@ -184,6 +184,10 @@ async def test_a_second_signal_exits_at_once():
         async with daemon(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(pbx.port),
                           ONECHANCE_AMI__USERNAME="onechance", ONECHANCE_AMI__SECRET=SECRET) as d:
             await wait_until(lambda: pbx.finished.is_set(), what="capture played")
+            async with aiohttp.ClientSession() as s:  # resynced (a stop in the middle of the resync logs off at once)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and (await get_json(s, d.base + "/readyz"))[0] != 200:
+                    await asyncio.sleep(0.05)
             d.proc.send_signal(signal.SIGTERM)
             await wait_until(lambda: "logoff" in pbx.actions, what="the drain's Logoff")
             assert d.proc.poll() is None, "the drain did not wait for the Logoff"

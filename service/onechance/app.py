@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 HTTP_SHUTDOWN_TIMEOUT = 1.0  # seconds a request still in flight at shutdown may take (after the drain)
 CANCEL_WAIT = 1.0  # seconds a cancelled task is waited for at shutdown
+HURRY_GRACE = 0.2  # seconds a service is given to close when the stop is hurried
 SPOOL_RESERVE = 2.0  # the last seconds of the drain (at most a quarter of it): the store spools what is left
 WORKLIST_WAIT = 15.0  # seconds the links wait at start for the callback worklist to load from the store
 WORKLIST_RETRY = 30.0  # seconds between later tries when it could not be loaded
@@ -244,7 +245,11 @@ class App:
                 closing = loop.create_task(service.aclose(), name=f"close-{type(service).__name__}")
                 if _hurriable(service):
                     await asyncio.wait({closing})  # it hurries itself at the timer (or a second signal)
-                elif not await self._until([closing], deadline - reserve):
+                    _log_failures(f"closing {type(service).__name__}", [closing])
+                    continue
+                if self._hurry.is_set():  # a moment all the same: most close at once
+                    await asyncio.wait({closing}, timeout=HURRY_GRACE)
+                if not closing.done() and not await self._until([closing], deadline - reserve):
                     log.warning("shutdown: %s did not finish in time: stopped", type(service).__name__)
                     await _cancel(closing, task)
                 _log_failures(f"closing {type(service).__name__}", [closing])
@@ -306,7 +311,8 @@ async def _cancel(*tasks: asyncio.Future[Any]) -> None:
     if pending:
         _done, late = await asyncio.wait(pending, timeout=CANCEL_WAIT)
         for task in late:
-            log.warning("shutdown: %s goes on after being cancelled; not waiting for it", task.get_name())
+            name = task.get_name() if isinstance(task, asyncio.Task) else "a task"
+            log.warning("shutdown: %s goes on after being cancelled; not waiting for it", name)
 
 
 def _log_failures(what: str, tasks: Sequence[asyncio.Future[Any]]) -> None:

@@ -44,11 +44,16 @@ class StoreUnavailable(StoreError):
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with its password hidden, for messages and logs."""
+    """The URL with its password hidden, and the value of every query parameter that may be one (``?password=``,
+    ``?sslpassword=``...: :func:`onechance.redact.mask_url`), for messages and logs."""
+    from ..redact import mask_url as mask
+
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        make_url(text)
     except Exception:
         return "<unparsable database URL>"
+    return mask(text)
 
 
 def normalize_url(url: str) -> URL:
@@ -59,7 +64,7 @@ def normalize_url(url: str) -> URL:
         parsed = make_url(url.strip())
     except exc.ArgumentError:
         raise StoreConfigError(
-            f"bad database URL {url.split('@')[-1]!r}: expected sqlite+aiosqlite:///PATH or "
+            "bad database URL (not shown: it may hold a password): expected sqlite+aiosqlite:///PATH or "
             "postgresql+asyncpg://USER:PASSWORD@HOST/DB"
         ) from None
     driver = _DRIVERS.get(parsed.drivername)
