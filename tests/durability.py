@@ -57,7 +57,8 @@ def busy_config(seed: int = 1, queues: int = 20, operators_per_queue: int = 4, s
     import dataclasses
 
     cfg = SimConfig.large(queues=queues, operators_per_queue=operators_per_queue, seed=seed, start=PEAK,
-                          rate=RateProfile(scale=scale), behaviour=Behaviour(patience=float(wait), impatient=0.0))
+                          rate=RateProfile(scale=scale), behaviour=Behaviour(patience=float(wait), impatient=0.0),
+                          rtcp=False)
     return dataclasses.replace(cfg, queues=tuple(dataclasses.replace(q, max_wait=wait) for q in cfg.queues))
 
 
