@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import pytest
@@ -95,3 +96,41 @@ def test_the_spool_refuses_appends_past_its_bound(tmp_path):
     spool.append([j(1000)])
     assert spool.journeys == 1
     spool.close()
+
+
+async def test_a_full_spool_keeps_calls_in_memory_up_to_a_bound_then_drops_and_counts_them(tmp_path, caplog):
+    """The database down and the spool at its bound: calls wait in memory up to memory_max, then each new one
+    is dropped, counted (metric, log) and reported at close, where the rest are reported lost (exit 1 in the
+    daemon)."""
+    from prometheus_client import CollectorRegistry
+
+    from onechance.store import JourneyWriter, make_engine
+
+    from .storehelp import final_records
+
+    records = final_records("load_a")
+    assert len(records) > 30
+    registry = CollectorRegistry()
+    engine = make_engine("postgresql+asyncpg://nobody:pw@127.0.0.1:1/nothing")
+    writer = JourneyWriter(engine, tmp_path / "spool", registry, queue_size=5, memory_max=12, flush_interval=0.02,
+                           retry_interval=0.05, spool_max_bytes=3000)
+    await writer.start()
+    try:
+        for r in records[:30]:
+            writer.submit(r)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        spooled = writer.spooled
+        assert 0 < spooled < 5  # what fits under 3000 bytes
+        assert writer.dropped == 30 - spooled - writer.in_memory > 0
+        assert writer.in_memory <= 12
+        assert registry.get_sample_value("onechance_store_journeys_dropped_total") == writer.dropped
+        assert registry.get_sample_value("onechance_store_spool_max_bytes") == 3000
+        assert "DROPPED" in caplog.text and "is full" in caplog.text
+        assert writer.problem() is not None
+    finally:
+        await writer.close(timeout=0.5)
+        await engine.dispose()
+    assert writer.lost == writer.in_memory > 0
+    assert f"{writer.lost} LOST" in caplog.text and f"{writer.dropped} calls were DROPPED" in caplog.text
+    assert writer.unsaved == writer.lost + writer.dropped

@@ -124,6 +124,7 @@ class JourneyWriter:
         self._overflow_logged = False
         self._errors = RateLimitedLog(log)
         self.spool_error: str | None = None  # the spool's last refusal, until it takes an append again
+        self._spool_failure: SpoolError | None = None
         self._file = FileWatch(path) if (path := sqlite_file(engine)) is not None else None
         self._reopen = False  # the SQLite file vanished: dispose the engine (and recreate its directory) first
         self._file_replaced = False
@@ -204,8 +205,8 @@ class JourneyWriter:
 
     @property
     def ready(self) -> bool:
-        """Started, not closing, the database answered the last operation and the spool takes appends."""
-        return self._started and not self._closing and self._state == WriterState.OK and self.spool_error is None
+        """Started, not closing, and the database answered the last operation."""
+        return self._started and not self._closing and self._state == WriterState.OK
 
     @property
     def queue_depth(self) -> int:
@@ -235,11 +236,13 @@ class JourneyWriter:
         }
 
     def problem(self) -> str | None:
-        """Why the store is not ready, in one line (None when it is)."""
+        """Why the store is not ready, in one line (None when it is).  A spool that refuses appends while the
+        database takes every journey puts nothing at risk: it is in :meth:`status` and the log, not here."""
         if self._state == WriterState.UNAVAILABLE:
+            if self.spool_error is not None:
+                return (f"database unavailable ({self.last_error}) and the spool refuses journeys "
+                        f"({self.spool_error}): {self.in_memory} wait in memory only")
             return f"database unavailable ({self.last_error}): journeys go to the spool"
-        if self.spool_error is not None:
-            return f"spool unusable ({self.spool_error})"
         if not self.ready:
             return "starting" if not self._closing else "closing"
         return None
@@ -270,7 +273,7 @@ class JourneyWriter:
                     self._drop(item)
                     return
             else:
-                self.spool_error = None
+                self.spool_error = self._spool_failure = None
                 self.m_spooled.inc()
                 if not self._overflow_logged:
                     self._overflow_logged = True
@@ -299,7 +302,7 @@ class JourneyWriter:
             except SpoolError as exc:
                 self._spool_refused(exc, len(facts))
             else:
-                self.spool_error = None
+                self.spool_error = self._spool_failure = None
                 self._wake.set()
                 return
         loop = asyncio.get_running_loop()
@@ -327,6 +330,7 @@ class JourneyWriter:
     def _spool_refused(self, exc: SpoolError, n: int) -> None:
         self.m_failures.labels("spool").inc()
         self.spool_error = str(exc)
+        self._spool_failure = exc
         with contextlib.suppress(RuntimeError):  # (no loop: a close outside one)
             self._spool_retry_at = asyncio.get_running_loop().time() + max(1.0, self.retry_interval)
         what = "the spool is full" if isinstance(exc, SpoolFull) else "the spool refuses appends"
@@ -657,6 +661,8 @@ class JourneyWriter:
             if items and not await self._write(items):
                 return False
             self._spool.commit(batch)
+            if isinstance(self._spool_failure, SpoolFull):
+                self.spool_error = self._spool_failure = None  # it shrank: room again
             self._progress.set()
         return True
 
@@ -721,7 +727,7 @@ class JourneyWriter:
                 self._spool_refused(exc, len(batch))
                 self._keep_in_memory(batch)
             else:
-                self.spool_error = None
+                self.spool_error = self._spool_failure = None
                 if self._closing:
                     self.closing_spooled += calls
                 self._durable(batch)
