@@ -2,11 +2,12 @@
 
 :meth:`App.run` starts the services (the store writer upgrades the schema and drains its spool; the demo PBX
 listens), loads the callback worklist into each tracker, starts each AMI link and its consumer, serves HTTP,
-and waits for :meth:`App.request_stop` (SIGTERM/SIGINT).  Then it drains: the links log off, each consumer
-handles what it already received and closes the calls in progress as uncertain, the services flush (the store
-writes or spools every journey), and the HTTP site closes.  Every long-running task is a task of the one
-:class:`asyncio.TaskGroup`; the drain is bounded by ``daemon.shutdown_timeout`` and a second signal cancels
-everything at once.
+and waits for :meth:`App.request_stop` (SIGTERM, SIGINT, SIGHUP).  Then it drains: the links log off, each
+consumer handles what it already received and closes the calls in progress as uncertain, the services flush (the
+store writes or spools every journey), and the HTTP site closes.  Every long-running task is a task of the one
+:class:`asyncio.TaskGroup`.  The drain is bounded by ``daemon.shutdown_timeout``: near its end (and at once after
+a second signal) it is hurried, the consumers cut short and the store spooling what the database has not taken;
+the exit code says whether every call was kept (docs/reliability.md).
 """
 
 from __future__ import annotations
