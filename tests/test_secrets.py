@@ -39,9 +39,9 @@ def assert_clean(text: str, where: str) -> None:
 
 def test_mask_url_hides_the_password_and_every_query_value_that_may_be_one():
     assert mask_url("postgresql+asyncpg://u:pw@db.example:5432/oc?password=x&sslmode=require&timeout=3") == \
-        "postgresql+asyncpg://u:***@db.example:5432/oc?password=***&sslmode=require&timeout=3"
+        "postgresql+asyncpg://u:********@db.example:5432/oc?password=********&sslmode=require&timeout=3"
     assert mask_url("postgresql://u@h/db?sslpassword=k&application_name=a&whatever=z") == \
-        "postgresql://u@h/db?sslpassword=***&application_name=a&whatever=***"
+        "postgresql://u@h/db?sslpassword=********&application_name=a&whatever=********"
     assert mask_url("sqlite+aiosqlite:///var/lib/onechance/onechance.db") == \
         "sqlite+aiosqlite:///var/lib/onechance/onechance.db"
     line = f"GET /services/T0/B0/{HOOK_PATH_TOKEN} failed"
@@ -75,7 +75,7 @@ def test_check_config_shows_no_secret_and_warns_about_a_config_readable_by_other
     r = run_cli("check-config", "--config", str(conf))
     assert r.returncode == 0, r.stderr
     assert_clean(r.stdout + r.stderr, "check-config")
-    assert "postgresql+asyncpg://onechance:***@db.example/oc?password=***&sslmode=require" in r.stdout
+    assert "postgresql+asyncpg://onechance:********@db.example/oc?password=********&sslmode=require" in r.stdout
     warning = [line for line in r.stderr.splitlines() if "readable by other users" in line]
     assert warning == [f"onechance check-config: warning: config file {conf} is readable by other users (mode 0644) "
                        "and holds secrets (ami.secret, http.token, alerts.channels.url, alerts.channels.secret, "

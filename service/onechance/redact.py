@@ -2,7 +2,8 @@
 
 * :func:`mask_url` hides a URL's password and the value of every query parameter but a few known harmless
   ones (``sslmode``, ``timeout``...): ``postgresql://u:pw@h/db?password=x&sslmode=require`` is shown as
-  ``postgresql://u:***@h/db?password=***&sslmode=require``.
+  ``postgresql://u:********@h/db?password=********&sslmode=require`` (the store's messages show ``***``, as
+  SQLAlchemy does).
 * :func:`secret_values` lists every secret the settings hold (AMI secrets, the API token, the database
   password, wherever in its URL it is, alert channel URLs and signing keys, those read from files included)
   and the pieces of them that may show up alone (a URL's password, its query values, its path's tokens).
@@ -22,9 +23,10 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["MASK", "RedactingFormatter", "install", "mask_url", "redact", "secret_values"]
+__all__ = ["MASK", "REDACTED", "RedactingFormatter", "install", "mask_url", "redact", "secret_values"]
 
-MASK = "***"
+MASK = "********"  # what a masked URL shows (check-config's mask of every secret)
+REDACTED = "***"  # what a secret becomes in a log line
 #: query parameters of database and webhook URLs whose values are never secret (everything else is masked)
 SAFE_QUERY_KEYS = frozenset({
     "ssl", "sslmode", "timeout", "connect_timeout", "command_timeout", "application_name",
@@ -36,8 +38,9 @@ SAFE_QUERY_KEYS = frozenset({
 MIN_SECRET = 4
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password and every query value but the harmless ones hidden (``***``)."""
+def mask_url(url: str, mask: str = MASK) -> str:
+    """The URL with its password and every query value but the harmless ones hidden (``********``, or
+    ``mask``)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -46,16 +49,16 @@ def mask_url(url: str) -> str:
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{hostport}" if colon else f"{user}@{hostport}"
+        netloc = f"{user}:{mask}@{hostport}" if colon else f"{user}@{hostport}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(f"{k}={v if k.lower() in SAFE_QUERY_KEYS else MASK}" for k, v in pairs)
+        query = "&".join(f"{k}={v if k.lower() in SAFE_QUERY_KEYS else mask}" for k, v in pairs)
     out = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme or netloc else parts.path
     if query:
         out += f"?{query}"
     if parts.fragment:
-        out += f"#{MASK}"
+        out += f"#{mask}"
     return out
 
 
@@ -119,7 +122,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         for form in _variants(secret):
             if form and form in text:
-                text = text.replace(form, MASK)
+                text = text.replace(form, REDACTED)
     return text
 
 

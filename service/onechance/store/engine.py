@@ -53,7 +53,7 @@ def mask_url(url: str | URL) -> str:
         make_url(text)
     except Exception:
         return "<unparsable database URL>"
-    return mask(text)
+    return mask(text, "***")
 
 
 def normalize_url(url: str) -> URL:
