@@ -349,7 +349,9 @@ async def test_an_unavailable_database_looks_as_documented(caplog, tmp_path):
             await wait_until(lambda: pipeline(app, "main").ready, what="ready")
             status, body = await api.get("/readyz")
             calls = await api.json("/api/calls")
-    assert status == 200, body  # the database is not needed to follow calls
+    assert status == 503, body  # calls are followed, but journeys only reach the spool
+    assert body["reason"].startswith("store: database unavailable ("), body
+    assert body["reason"].endswith("): journeys go to the spool"), body
     assert _shape(body["store"]) == _shape(doc)
     assert body["store"]["state"] == doc["state"] == "unavailable"
     assert calls["partial"] is True

@@ -2,11 +2,12 @@
 
 :meth:`App.run` starts the services (the store writer upgrades the schema and drains its spool; the demo PBX
 listens), loads the callback worklist into each tracker, starts each AMI link and its consumer, serves HTTP,
-and waits for :meth:`App.request_stop` (SIGTERM/SIGINT).  Then it drains: the links log off, each consumer
-handles what it already received and closes the calls in progress as uncertain, the services flush (the store
-writes or spools every journey), and the HTTP site closes.  Every long-running task is a task of the one
-:class:`asyncio.TaskGroup`; the drain is bounded by ``daemon.shutdown_timeout`` and a second signal cancels
-everything at once.
+and waits for :meth:`App.request_stop` (SIGTERM, SIGINT, SIGHUP).  Then it drains: the links log off, each
+consumer handles what it already received and closes the calls in progress as uncertain, the services flush (the
+store writes or spools every journey), and the HTTP site closes.  Every long-running task is a task of the one
+:class:`asyncio.TaskGroup`.  The drain is bounded by ``daemon.shutdown_timeout``: near its end (and at once after
+a second signal) it is hurried, the consumers cut short and the store spooling what the database has not taken;
+the exit code says whether every call was kept (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, TypeGuard
 
 from aiohttp import web
 
@@ -31,6 +32,9 @@ __all__ = ["App", "LostCallsLoader", "Service", "serve"]
 log = logging.getLogger(__name__)
 
 HTTP_SHUTDOWN_TIMEOUT = 1.0  # seconds a request still in flight at shutdown may take (after the drain)
+CANCEL_WAIT = 1.0  # seconds a cancelled task is waited for at shutdown
+HURRY_GRACE = 0.2  # seconds a service is given to close when the stop is hurried
+SPOOL_RESERVE = 2.0  # the last seconds of the drain (at most a quarter of it): the store spools what is left
 WORKLIST_WAIT = 15.0  # seconds the links wait at start for the callback worklist to load from the store
 WORKLIST_RETRY = 30.0  # seconds between later tries when it could not be loaded
 
@@ -75,11 +79,24 @@ class App:
         self.http_port: int | None = None
         self.started = asyncio.Event()  # HTTP listening, links started
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # stop waiting for anything slow: spool what is not stored
+        self._forced = False  # a second signal
+        self.unsaved = 0  # after the drain: calls and records no service could keep (the exit code is then 1)
 
     # ---- control ---------------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Begin the graceful shutdown (idempotent)."""
         self._stop.set()
+
+    def force(self) -> None:
+        """A second signal: stop, and hurry (straight to the spool); the exit code is then 130."""
+        self._forced = True
+        self._stop.set()
+        self._hurry_now("asked to hurry")
+
+    def in_memory(self) -> int:
+        """Journeys and records the services hold in memory only (what exiting now would lose)."""
+        return sum(int(getattr(s, "in_memory", 0)) for s in self.services)
 
     @property
     def stopping(self) -> bool:
@@ -95,7 +112,7 @@ class App:
                 # services first (the store upgrades its schema, the demo PBX listens), then the worklist,
                 # then the PBXs
                 service_tasks = [tg.create_task(s.run(), name=f"service-{type(s).__name__}") for s in self.services]
-                await self._load_lost_calls(tg)
+                await self._unless_stopped(self._load_lost_calls(tg))
                 link_tasks = [tg.create_task(p.link.run(), name=f"ami-link-{p.name}")
                               for p in self.pipelines if p.link is not None]
                 consumer_tasks = [tg.create_task(p.run(), name=f"consumer-{p.name}") for p in self.pipelines]
@@ -113,6 +130,19 @@ class App:
                     log.error("shutdown: closing failed: %s", exc, exc_info=exc)
         log.info("onechance stopped")
         return code
+
+    async def _unless_stopped(self, aw: Awaitable[None]) -> None:
+        """Await ``aw``, or give it up when a stop is asked for meanwhile (a SIGTERM while starting)."""
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                await _cancel(task)
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
     async def _load_lost_calls(self, tg: asyncio.TaskGroup) -> None:
         """Put the callback worklist back on each tracker's watch list, so a caller lost before a restart
@@ -174,65 +204,164 @@ class App:
 
     async def _drain(self, link_tasks: list[asyncio.Task[None]], consumer_tasks: list[asyncio.Task[None]],
                      service_tasks: list[asyncio.Task[None]]) -> int:
+        """Stop in order, within ``shutdown_timeout``: the links log off, the consumers handle what they received
+        and close the calls in progress, the services close (the store writer last).  The store is hurried
+        ``SPOOL_RESERVE`` seconds before the end (what the database has not taken by then goes to the spool), and
+        the consumers earlier still; a second signal hurries everything at once.  The exit code: 0 when every
+        call was stored or spooled, 130 after a second signal, 1 when some could not be kept (the store says
+        exactly how many)."""
         self.status.begin_stop()
+        loop = asyncio.get_running_loop()
         timeout = self.shutdown_timeout
+        began = loop.time()
+        deadline = began + timeout
+        reserve = min(SPOOL_RESERVE, timeout / 4)
         log.info("shutting down: finishing pending work (at most %g s)", timeout)
+        timer = loop.call_at(deadline - reserve, self._hurry_now, "the shutdown timeout is near")
         try:
-            async with asyncio.timeout(timeout):
-                await _gather_logged("stopping an AMI link", *(p.link.stop() for p in self.pipelines
-                                                                if p.link is not None))
-                await _gather_logged("an AMI link", *link_tasks)
-                for p in self.pipelines:
-                    if p.link is not None:
-                        p.link.stop_item()  # after whatever the link still holds back
-                    else:
-                        await p.queue.put(LinkStopped())
-                await _gather_logged("a consumer", *consumer_tasks)
-                for service in reversed(self.services):  # the last started first: the store writer after those
-                    await service.aclose()                # that write through it (alerts, worklist)
-                await _gather_logged("a service", *service_tasks)
-            return 0
-        except TimeoutError:
-            log.error("shutdown took longer than %g s: stopping anyway", timeout)
-            for task in (*link_tasks, *consumer_tasks, *service_tasks):
-                task.cancel()
+            # 1. the links log off (each within its own 2 s) and end
+            stops = [loop.create_task(p.link.stop(), name=f"ami-logoff-{p.name}")
+                     for p in self.pipelines if p.link is not None]
+            if not await self._until([*stops, *link_tasks], deadline - 2 * reserve):
+                await _cancel(*stops, *link_tasks)
+            _log_failures("stopping an AMI link", stops)
+            _log_failures("an AMI link", link_tasks)
+            # 2. the consumers handle what they already received, then close the calls in progress
+            for p in self.pipelines:
+                if p.link is not None:
+                    p.link.stop_item()  # after whatever the link still holds back
+                else:
+                    p.queue.put_nowait(LinkStopped())
+            if not await self._until(consumer_tasks, deadline - 2 * reserve):
+                await _cancel(*consumer_tasks)
+                for p in self.pipelines:  # what they had not handled is left; the calls in progress are closed now
+                    left = p.queue.qsize()
+                    if left:
+                        log.warning("%s: %d AMI events received but not handled before the stop (their calls are "
+                                    "closed as uncertain)", p.name, left)
+                    p.handle(LinkStopped())
+            _log_failures("a consumer", consumer_tasks)
+            # 3. the services, the last started first: the store writer after those that write through it
+            for service, task in reversed(list(zip(self.services, service_tasks, strict=True))):
+                closing = loop.create_task(service.aclose(), name=f"close-{type(service).__name__}")
+                if _hurriable(service):
+                    await asyncio.wait({closing})  # it hurries itself at the timer (or a second signal)
+                    _log_failures(f"closing {type(service).__name__}", [closing])
+                    continue
+                if self._hurry.is_set():  # a moment all the same: most close at once
+                    await asyncio.wait({closing}, timeout=HURRY_GRACE)
+                if not closing.done() and not await self._until([closing], deadline - reserve):
+                    log.warning("shutdown: %s did not finish in time: stopped", type(service).__name__)
+                    await _cancel(closing, task)
+                _log_failures(f"closing {type(service).__name__}", [closing])
+            if not await self._until(service_tasks, deadline):
+                await _cancel(*service_tasks)
+            _log_failures("a service", service_tasks)
+        finally:
+            timer.cancel()
+        took = loop.time() - began
+        if took > timeout:
+            log.warning("shutdown took %.1f s, more than daemon.shutdown_timeout (%g s)", took, timeout)
+        self.unsaved = sum(int(getattr(s, "unsaved", 0)) for s in self.services)
+        if self.unsaved:
             return 1
+        return 130 if self._forced else 0
+
+    def _hurry_now(self, why: str) -> None:
+        if not self._hurry.is_set():
+            log.warning("shutdown: %s: what the database has not taken yet goes to the spool", why)
+        self._hurry.set()
+        for service in self.services:
+            if _hurriable(service):
+                service.hurry()
+
+    async def _until(self, tasks: Sequence[asyncio.Future[Any]], until: float) -> bool:
+        """Wait for every task until ``until`` (loop time) or a hurry; True when they all ended."""
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Future[Any]] = {t for t in tasks if not t.done()}
+        if not pending:
+            return True
+        hurry = loop.create_task(self._hurry.wait())
+        try:
+            while pending and not self._hurry.is_set():
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    break
+                _done, pending_now = await asyncio.wait({*pending, hurry}, timeout=remaining,
+                                                        return_when=asyncio.FIRST_COMPLETED)
+                pending = {t for t in pending_now if t is not hurry}
+        finally:
+            hurry.cancel()
+        return not pending
 
 
-async def _gather_logged(what: str, *aws: object) -> None:
-    """Await everything; log (never raise) what failed, so one failure does not hide the others' work."""
-    results = await asyncio.gather(*aws, return_exceptions=True)  # type: ignore[call-overload]
-    for result in results:
-        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-            log.error("shutdown: %s failed: %s", what, result, exc_info=result)
+class _Hurriable(Protocol):
+    def hurry(self) -> None: ...
+
+
+def _hurriable(service: object) -> TypeGuard[_Hurriable]:
+    return callable(getattr(service, "hurry", None))
+
+
+async def _cancel(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel these tasks and wait for them to end, at most ``CANCEL_WAIT`` seconds (a task that swallows its
+    cancellation must not hold the stop up: the store still has to close)."""
+    for task in tasks:
+        task.cancel()
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        _done, late = await asyncio.wait(pending, timeout=CANCEL_WAIT)
+        for task in late:
+            name = task.get_name() if isinstance(task, asyncio.Task) else "a task"
+            log.warning("shutdown: %s goes on after being cancelled; not waiting for it", name)
+
+
+def _log_failures(what: str, tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Log (never raise) what failed, so one failure does not hide the others' work."""
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                log.error("shutdown: %s failed: %s", what, exc, exc_info=exc)
 
 
 async def serve(app: App) -> int:
-    """Run ``app`` with SIGTERM/SIGINT handlers: the first starts the drain, a second exits at once (130)."""
+    """Run ``app`` with SIGTERM, SIGINT and SIGHUP handlers: the first starts the graceful stop; a second hurries
+    it (what the database has not taken goes to the spool at once; 130); a third exits at once (what is still in
+    memory then is lost, and counted)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
-    forced = False
+    signals = 0
 
     def on_signal(sig: signal.Signals) -> None:
-        nonlocal forced
-        if app.stopping:
-            log.warning("%s again: exiting now", sig.name)
-            forced = True
+        nonlocal signals
+        signals += 1
+        if signals == 1 and not app.stopping:
+            log.info("%s received: shutting down (send it again to hurry: straight to the spool)", sig.name)
+            app.request_stop()
+        elif signals <= 2:
+            app.force()
+            log.warning("%s again: hurrying the stop (send it again to exit at once, losing what is not "
+                        "spooled yet)", sig.name)
+        else:
+            log.warning("%s a third time: exiting now", sig.name)
             if main is not None:
                 main.cancel()
-            return
-        log.info("%s received: shutting down (send it again to exit at once)", sig.name)
-        app.request_stop()
 
     installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP (the terminal closed, or `kill -HUP`) stops it gracefully too: nothing is reloaded in place
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on this platform / thread
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
     try:
         return await app.run()
     except asyncio.CancelledError:
-        if forced:
+        if signals >= 3:
+            left = app.in_memory()
+            if left:
+                log.error("exited at once: %d journeys and records still in memory are LOST", left)
+                return 1
             return 130
         raise
     finally:

@@ -144,23 +144,33 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     """``onechance run`` and ``onechance check-config``."""
 
     def load(args: argparse.Namespace, command: str):  # type: ignore[no-untyped-def]
-        from .config import ConfigError, load_settings, unknown_environment
+        import os
+
+        from .config import CONFIG_ENV, ConfigError, config_file_warnings, load_settings, unknown_environment
 
         for warning in unknown_environment():
             print(f"onechance {command}: warning: {warning}", file=sys.stderr)
         try:
-            return load_settings(args.config)
+            settings = load_settings(args.config)
         except ConfigError as exc:
             print(f"onechance {command}: {exc}", file=sys.stderr)
             return None
+        for warning in config_file_warnings(args.config or os.environ.get(CONFIG_ENV)):
+            print(f"onechance {command}: warning: {warning}", file=sys.stderr)
+        return settings
 
     def cmd_check_config(args: argparse.Namespace) -> int:
         from .config import ConfigError
+        from .redact import redact, secret_values
 
         settings = load(args, "check-config")
         if settings is None:
             return 2
-        out = settings.masked()
+        try:
+            out = settings.masked()
+        except ConfigError as exc:  # e.g. database.password_file cannot be read
+            print(f"onechance check-config: {exc}", file=sys.stderr)
+            return 2
         try:
             out["followed_pbxs"] = [p.name for p in settings.followed_pbxs()]
         except ConfigError as exc:
@@ -169,7 +179,8 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
                 return 2
             out["followed_pbxs"] = []
             out["note"] = str(exc)
-        print(json.dumps(out, indent=2, ensure_ascii=False))
+        # masked field by field above; and whatever else might carry a secret, replaced all the same
+        print(redact(json.dumps(out, indent=2, ensure_ascii=False), secret_values(settings)))
         return 0
 
     def serve(settings: Any, command: str, demo: bool) -> int:
@@ -177,10 +188,12 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
 
         from .compose import run_daemon
         from .config import ConfigError
+        from .redact import install
         from .store import StoreConfigError
 
-        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr, format=fmt)
+        install(settings, fmt)  # every configured secret replaced by *** in every line, tracebacks included
         # quiet unless something is wrong (apprise and urllib3 print request URLs, tokens included, at DEBUG)
         for noisy in ("alembic", "aiosqlite", "asyncio", "aiohttp.access", "apprise", "urllib3"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .journey import TrackerSettings
@@ -116,6 +116,9 @@ class HttpSettings(_Section):
     token: SecretStr | None = Field(None, description=(
         "When set, `/api/*` needs `Authorization: Bearer <token>` and `/callbacks` a login; unset: no "
         "authentication; must not be empty; never logged"))
+    token_file: Path | None = Field(None, description=(
+        "A file holding the token (systemd `LoadCredential=`, container secrets), read when the settings load "
+        "(leading and trailing white space ignored); not with `token`"))
     recent_calls: int = Field(10000, ge=1, description=(
         "Finished journeys kept in memory for `/api/calls` (merged with the database's, and answering alone "
         "while it is unreachable)"))
@@ -138,6 +141,24 @@ class HttpSettings(_Section):
         if v is not None and not v.get_secret_value().strip():
             raise ValueError("must not be empty (leave http.token unset to serve /api/* without a token)")
         return v
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> HttpSettings:
+        if self.token_file is None or self._token_read:
+            return self
+        if self.token is not None:
+            raise ValueError("set either http.token or http.token_file, not both")
+        try:
+            token = _read_secret("http.token", None, self.token_file)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if not token:
+            raise ValueError(f"http.token_file {self.token_file} is empty (it would leave /api/* open)")
+        self.token = SecretStr(token)
+        self._token_read = True
+        return self
+
+    _token_read: bool = PrivateAttr(default=False)
 
     @property
     def host(self) -> str:
@@ -166,6 +187,36 @@ class DatabaseSettings(_Section):
         "Seconds before an unavailable database is tried again, doubling up to 60 s (or this, if longer)"))
     spool_dir: Path | None = Field(None, description=(
         "Where journeys and alerts wait on disk while the database is unavailable; unset: `<data_dir>/spool`"))
+    spool_max_bytes: int = Field(1 << 30, ge=0, description=(
+        "The spool's bound on disk, in bytes (an outage must not fill the disk Asterisk needs); reached, journeys "
+        "wait in memory up to 4 x `queue_size` calls, then new calls are dropped, counted and logged; 0: no bound"))
+    password_file: Path | None = Field(None, description=(
+        "A file holding the PostgreSQL password (systemd `LoadCredential=`, container secrets), put into `url` "
+        "(which then names the user but no password); never logged"))
+
+    @model_validator(mode="after")
+    def _password_file_fits(self) -> DatabaseSettings:
+        if self.password_file is None:
+            return self
+        if not self.url or self.url.startswith("sqlite"):
+            raise ValueError("database.password_file needs a PostgreSQL database.url (SQLite has no password)")
+        from urllib.parse import urlsplit
+
+        userinfo = urlsplit(self.url).netloc.rpartition("@")[0]
+        if not userinfo:
+            raise ValueError("database.password_file needs a user in database.url (postgresql://USER@HOST/DB)")
+        if ":" in userinfo:
+            raise ValueError("set the password either in database.url or in database.password_file, not both")
+        return self
+
+    def resolved_password(self) -> str | None:
+        """The password read from ``password_file`` (None without one).  Never log the result."""
+        if self.password_file is None:
+            return None
+        password = _read_secret("database.password", None, self.password_file)
+        if not password:
+            raise ConfigError(f"database.password_file {self.password_file} is empty")
+        return password
 
 
 class QueueSettings(_Section):
@@ -552,8 +603,18 @@ class Settings(BaseSettings):
         return list(self.pbx) if self.pbx else [self.ami]
 
     def database_url(self) -> str:
+        """The database URL, with the password of ``database.password_file`` in it (never log it: see
+        :func:`onechance.redact.mask_url`); :class:`ConfigError` when that file cannot be read."""
         if self.database.url:
-            return self.database.url
+            password = self.database.resolved_password()
+            if password is None:
+                return self.database.url
+            from urllib.parse import quote, urlsplit, urlunsplit
+
+            parts = urlsplit(self.database.url)
+            userinfo, _, hostport = parts.netloc.rpartition("@")
+            netloc = f"{userinfo}:{quote(password, safe='')}@{hostport}"
+            return urlunsplit(parts._replace(netloc=netloc))
         return f"sqlite+aiosqlite:///{(self.data_dir / 'onechance.db').as_posix()}"
 
     def spool_dir(self) -> Path:
@@ -576,17 +637,57 @@ class Settings(BaseSettings):
             return d
 
         out: dict[str, Any] = mask(data)
-        out["database"]["url"] = _mask_url(self.database_url())
+        from .redact import mask_url
+
+        out["database"]["url"] = mask_url(self.database_url())
         return out
 
 
-def _mask_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:********@{host}" if ":" in creds else url
+#: settings whose value in a config file is a secret (dotted paths; ``[]``: each item of a list)
+SECRET_KEYS = ("ami.secret", "pbx[].secret", "http.token", "alerts.channels[].url", "alerts.channels[].secret")
+
+
+def config_file_warnings(path: str | os.PathLike[str] | None) -> list[str]:
+    """A warning when the config file is readable by other users (group or others) and holds secrets."""
+    if not path:
+        return []
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    if not mode & 0o044:
+        return []
+    held = []
+    for key in SECRET_KEYS:
+        section, _, name = key.rpartition(".")
+        parts = section.split(".")
+        nodes: list[Any] = [data]
+        for part in parts:
+            many = part.endswith("[]")
+            part = part.removesuffix("[]")
+            nxt: list[Any] = []
+            for node in nodes:
+                value = node.get(part) if isinstance(node, dict) else None
+                if many and isinstance(value, list):
+                    nxt += value
+                elif value is not None:
+                    nxt.append(value)
+            nodes = nxt
+        if any(isinstance(n, dict) and n.get(name) for n in nodes):
+            held.append(key.replace("[]", ""))
+    url = (data.get("database") or {}).get("url") if isinstance(data.get("database"), dict) else None
+    if isinstance(url, str):
+        from .redact import mask_url
+
+        if mask_url(url) != url:
+            held.append("database.url (a password)")
+    if not held:
+        return []
+    return [f"config file {path} is readable by other users (mode {mode & 0o777:04o}) and holds secrets "
+            f"({', '.join(held)}): `chmod 600` it (or 640 with a group of its own), or move them to files "
+            "(ami.secret_file, http.token_file, database.password_file, alerts.channels url_file and secret_file)"]
 
 
 def _env_names(model: type[BaseModel], prefix: str) -> set[str]:

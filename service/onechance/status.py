@@ -15,6 +15,8 @@ __all__ = ["DaemonStatus", "StoreStatus"]
 class StoreStatus(Protocol):
     def status(self) -> dict[str, Any]: ...
 
+    def problem(self) -> str | None: ...
+
 
 class DaemonStatus:
     """Readiness and the live view, read from the pipelines (and the store writer, when there is one)."""
@@ -29,7 +31,10 @@ class DaemonStatus:
 
     @property
     def ready(self) -> bool:
-        return bool(self.pipelines) and not self.stopping and all(p.ready for p in self.pipelines)
+        """Every PBX logged in and resynced, and the store writing (a database down, its file removed or a
+        spool that refuses appends is not ready: journeys are at risk or only in the spool)."""
+        return (bool(self.pipelines) and not self.stopping and all(p.ready for p in self.pipelines)
+                and (self.store is None or self.store.problem() is None))
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {"pbx": {p.name: p.status() for p in self.pipelines}}
@@ -39,6 +44,9 @@ class DaemonStatus:
             detail["reason"] = "shutting down"
         elif not self.ready:
             reasons = [f"{p.name}: {p.status().get('error')}" for p in self.pipelines if not p.ready]
+            problem = self.store.problem() if self.store is not None else None
+            if problem is not None:
+                reasons.append(f"store: {problem}")
             detail["reason"] = "; ".join(reasons) or "starting"
         return self.ready, detail
 

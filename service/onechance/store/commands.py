@@ -48,7 +48,12 @@ def command_settings(args: argparse.Namespace) -> Settings:
 
 
 def command_engine(settings: Settings, must_exist: bool = False) -> AsyncEngine:
-    url = settings.database_url()
+    from ..config import ConfigError
+
+    try:
+        url = settings.database_url()
+    except ConfigError as exc:
+        raise CommandError(str(exc), 2) from None
     try:
         parsed = normalize_url(url)
         if must_exist and parsed.drivername == SQLITE:
@@ -90,8 +95,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         settings = command_settings(args)
-        url = mask_url(settings.database_url())
         engine = command_engine(settings, must_exist=args.db_command != "upgrade")
+        url = mask_url(settings.database_url())
         try:
             head = head_revision()
             if args.db_command == "upgrade":
@@ -180,8 +185,8 @@ def store_replayed(journeys: Sequence[CallRecord], args: argparse.Namespace) -> 
 
     async def main() -> int:
         settings = command_settings(args)
-        url = mask_url(settings.database_url())
         engine = command_engine(settings)
+        url = mask_url(settings.database_url())
         writer = JourneyWriter.from_settings(settings, engine, CollectorRegistry(), flush_interval=0.05)
         try:
             await writer.start()

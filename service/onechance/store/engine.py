@@ -7,6 +7,7 @@ SQLite (aiosqlite, WAL mode, foreign keys on) is the default; PostgreSQL goes th
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,16 @@ class StoreUnavailable(StoreError):
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with its password hidden, for messages and logs."""
+    """The URL with its password hidden, and the value of every query parameter that may be one (``?password=``,
+    ``?sslpassword=``...: :func:`onechance.redact.mask_url`), for messages and logs."""
+    from ..redact import mask_url as mask
+
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        make_url(text)
     except Exception:
         return "<unparsable database URL>"
+    return mask(text, "***")
 
 
 def normalize_url(url: str) -> URL:
@@ -58,7 +64,7 @@ def normalize_url(url: str) -> URL:
         parsed = make_url(url.strip())
     except exc.ArgumentError:
         raise StoreConfigError(
-            f"bad database URL {url.split('@')[-1]!r}: expected sqlite+aiosqlite:///PATH or "
+            "bad database URL (not shown: it may hold a password): expected sqlite+aiosqlite:///PATH or "
             "postgresql+asyncpg://USER:PASSWORD@HOST/DB"
         ) from None
     driver = _DRIVERS.get(parsed.drivername)
@@ -83,6 +89,62 @@ def normalize_url(url: str) -> URL:
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def sqlite_file(engine: AsyncEngine) -> Path | None:
+    """The file of a SQLite engine (None for PostgreSQL, ``:memory:`` and ``file:`` URIs)."""
+    if not is_sqlite(engine):
+        return None
+    db = engine.url.database or ""
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser().absolute()
+
+
+class FileWatch:
+    """Notices a SQLite database file removed or replaced under a running process (``rm -r data/``, ``rm
+    onechance.db*``, a backup moved over it): SQLite would go on writing into the deleted file, and every
+    write since would vanish at the next restart.  :meth:`remember` the file's and its directory's
+    (device, inode) once the database answered; :meth:`changed` says what happened to them since."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ids: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+    @staticmethod
+    def _ids_of(path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+        f, d = os.stat(path), os.stat(path.parent)
+        return (f.st_dev, f.st_ino), (d.st_dev, d.st_ino)
+
+    @property
+    def known(self) -> bool:
+        return self._ids is not None
+
+    def remember(self) -> None:
+        try:
+            self._ids = self._ids_of(self.path)
+        except OSError:
+            self._ids = None
+
+    def forget(self) -> None:
+        self._ids = None
+
+    def changed(self) -> str | None:
+        """None while the file and its directory are the ones remembered (or nothing is remembered)."""
+        if self._ids is None:
+            return None
+        try:
+            file_id, dir_id = self._ids_of(self.path)
+        except FileNotFoundError:
+            where = self.path.parent if not self.path.parent.exists() else self.path
+            return f"the database file {self.path} was removed while in use ({where} is gone)"
+        except OSError as exc:
+            return f"the database file {self.path} cannot be reached: {exc.strerror or exc}"
+        if dir_id != self._ids[1]:
+            return f"the directory of the database file {self.path} was replaced while in use"
+        if file_id != self._ids[0]:
+            return f"the database file {self.path} was replaced while in use"
+        return None
 
 
 def make_engine(url: str | URL, *, echo: bool = False, connect_timeout: float = 5.0) -> AsyncEngine:

@@ -5,6 +5,14 @@ A directory of append-only JSON-lines segments (``spool-000000000001.jsonl``...)
 it is in the database.  A line cut short by a crash (no trailing newline) is skipped; a line that is not
 JSON is moved to ``rejected.jsonl``.  Re-reading a journey that is already stored is harmless: the
 store's upserts are idempotent.  One process at a time owns a spool directory (``flock`` on ``.lock``).
+
+Bounded: an append that would take the segments on disk past ``max_bytes`` is refused (:class:`SpoolFull`),
+so that an outage never fills the disk the PBX needs.
+
+Removed under a running process: the spool keeps a descriptor open on every segment that holds journeys, so
+when its directory (or a segment) is deleted or replaced, :meth:`Spool.check` (the writer calls it at every
+flush and before every append) recreates the directory, takes its lock again and writes every segment back
+from those descriptors: nothing spooled is lost as long as the process lives.
 """
 
 from __future__ import annotations
@@ -30,6 +38,14 @@ DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 
 class SpoolError(Exception):
     """The spool directory cannot be used (permissions, locked by another process...)."""
+
+
+class SpoolFull(SpoolError):
+    """An append would take the spool past its size bound (``database.spool_max_bytes``)."""
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 @dataclass(slots=True)
@@ -65,9 +81,11 @@ def _fsync_all(fds: list[tuple[int, str]]) -> list[str]:
 class Spool:
     """Append-only, fsync'd journey spool in one directory."""
 
-    def __init__(self, directory: str | os.PathLike[str], segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+    def __init__(self, directory: str | os.PathLike[str], segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 max_bytes: int = 0) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes  # 0: unbounded
         self._segments: dict[int, int] = {}  # segment index -> size in bytes
         self._lines: dict[int, int] = {}  # segment index -> complete lines not yet consumed
         self._cursor: tuple[int, int] | None = None  # (segment, offset) of the oldest unread byte
@@ -79,32 +97,18 @@ class Spool:
         # after a segment was created, the rejected file.  sync_in_thread() fsyncs them off the event loop.
         self._unsynced: list[tuple[int, str]] = []
         self._sync_lock: asyncio.Lock | None = None  # one fsync at a time: see sync_in_thread
+        # a read-only descriptor of every segment with journeys: what a deleted directory held can be written back
+        self._keep: dict[int, int] = {}
+        self._dir_id: tuple[int, int] | None = None  # (device, inode) of the directory as opened
+        self.recreated = 0  # times the directory (or a segment) was found removed and written back
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
         """Create the directory, lock it, and take stock of the segments left by earlier runs."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            lock = open(self.directory / ".lock", "a+b")  # held until close()
-        except OSError as exc:
-            raise SpoolError(f"spool directory {self.directory}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.seek(0)
-            owner = lock.read().decode(errors="replace").strip() or "?"
-            lock.close()
-            raise SpoolError(
-                f"spool directory {self.directory} is in use by another onechance process (pid {owner}); "
-                "set ONECHANCE_DATABASE__SPOOL_DIR to another directory"
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()).encode())
-        lock.flush()
-        self._lock_fh = lock
+        self._lock_directory()
         self._segments.clear()
         self._lines.clear()
+        self._forget_kept()
         for entry in self.directory.iterdir():
             m = SEGMENT_RE.match(entry.name)
             if not m:
@@ -123,8 +127,161 @@ class Spool:
                 continue
             self._segments[index] = len(data)
             self._lines[index] = lines
+            self._keep_open(index)
         self._cursor = None
         self._active = None  # never append to a segment a crash may have cut short
+
+    def _lock_directory(self) -> None:
+        """Create the directory and take its lock (held until close)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock = open(self.directory / ".lock", "a+b")  # held until close()
+        except OSError as exc:
+            raise SpoolError(f"spool directory {self.directory}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            owner = lock.read().decode(errors="replace").strip() or "?"
+            lock.close()
+            raise SpoolError(
+                f"spool directory {self.directory} is in use by another onechance process (pid {owner}); "
+                "set ONECHANCE_DATABASE__SPOOL_DIR to another directory"
+            ) from None
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()).encode())
+            lock.flush()
+            self._dir_id = _identity(os.stat(self.directory))
+        except OSError as exc:  # the disk refuses even the pid: the lock itself holds all the same
+            log.warning("spool %s: cannot write the lock file: %s", self.directory, exc.strerror or exc)
+            with contextlib.suppress(OSError):
+                self._dir_id = _identity(os.stat(self.directory))
+        self._release()
+        self._lock_fh = lock
+
+    # ---- removed under us --------------------------------------------------------------------------------
+    def _keep_open(self, index: int) -> None:
+        if index in self._keep:
+            return
+        with contextlib.suppress(OSError):
+            self._keep[index] = os.open(self.directory / _segment_name(index), os.O_RDONLY | os.O_CLOEXEC)
+
+    def _forget_kept(self, index: int | None = None) -> None:
+        for i in ([index] if index is not None else list(self._keep)):
+            fd = self._keep.pop(i, None)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def damaged(self) -> str | None:
+        """What was removed or replaced under this spool (None when nothing was)."""
+        if self._lock_fh is None:
+            return None
+        try:
+            st = os.stat(self.directory)
+        except FileNotFoundError:
+            return f"the spool directory {self.directory} was removed"
+        except OSError as exc:
+            return f"the spool directory {self.directory} cannot be read: {exc.strerror or exc}"
+        if self._dir_id is not None and _identity(st) != self._dir_id:
+            return f"the spool directory {self.directory} was replaced"
+        try:
+            lock_st = os.stat(self.directory / ".lock")
+            if _identity(lock_st) != _identity(os.fstat(self._lock_fh.fileno())):
+                return f"the lock file of the spool {self.directory} was replaced"
+        except FileNotFoundError:
+            return f"the lock file of the spool {self.directory} was removed"
+        except OSError:
+            pass
+        for index, fd in self._keep.items():
+            try:
+                if os.fstat(fd).st_nlink == 0:
+                    return f"the spool segment {self.directory / _segment_name(index)} was removed"
+            except OSError:
+                continue
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                if os.fstat(self._fh.fileno()).st_nlink == 0:
+                    return f"the spool segment {self.directory / _segment_name(self._active or 0)} was removed"
+        return None
+
+    def check(self) -> str | None:
+        """When the directory, its lock or a segment was removed or replaced under us: recreate the directory,
+        lock it again and write every segment back from the descriptors kept open on them.  Returns what was
+        repaired (None: nothing was wrong); raises :class:`SpoolError` when it cannot be repaired now (the
+        descriptors stay open: the next call tries again)."""
+        what = self.damaged()
+        if what is None:
+            return None
+        self._close_active()
+        if self._needs_lock():
+            self._lock_directory()
+        written = 0
+        for index in sorted(self._segments):
+            fd = self._keep.get(index)
+            path = self.directory / _segment_name(index)
+            try:
+                linked = fd is not None and os.fstat(fd).st_nlink > 0 and path.exists() and \
+                    _identity(os.stat(path)) == _identity(os.fstat(fd))
+            except OSError:
+                linked = False
+            if linked or fd is None:
+                continue
+            written += self._write_back(index, fd, path)
+        self.recreated += 1
+        return f"{what}: recreated it, {written} spooled record(s) written back"
+
+    def _needs_lock(self) -> bool:
+        """The directory or its lock file is not the one this process locked."""
+        if self._lock_fh is None:
+            return True
+        try:
+            if _identity(os.stat(self.directory)) != self._dir_id:
+                return True
+            return _identity(os.stat(self.directory / ".lock")) != _identity(os.fstat(self._lock_fh.fileno()))
+        except OSError:
+            return True
+
+    def _write_back(self, index: int, fd: int, path: Path) -> int:
+        """Copy a removed segment (read through ``fd``) to ``path``, fsync'd; returns its complete lines."""
+        chunks = []
+        offset = 0
+        try:
+            while True:
+                chunk = os.pread(fd, 1 << 20, offset)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                offset += len(chunk)
+        except OSError as exc:
+            raise SpoolError(f"cannot read back the removed spool segment {path.name}: {exc.strerror or exc}") from None
+        data = b"".join(chunks)
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            with open(tmp, "wb", buffering=0) as fh:
+                view = memoryview(data)
+                while view:
+                    n = fh.write(view)
+                    if not n:
+                        raise OSError(errno.EIO, "nothing written")
+                    view = view[n:]
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise SpoolError(f"cannot write back the spool segment {path}: {exc.strerror or exc}") from None
+        self._forget_kept(index)
+        self._keep_open(index)
+        self._segments[index] = len(data)
+        return data.count(b"\n")
 
     def close(self) -> None:
         """fsync what is left (here, synchronously: call :meth:`aclose` from a running loop) and release the
@@ -133,6 +290,7 @@ class Spool:
         pending, self._unsynced = self._unsynced, []
         errors = _fsync_all(pending)
         self._release()
+        self._forget_kept()
         if errors:
             raise SpoolError(f"cannot fsync the spool in {self.directory}: {'; '.join(errors)}")
 
@@ -143,6 +301,7 @@ class Spool:
             await self.sync_in_thread()
         finally:
             self._release()
+            self._forget_kept()
 
     def _release(self) -> None:
         if self._lock_fh is not None:
@@ -165,6 +324,11 @@ class Spool:
             total -= self._cursor[1]
         return max(0, total)
 
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes the segments take on disk (what ``max_bytes`` bounds)."""
+        return sum(self._segments.values())
+
     def has_data(self) -> bool:
         return self.journeys > 0
 
@@ -176,6 +340,9 @@ class Spool:
         if not lines:
             return 0
         data = b"".join(lines)
+        if self.max_bytes and self.disk_bytes + len(data) > self.max_bytes:
+            raise SpoolFull(f"the spool {self.directory} is full: {self.disk_bytes} bytes of at most "
+                            f"{self.max_bytes} (database.spool_max_bytes)")
         fh = self._active_file(len(data))
         assert self._active is not None
         size = self._segments.get(self._active, 0)
@@ -256,6 +423,7 @@ class Spool:
         self._active = index
         self._segments.setdefault(index, 0)
         self._lines.setdefault(index, 0)
+        self._keep_open(index)
         return self._fh
 
     def _abandon_active(self, size: int) -> None:
@@ -304,8 +472,10 @@ class Spool:
     def _read_segment(self, index: int, offset: int, max_journeys: int) -> SpoolBatch:
         path = self.directory / _segment_name(index)
         batch = SpoolBatch(journeys=[], segment=index, end_offset=offset)
+        kept = self._keep.get(index)
         try:
-            fh = open(path, "rb")
+            # through the descriptor kept open on it: a segment removed under us is still read, never dropped
+            fh = os.fdopen(os.dup(kept), "rb") if kept is not None else open(path, "rb")
         except FileNotFoundError:
             batch.exhausted = True
             return batch
@@ -354,6 +524,7 @@ class Spool:
             self._cursor = (index, batch.end_offset)
 
     def _drop_segment(self, index: int) -> None:
+        self._forget_kept(index)
         with contextlib.suppress(FileNotFoundError):
             (self.directory / _segment_name(index)).unlink()
         self._segments.pop(index, None)

@@ -10,6 +10,19 @@ exponential backoff; once the database answers again, the spool is written back 
 anything else.  Journeys spooled by an earlier run (a crash, a SIGKILL, a restart while the database
 was down) are written when the writer starts.  A journey the database refuses for its data (not for
 its availability) is written to ``<spool>/rejected.jsonl`` and counted, so it never blocks the rest.
+
+Nothing accepted is lost silently:
+
+* a SQLite file (or its directory) removed or replaced under the running writer is noticed at every flush
+  and after every write (:class:`~onechance.store.engine.FileWatch`): the database is reported unavailable,
+  the batch just written (into the deleted file) is spooled again, and the next try opens a new file;
+* a spool directory removed under it is recreated with everything it held (:meth:`Spool.check`);
+* the spool is bounded (``spool_max_bytes``); when it (or the disk) refuses, journeys stay in memory up to
+  ``memory_max``, and past that each new call is dropped, counted (``onechance_store_journeys_dropped``) and
+  logged;
+* :meth:`close` tries the database once more (even in the middle of a back-off), spools what it cannot
+  store, retries until its deadline when the spool refuses, and ends with one line saying how many journeys
+  were stored, spooled and lost (:attr:`lost`); :meth:`hurry` makes it spool at once.
 """
 
 from __future__ import annotations
@@ -28,12 +41,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..errors import RateLimitedLog
 from ..journey import CallRecord, Recovered
 from . import migrate
-from .engine import StoreUnavailable, describe, is_schema_missing, is_unavailable
+from .engine import FileWatch, StoreUnavailable, describe, is_schema_missing, is_unavailable, sqlite_file
 from .facts import Fact
 from .rows import BadJourney, JourneyRows, Key, StoreItem, from_line, journey_rows, to_line
-from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError
+from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError, SpoolFull
 from .upsert import apply_ordered, upsert_rows
 
 if TYPE_CHECKING:
@@ -43,6 +57,8 @@ log = logging.getLogger("onechance.store")
 
 #: batches a recovery whose call is not stored yet is retried for, before it is set aside
 ORPHAN_RETRIES = 3
+#: at close, while the spool refuses (disk full), how often the database and the spool are tried again
+CLOSE_RETRY = 0.5
 
 
 class WriterState(StrEnum):
@@ -72,6 +88,8 @@ class JourneyWriter:
         max_retry_interval: float = 60.0,
         auto_upgrade: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        spool_max_bytes: int = 0,
+        memory_max: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -82,7 +100,9 @@ class JourneyWriter:
         self.max_retry_interval = max(retry_interval, max_retry_interval)
         self.auto_upgrade = auto_upgrade
         self._clock = clock
-        self._spool = Spool(spool_dir, segment_bytes=segment_bytes)
+        self._spool = Spool(spool_dir, segment_bytes=segment_bytes, max_bytes=spool_max_bytes)
+        #: calls kept in memory at most when the spool cannot take them (beyond: dropped, counted, logged)
+        self.memory_max = max(self.queue_size, memory_max if memory_max is not None else 4 * self.queue_size)
         self._pending: dict[Key, CallRecord] = {}
         # recoveries and facts (alerts, deliveries, worklist entries): written after the records of their batch,
         # in the order they came
@@ -102,6 +122,21 @@ class JourneyWriter:
         self.last_error: str | None = None
         self.last_write_at: float | None = None
         self._overflow_logged = False
+        self._errors = RateLimitedLog(log)
+        self.spool_error: str | None = None  # the spool's last refusal, until it takes an append again
+        self._spool_failure: SpoolError | None = None
+        self._file = FileWatch(path) if (path := sqlite_file(engine)) is not None else None
+        self._reopen = False  # the SQLite file vanished: dispose the engine (and recreate its directory) first
+        self._file_replaced = False
+        self._hurried = asyncio.Event()
+        self._final_try = False  # closing: the database was tried once more regardless of the back-off
+        self._spool_retry_at = 0.0  # the spool refused: the next spill (but at close) not before this
+        self.dropped = 0  # new calls refused: spool and memory both full
+        # what the close did with the journeys (calls) still waiting: stored, spooled, lost
+        self.closing_stored = 0
+        self.closing_spooled = 0
+        self.lost = 0  # calls neither stored nor spooled when the writer closed
+        self.lost_facts = 0  # alerts, deliveries, worklist entries and recoveries likewise
 
         self.m_queue_depth = Gauge(
             "onechance_store_queue_depth", "Journeys waiting in memory for the database", registry=registry
@@ -134,6 +169,16 @@ class JourneyWriter:
         self.m_spooled = Counter(
             "onechance_store_journeys_spooled", "Journeys put in the on-disk spool", registry=registry
         )
+        self.m_spool_max = Gauge(
+            "onechance_store_spool_max_bytes", "The spool's size bound (database.spool_max_bytes; 0: none)",
+            registry=registry,
+        )
+        self.m_spool_max.set(spool_max_bytes)
+        self.m_dropped = Counter(
+            "onechance_store_journeys_dropped",
+            "Calls not kept: the spool refused them (full or disk error) and memory_max calls already waited",
+            registry=registry,
+        )
 
     @classmethod
     def from_settings(
@@ -148,6 +193,7 @@ class JourneyWriter:
             "retry_interval": db.retry_interval,
             "max_retry_interval": max(60.0, db.retry_interval),
             "auto_upgrade": db.auto_upgrade,
+            "spool_max_bytes": db.spool_max_bytes,
         }
         kwargs.update(overrides)
         return cls(engine, settings.spool_dir(), registry, **kwargs)
@@ -183,9 +229,23 @@ class JourneyWriter:
             "queue_depth": len(self._pending),
             "spool_journeys": self._spool.journeys,
             "spool_bytes": self._spool.nbytes,
+            "spool_error": self.spool_error,
+            "dropped": self.dropped,
             "last_error": self.last_error,
             "last_write_at": self.last_write_at,
         }
+
+    def problem(self) -> str | None:
+        """Why the store is not ready, in one line (None when it is).  A spool that refuses appends while the
+        database takes every journey puts nothing at risk: it is in :meth:`status` and the log, not here."""
+        if self._state == WriterState.UNAVAILABLE:
+            if self.spool_error is not None:
+                return (f"database unavailable ({self.last_error}) and the spool refuses journeys "
+                        f"({self.spool_error}): {self.in_memory} wait in memory only")
+            return f"database unavailable ({self.last_error}): journeys go to the spool"
+        if not self.ready:
+            return "starting" if not self._closing else "closing"
+        return None
 
     # ---- the consumer's side ---------------------------------------------------------------------------
     def submit(self, item: StoreItem) -> None:
@@ -208,9 +268,12 @@ class JourneyWriter:
             try:
                 self._spool.append([to_line(item)], sync=False)  # fsync'd by the background task
             except SpoolError as exc:
-                self.m_failures.labels("spool").inc()
-                log.error("%s; keeping the journey in memory", exc)
+                self._spool_refused(exc, 1)
+                if len(self._pending) >= self.memory_max:
+                    self._drop(item)
+                    return
             else:
+                self.spool_error = self._spool_failure = None
                 self.m_spooled.inc()
                 if not self._overflow_logged:
                     self._overflow_logged = True
@@ -237,9 +300,9 @@ class JourneyWriter:
                 self._spool.append([to_line(fact) for fact in facts], sync=False)
                 await self._spool.sync_in_thread()
             except SpoolError as exc:
-                self.m_failures.labels("spool").inc()
-                log.error("%s; waiting for the database instead", exc)
+                self._spool_refused(exc, len(facts))
             else:
+                self.spool_error = self._spool_failure = None
                 self._wake.set()
                 return
         loop = asyncio.get_running_loop()
@@ -264,6 +327,22 @@ class JourneyWriter:
     def _spool_open(self) -> bool:
         return self._started
 
+    def _spool_refused(self, exc: SpoolError, n: int) -> None:
+        self.m_failures.labels("spool").inc()
+        self.spool_error = str(exc)
+        self._spool_failure = exc
+        with contextlib.suppress(RuntimeError):  # (no loop: a close outside one)
+            self._spool_retry_at = asyncio.get_running_loop().time() + max(1.0, self.retry_interval)
+        what = "the spool is full" if isinstance(exc, SpoolFull) else "the spool refuses appends"
+        self._errors.failed("spool", f"{exc}: {what}; {len(self._pending) + n} journeys wait in memory (at most "
+                            f"{self.memory_max} calls, then new calls are dropped)")
+
+    def _drop(self, item: CallRecord) -> None:
+        self.dropped += 1
+        self.m_dropped.inc()
+        self._errors.failed("dropped", f"call {item.call_id} ({item.pbx}) DROPPED: the spool refuses journeys "
+                            f"({self.spool_error}) and {len(self._pending)} calls already wait in memory "
+                            f"(memory_max); {self.dropped} dropped so far")
     # ---- lifecycle -------------------------------------------------------------------------------------
     def _open(self) -> bool:
         """Open the spool (raises :class:`SpoolError` if it cannot be used); False if already open."""
@@ -318,36 +397,42 @@ class JourneyWriter:
         return self.ready
 
     async def close(self, timeout: float | None = 30.0) -> None:
-        """Write what can be written, spool the rest, release the spool.  Returns within ``timeout``
-        seconds (what is not written by then is in the spool for the next start)."""
+        """Write what can be written, spool the rest, release the spool, and say in one line what became of the
+        journeys still waiting (:attr:`lost`: calls neither stored nor spooled, e.g. on a full disk).  Returns
+        within about ``timeout`` seconds: what is not written by then is spooled for the next start, and while
+        the spool refuses, the database and the spool are tried again until then.  :meth:`hurry` cuts it short
+        (straight to the spool)."""
         if self._state == WriterState.CLOSED:
             return
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         self._closing = True
         self._wake.set()
         task = self._task
         cancelled = False
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await self._wait_for(task, deadline)
             except asyncio.CancelledError:
                 cancelled = True  # spill and release the spool all the same, then pass the cancellation on
+            if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task  # let it put its batch in flight back before spilling
-            await self._spill_pending()
+            self._check_storage()
+            await self._spill_pending(force=True)
+            if not cancelled:
+                await self._retry_until(deadline)
         elif self._has_pending():
             # never started: nothing was written, keep it all on disk
             try:
                 self._spool.open()
                 self._started = True
             except SpoolError as exc:
-                log.error("%s: %d journeys submitted before start() are lost", exc,
+                log.error("%s: %d journeys submitted before start() cannot be spooled", exc,
                           len(self._pending) + len(self._ordered))
-            await self._spill_pending()
+            await self._spill_pending(force=True)
+        self._check_storage()
         try:
             await self._spool.aclose()
         except SpoolError as exc:  # never swallowed: what the spool held may not be on the disk
@@ -355,8 +440,120 @@ class JourneyWriter:
             log.error("%s: the journeys spooled last may be lost", exc)
         self._task = None
         self._state = WriterState.CLOSED
+        self._report_close()
         if cancelled:
             raise asyncio.CancelledError
+
+    def hurry(self) -> None:
+        """Stop waiting for the database: the close (now or to come) spools what is not written at once."""
+        self._hurried.set()
+        self._wake.set()
+
+    @property
+    def hurried(self) -> bool:
+        return self._hurried.is_set()
+
+    async def _wait_for(self, task: asyncio.Task[None], deadline: float | None) -> None:
+        """Until ``task`` ends, ``deadline`` (loop time) passes or :meth:`hurry` is called."""
+        loop = asyncio.get_running_loop()
+        hurried = loop.create_task(self._hurried.wait())
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait({task, hurried}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurried.cancel()
+
+    async def _retry_until(self, deadline: float | None) -> None:
+        """At close, while journeys are left in memory (the spool refused them: a full disk): try the database
+        and the spool again every ``CLOSE_RETRY`` seconds until ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while self._has_pending() and not self._hurried.is_set() and deadline is not None:
+            if loop.time() + CLOSE_RETRY >= deadline:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurried.wait(), CLOSE_RETRY)
+            self._check_storage()
+            if self._reopen:
+                await self._reopen_database()
+            try:
+                await self._write_pending()
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            await self._spill_pending(force=True)
+
+    def _report_close(self) -> None:
+        """One line: what became of the journeys still waiting when the writer closed."""
+        self.lost = len(self._pending)
+        self.lost_facts = len(self._ordered) + len(self._orphans)
+        for fut in self._durable_waiters.values():
+            if not fut.done():
+                fut.set_exception(SpoolError("the journey writer closed before this could be stored or spooled"))
+        self._durable_waiters.clear()
+        parts = [f"shutdown: {self.closing_stored} journeys stored, {self.closing_spooled} spooled for the next "
+                 f"start, {self.lost} {'LOST' if self.lost else 'lost'}"]
+        if self.lost_facts:
+            parts.append(f", and {self.lost_facts} alert, delivery, callback or recovery records LOST")
+        if self.lost or self.lost_facts:
+            parts.append(f" (neither the database nor the spool took them: {self.last_error or '-'}; "
+                         f"{self.spool_error or '-'})")
+        if self._spool.has_data():
+            parts.append(f"; {self._spool.journeys} records wait in the spool {self._spool.directory}")
+        if self.dropped:
+            parts.append(f"; {self.dropped} calls were DROPPED earlier (spool and memory full)")
+        if self.lost or self.lost_facts or self.dropped:
+            log.error("%s", "".join(parts))
+        else:
+            log.info("%s", "".join(parts))
+
+    @property
+    def in_memory(self) -> int:
+        """Calls and records waiting in memory only (neither in the database nor in the spool)."""
+        return len(self._pending) + len(self._ordered) + len(self._orphans)
+
+    @property
+    def unsaved(self) -> int:
+        """Calls and records this writer could not keep (lost at close, or dropped when everything was full)."""
+        return self.lost + self.lost_facts + self.dropped
+
+    # ---- the storage under us ----------------------------------------------------------------------------
+    def _check_storage(self) -> None:
+        """The spool's directory written back if it was removed; the SQLite file checked (see FileWatch)."""
+        if self._started and self._state != WriterState.CLOSED:
+            try:
+                repaired = self._spool.check()
+            except SpoolError as exc:
+                self._spool_refused(exc, 0)
+            else:
+                if repaired:
+                    log.warning("%s", repaired)
+        if self._file is not None and not self._reopen:
+            what = self._file.changed()
+            if what is not None:
+                self._database_lost(what)
+
+    def _database_lost(self, what: str) -> None:
+        assert self._file is not None
+        self._file.forget()
+        self._reopen = True
+        self._schema_ready = False
+        log.error("%s: SQLite would go on writing into the deleted file; journeys go to the spool %s, and a new "
+                  "database file is opened at the next try", what, self._spool.directory)
+        self._mark_unavailable(StoreUnavailable(what), quiet=True)
+
+    async def _reopen_database(self) -> None:
+        """After the SQLite file vanished: close every connection to it (the next one opens a new file at the
+        same path, in a directory created again if it went too)."""
+        self._reopen = False
+        try:
+            await self.engine.dispose()
+        except Exception as exc:
+            log.warning("closing the connections to the removed database file: %s", describe(exc))
+        if self._file is not None:
+            try:
+                self._file.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.error("cannot create the database directory %s again: %s", self._file.path.parent,
+                          exc.strerror or exc)
 
     # ---- as a daemon service (``onechance.app.Service``) -------------------------------------------------
     async def run(self) -> None:
@@ -379,19 +576,30 @@ class JourneyWriter:
                 if not self._closing:
                     await self._sleep(loop)
                 self._wake.clear()
+                if self._closing and self._hurried.is_set():
+                    await self._spill_pending(force=True)  # close() does it again should this be cut short
+                    return
+                self._check_storage()
                 await self._spool.sync_in_thread()
-                if self._state == WriterState.UNAVAILABLE and loop.time() < self._next_retry:
+                waiting = self._state == WriterState.UNAVAILABLE and loop.time() < self._next_retry
+                if waiting and self._closing and not self._final_try:
+                    waiting = False  # closing: one more try at once (the database may be back), not the back-off's
+                if self._closing:
+                    self._final_try = True
+                if waiting:
                     await self._spill_pending()
                     if self._closing:
                         return
                     continue
+                if self._reopen:
+                    await self._reopen_database()
                 ok = await self._drain_spool()
                 if ok:
                     ok = await self._write_pending()
                 if ok and not self._closing and (not self._schema_ready or self._state != WriterState.OK):
                     ok = await self._probe()
                 if not ok:
-                    await self._spill_pending()
+                    await self._spill_pending(force=True)
                     if self._closing:
                         return
                 elif self._closing and not self._has_pending() and not self._spool.has_data():
@@ -453,6 +661,8 @@ class JourneyWriter:
             if items and not await self._write(items):
                 return False
             self._spool.commit(batch)
+            if isinstance(self._spool_failure, SpoolFull):
+                self.spool_error = self._spool_failure = None  # it shrank: room again
             self._progress.set()
         return True
 
@@ -485,9 +695,13 @@ class JourneyWriter:
                 break  # the rest waits for the next flush interval
         return True
 
-    async def _spill_pending(self) -> None:
-        """Move everything waiting in memory to the spool (the database is unavailable, or closing)."""
+    async def _spill_pending(self, force: bool = False) -> None:
+        """Move everything waiting in memory to the spool (the database is unavailable, or closing).  While the
+        spool refuses (full, disk error), tried again only every retry interval unless ``force``."""
         if not (self._has_pending() or self._orphans) or not self._started:
+            return
+        if not force and self.spool_error is not None and \
+                asyncio.get_running_loop().time() < self._spool_retry_at:
             return
         batch: list[StoreItem] = [*self._pending.values(), *self._ordered, *self._orphans]
         self._pending.clear()
@@ -497,12 +711,12 @@ class JourneyWriter:
 
     async def _spool_journeys(self, batch: list[StoreItem]) -> None:
         """Append to the spool and fsync, the fsync in a worker thread (the loop never waits for it)."""
+        calls = sum(1 for item in batch if isinstance(item, CallRecord))
         try:
             self._spool.append([to_line(item) for item in batch], sync=False)
         except SpoolError as exc:
-            # the disk refuses too: keep them in memory (beyond the bound) rather than lose them
-            self.m_failures.labels("spool").inc()
-            log.error("%s; keeping %d journeys in memory", exc, len(batch))
+            # the disk (or the bound) refuses: keep them in memory (beyond the queue's bound) rather than lose them
+            self._spool_refused(exc, len(batch))
             self._keep_in_memory(batch)
         else:
             self.m_spooled.inc(len(batch))
@@ -510,10 +724,12 @@ class JourneyWriter:
                 await self._spool.sync_in_thread()
             except SpoolError as exc:
                 # the disk took the write but not the fsync: do not take these journeys for durable
-                self.m_failures.labels("spool").inc()
-                log.error("%s; keeping %d journeys in memory too", exc, len(batch))
+                self._spool_refused(exc, len(batch))
                 self._keep_in_memory(batch)
             else:
+                self.spool_error = self._spool_failure = None
+                if self._closing:
+                    self.closing_spooled += calls
                 self._durable(batch)
 
     def _keep_in_memory(self, batch: list[StoreItem]) -> None:
@@ -598,7 +814,12 @@ class JourneyWriter:
                         self._mark_unavailable(exc1)
                         return False
                     self._reject(item, describe(exc1))
+        if self._file is not None and (what := self._file.changed()) is not None:
+            self._database_lost(what)  # this batch may have gone into the removed file: spooled again
+            return False
         self._mark_ok()
+        if self._closing:
+            self.closing_stored += len(pairs)
         self._durable(items)
         return True
 
@@ -629,6 +850,12 @@ class JourneyWriter:
         self._spool.reject([to_line(item)], reason)
 
     def _mark_ok(self) -> None:
+        if self._file is not None and not self._file.known:
+            self._file.remember()
+            if self._file_replaced:
+                log.warning("a new database file %s is in use (what was stored in the removed one is not in it)",
+                            self._file.path)
+            self._file_replaced = True  # from now on, a file remembered again is a new one
         if self._state == WriterState.UNAVAILABLE:
             log.warning("database available again%s",
                         f"; writing {self._spool.journeys} spooled journeys" if self._spool.has_data() else "")
@@ -636,14 +863,15 @@ class JourneyWriter:
         self._retry_delay = self.retry_interval
         self.last_error = None
 
-    def _mark_unavailable(self, exc: BaseException) -> None:
+    def _mark_unavailable(self, exc: BaseException, quiet: bool = False) -> None:
         self.m_failures.labels("unavailable").inc()
         self.last_error = describe(exc)
         loop = asyncio.get_running_loop()
         if self._state != WriterState.UNAVAILABLE:
             self._retry_delay = self.retry_interval
-            log.warning("database unavailable (%s): journeys go to the spool in %s; retrying every %gs",
-                        self.last_error, self._spool.directory, self._retry_delay)
+            if not quiet:
+                log.warning("database unavailable (%s): journeys go to the spool in %s; retrying every %gs",
+                            self.last_error, self._spool.directory, self._retry_delay)
         else:
             self._retry_delay = min(self._retry_delay * 2, self.max_retry_interval)
             log.info("database still unavailable (%s); next try in %gs", self.last_error, self._retry_delay)
