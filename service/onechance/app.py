@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .ami.items import LinkStopped
 from .config import ConfigError
+from .http_front import FRONT_KEY, HttpFront
 from .journey import LostCall
 from .pipeline import PbxPipeline
 from .status import DaemonStatus
@@ -155,11 +156,17 @@ class App:
 
     async def _start_http(self) -> web.AppRunner:
         # at shutdown, requests still in flight get HTTP_SHUTDOWN_TIMEOUT, not aiohttp's 60 s (per stage)
-        runner = web.AppRunner(self.http, access_log=None, handle_signals=False,
-                               shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
-        await runner.setup()
         host, port = self.listen
-        site = web.TCPSite(runner, host, port)
+        front = self.http.get(FRONT_KEY)  # the bounded front (onechance.http_front) that make_app sets up
+        if front is not None:
+            front.check_exposure(host)
+            runner = front.runner(self.http, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+            self.http.on_cleanup.append(lambda _app: _released(front))
+        else:
+            runner = web.AppRunner(self.http, access_log=None, handle_signals=False,
+                                   shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        site = front.site(runner, host, port) if front is not None else web.TCPSite(runner, host, port)
         try:
             await site.start()
         except OSError as exc:  # address in use, not an address of this machine, a privileged port
@@ -197,6 +204,10 @@ class App:
             for task in (*link_tasks, *consumer_tasks, *service_tasks):
                 task.cancel()
             return 1
+
+
+async def _released(front: HttpFront) -> None:
+    front.release()
 
 
 async def _gather_logged(what: str, *aws: object) -> None:

@@ -92,6 +92,15 @@ class HttpSettings(_Section):
     token: SecretStr | None = None
     recent_calls: int = Field(10000, ge=1)  # journeys kept in memory for the API
     store_timeout: float = Field(5.0, gt=0)  # a store query not answered within this: the memory answers alone
+    # the front's bounds (onechance.http_front; docs/daemon.md): open connections, the time a request may take
+    # to arrive, idle keep-alive, request sizes, API requests at once and waiting for their turn
+    max_connections: int = Field(256, ge=4)
+    header_timeout: float = Field(10.0, gt=0)
+    keepalive_timeout: float = Field(30.0, gt=0)
+    max_header_size: int = Field(8190, ge=1024)
+    max_body_size: int = Field(65536, ge=1024)
+    api_concurrency: int = Field(4, ge=1)
+    api_queue: int = Field(64, ge=0)
 
     @field_validator("listen")
     @classmethod
