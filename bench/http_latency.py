@@ -26,7 +26,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import aiohttp
-
 from http_common import (
     Daemon,
     Prober,
@@ -108,7 +107,7 @@ async def main() -> None:
           f"{stream.queues} queues, {args.live} calls held live, {args.finished} finished before; "
           f"{args.rounds} rounds")
     print("median [p10-p90] ms over the rounds; loop held = the longest /healthz answer meanwhile\n")
-    print(f"| route | daemon | latency | daemon CPU | loop held | answer | status |")
+    print("| route | daemon | latency | daemon CPU | loop held | answer | status |")
     print("|---|---|---|---|---|---|---|")
     for label in routes[daemons[0].name]:
         for d in daemons:

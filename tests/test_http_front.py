@@ -169,7 +169,7 @@ async def test_an_oversized_header_is_refused_quietly_without_the_token_in_any_l
 
 
 async def test_a_body_over_the_limit_is_refused_with_413(daemon, caplog):
-    app, api = daemon
+    _app, api = daemon
     big = {"note": "n" * 8000}
     async with api.session.post(f"{api.base}/api/callbacks/1/note", json=big, headers=api.headers) as resp:
         assert resp.status == 413 and "error" in await resp.json()

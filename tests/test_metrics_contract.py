@@ -68,7 +68,8 @@ async def test_every_known_queue_and_sink_starts_at_zero():
                  "onechance_time_to_callback_seconds_count"):
         assert metrics.get((name, (("pbx", "p"), ("queue", "quiet")))) == 0, name
     for how in ("inbound", "outbound", "manual", "expired"):
-        assert metrics.get(("onechance_callbacks_resolved_total", (("how", how), ("pbx", "p"), ("queue", "quiet")))) == 0
+        labels = (("how", how), ("pbx", "p"), ("queue", "quiet"))
+        assert metrics.get(("onechance_callbacks_resolved_total", labels)) == 0
     sinks = {dict(labels)["sink"] for (name, labels) in metrics if name == "onechance_sink_errors_total"}
     assert {"StoreSink", "Worklist", "AlertRaiser", "CallMetrics"} <= sinks
     assert all(v == 0 for (name, _), v in metrics.items() if name == "onechance_sink_errors_total")

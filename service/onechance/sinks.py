@@ -235,6 +235,7 @@ class RecentCalls:
     def __init__(self, size: int = 10000) -> None:
         self.size = size
         self._calls: OrderedDict[tuple[str, str], CallRecord] = OrderedDict()
+        self._pbxs_of: dict[str, set[str]] = {}  # call id -> the PBXs of the calls held with that id
         # recoveries of calls not in memory (lost before this process started, or pushed out): the store may
         # not have written them yet
         self._recoveries: OrderedDict[tuple[str, str], Recovered] = OrderedDict()
@@ -257,14 +258,25 @@ class RecentCalls:
         key = record.key
         if update.kind == UpdateKind.MERGED or not record.ended:
             # part of another call now, or live again (taken up after a resync): not a finished call here
-            self._calls.pop(key, None)
+            if self._calls.pop(key, None) is not None:
+                self._unindex(key)
             return
         if update.kind != UpdateKind.ENDED and key not in self._calls:
             return
         self._calls[key] = record
         self._calls.move_to_end(key)
+        self._pbxs_of.setdefault(key[1], set()).add(key[0])
         while len(self._calls) > self.size:
-            self._calls.popitem(last=False)
+            old, _record = self._calls.popitem(last=False)
+            self._unindex(old)
+
+    def _unindex(self, key: tuple[str, str]) -> None:
+        pbx, call_id = key
+        pbxs = self._pbxs_of.get(call_id)
+        if pbxs is not None:
+            pbxs.discard(pbx)
+            if not pbxs:
+                del self._pbxs_of[call_id]
 
     def records(self) -> Iterable[CallRecord]:
         return self._calls.values()
@@ -291,7 +303,7 @@ class RecentCalls:
         if pbx is not None:
             found = self._calls.get((pbx, call_id))
             return found.to_json() if found is not None else None
-        matches = [c for (_p, cid), c in self._calls.items() if cid == call_id]
+        matches = [self._calls[(p, call_id)] for p in self._pbxs_of.get(call_id, ())]
         return max(matches, key=lambda c: c.started_at).to_json() if matches else None
 
 
