@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -253,6 +254,7 @@ class Daemon:
     ami_port: int
     source: Path | None = None
     http: dict[str, Any] = field(default_factory=dict)
+    nofile: int | None = None  # the open-files limit of the process (None: this one's)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
@@ -282,9 +284,19 @@ class Daemon:
         if self.source is not None:
             env["PYTHONPATH"] = str(self.source)
         self.log = self.workdir / "daemon.log"
+        nofile = self.nofile
+
+        def limits() -> None:
+            if nofile is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, max(nofile, resource.getrlimit(
+                    resource.RLIMIT_NOFILE)[1])))
+
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "onechance.cli", "run", "--config", str(config)],
-                                         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+                                         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                         preexec_fn=limits)
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -307,6 +319,11 @@ class Daemon:
         assert self.proc is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def loop_cpu(self) -> float:
+        """CPU seconds of the daemon's main thread (its event loop), to the nanosecond (``schedstat``)."""
+        assert self.proc is not None
+        return int(Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()[0]) / 1e9
 
     def rss_mb(self) -> float:
         assert self.proc is not None
@@ -346,20 +363,27 @@ async def wait_loaded(session: aiohttp.ClientSession, d: Daemon, ami: FakeAmi, t
                 await asyncio.sleep(1.0)
                 again = await metric(session, d, "onechance_ami_events_total")
                 if depth == 0 and again == events and events >= ami.stream.messages * 0.99:
+                    # and the store caught up (its queue and spool empty), at most 120 s more
+                    for _ in range(240):
+                        store = (await metric(session, d, "onechance_store_queue_depth")
+                                 + await metric(session, d, "onechance_store_spool_journeys"))
+                        if store == 0:
+                            break
+                        await asyncio.sleep(0.5)
                     return await metric(session, d, "onechance_calls_in_progress")
         await asyncio.sleep(0.5)
 
 
 @contextlib.asynccontextmanager
 async def loaded_daemons(stream: Stream, sources: Sequence[tuple[str, Path | None]],
-                         http: dict[str, Any] | None = None) -> AsyncIterator[list[Daemon]]:
+                         http: dict[str, Any] | None = None, nofile: int | None = None) -> AsyncIterator[list[Daemon]]:
     """One daemon per ``(name, source)``, each fed the stream by a fake AMI of its own, loaded."""
     async with contextlib.AsyncExitStack() as stack:
         daemons: list[Daemon] = []
         amis: list[FakeAmi] = []
         for name, source in sources:
             ami = await stack.enter_async_context(FakeAmi(stream))
-            d = Daemon(name, ami.port, source, dict(http or {}))
+            d = Daemon(name, ami.port, source, dict(http or {}), nofile)
             d.start()
             stack.callback(_report_stop, d)
             daemons.append(d)
@@ -376,7 +400,9 @@ async def loaded_daemons(stream: Stream, sources: Sequence[tuple[str, Path | Non
 def _report_stop(d: Daemon) -> None:
     code = d.stop()
     if code not in (0, None):
-        print(f"{d.name}: exit code {code}", file=sys.stderr)
+        print(f"{d.name}: exit code {code} (log: {d.log})", file=sys.stderr)
+    elif d.workdir is not None:
+        shutil.rmtree(d.workdir, ignore_errors=True)
 
 
 # ---- timing ----------------------------------------------------------------------------------------------

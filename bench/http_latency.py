@@ -4,13 +4,15 @@ following ``--live`` calls in progress (10,000) in ``--queues`` queues (51), wit
 before them (in memory and in the SQLite store).
 
 The daemon is ``onechance run`` in a process of its own, fed over loopback TCP by a fake AMI server playing a
-stream of the call simulator (see ``bench/http_common.py``).  Each request is timed on the client (the whole
-answer read), with the daemon's CPU time over it (``/proc``) and the longest ``/healthz`` answer a prober on
-another connection saw meanwhile (how long the event loop was held: the AMI consumer waits as long).
+stream of the call simulator (see ``bench/http_common.py``); the rounds start once every event is handled and
+the store has caught up.  Each request is timed on the client (the whole answer read), with the CPU time of
+the daemon's event-loop thread over it (``/proc/PID/schedstat``, nanoseconds) and the longest ``/healthz``
+answer a prober on another connection saw meanwhile (how long the event loop was held: the AMI consumer
+waits as long).
 
 ``--compare REV`` runs a second daemon from that git revision's code (exported with ``git archive``) on the
 same stream; the rounds interleave the two (and the routes), so both see the same machine speed.  Prints,
-per route and daemon: median [p10-p90] of latency, daemon CPU and loop hold, in ms; answer size.
+per route and daemon: median [p10-p90] of latency, loop CPU and loop hold, in ms; answer size.
 
 usage: bench/http_latency.py [--live 10000] [--finished 5000] [--queues 51] [--rounds 15] [--compare REV]
 """
@@ -90,9 +92,9 @@ async def main() -> None:
                     await asyncio.sleep(0.05)
                     async with Prober(d) as probe:
                         await asyncio.sleep(0.03)
-                        c0 = d.cpu()
+                        c0 = d.loop_cpu()
                         res = await timed_get(session, d.base + routes[d.name][label], d.headers)
-                        c1 = d.cpu()
+                        c1 = d.loop_cpu()
                         during = list(probe.latencies)
                     key = (label, d.name)
                     lat[key].append(res.seconds)
@@ -107,7 +109,7 @@ async def main() -> None:
           f"{stream.queues} queues, {args.live} calls held live, {args.finished} finished before; "
           f"{args.rounds} rounds")
     print("median [p10-p90] ms over the rounds; loop held = the longest /healthz answer meanwhile\n")
-    print("| route | daemon | latency | daemon CPU | loop held | answer | status |")
+    print("| route | daemon | latency | loop CPU | loop held | answer | status |")
     print("|---|---|---|---|---|---|---|")
     for label in routes[daemons[0].name]:
         for d in daemons:

@@ -63,7 +63,7 @@ def _no_error_logged(caplog: pytest.LogCaptureFixture) -> None:
 # ---- slow clients ------------------------------------------------------------------------------------------
 async def _slow_client(port: int, stop: float, closed: list[float]) -> None:
     """Open a connection and send a request one byte at a time, never finishing it; when the server cuts it,
-    open another (until ``stop``).  ``closed`` gets how long each connection lived."""
+    open another a second later (until ``stop``).  ``closed`` gets how long each connection lived."""
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 1000
     while time.monotonic() < stop:
         try:
@@ -86,6 +86,7 @@ async def _slow_client(port: int, stop: float, closed: list[float]) -> None:
         finally:
             closed.append(time.monotonic() - opened)
             writer.close()
+        await asyncio.sleep(1.0)
 
 
 async def test_slow_clients_cannot_starve_health_and_metrics():
@@ -123,8 +124,8 @@ async def test_slow_clients_cannot_starve_health_and_metrics():
         _out, err = proc.communicate(timeout=30)
     log = "".join(lines) + err
     for path, got in results.items():
-        assert got and all(status == 200 for status, _t in got), (path, got)
-    assert len(closed) > 300, "the server cut the slow connections (and the attackers came back)"
+        assert got and all(status == 200 for status, _t in got), (path, [g for g in got if g[0] != 200], len(got))
+    assert len(closed) > 600, "the server cut the slow connections (and the attackers came back)"
     assert max(closed) < 4.0, max(closed)  # header_timeout 1 s, or evicted sooner
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     assert TOKEN not in log

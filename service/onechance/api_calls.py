@@ -252,7 +252,7 @@ def wants_csv(accept: str) -> bool:
 # ---- answers built in steps -----------------------------------------------------------------------------
 #: calls serialised between two yields to the event loop (about 5 ms of work): a big answer never holds the
 #: AMI consumer, /healthz or /metrics longer than that
-CHUNK = 64
+CHUNK = 32
 
 
 def _dumps(data: Any) -> str:

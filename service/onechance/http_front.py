@@ -32,6 +32,7 @@ import ipaddress
 import json
 import logging
 import resource
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -53,7 +54,9 @@ MAX_HEADERS = 100  # headers per request
 API_WAIT = 10.0  # seconds an API request may wait for its turn
 SEND_TIMEOUT = 60.0  # seconds an answer may take to be read by the client
 FD_RESERVE = 64  # open files kept for the rest of the daemon (database, spool, AMI links)
-BACKLOG = 128  # the listen backlog (asyncio accepts up to this many connections at a time)
+BACKLOG = 128  # connections asyncio accepts at a time (its listen backlog)
+EVICT_AFTER = 1.0  # seconds a connection may stay silent before another may take its place
+LISTEN_QUEUE = 1024  # connections the kernel holds until they are accepted (capped by net.core.somaxconn)
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # never wait behind the API
 _LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal", "onechance.http",
             "onechance.http_front", "onechance.api_calls", "onechance.api_queues", "onechance.api_worklist",
@@ -184,15 +187,18 @@ class _Connection(web.RequestHandler):
         self.front = front
         self.busy = False  # a request is being handled (or its answer written)
         self.requests = 0  # requests begun on this connection
-        self.partial = False  # bytes of a request that has not begun yet
+        self.partial = False  # bytes of a request whose line and headers are not all in yet
+        self.arrived = False  # a request's line and headers are in; its handler has not begun yet
+        self._tail = b""  # the last bytes received while a request comes (its end may straddle two reads)
         self.activity = 0.0  # when bytes last came in (loop time)
+        self.since = 0.0  # when it started to send its current request (connected, or its first byte after an answer)
         self.dropped = False  # closed by the front (no longer counted as open)
         self._deadline: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.activity = self._loop.time()
+        self.activity = self.since = self._loop.time()
         self.front._opened(self)
         self._arm(self.front.limits.header_timeout)
 
@@ -203,22 +209,33 @@ class _Connection(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         self.activity = self._loop.time()
-        if data and not self.busy and not self.partial:
-            self.partial = True  # a request starts coming: it has header_timeout to arrive whole
-            self._arm(self.front.limits.header_timeout)
+        if data and not self.busy:
+            if not self.partial and not self.arrived:
+                self.partial = True  # a request starts coming: it has header_timeout to arrive whole
+                if self.requests:
+                    self.since = self.activity
+                self._arm(self.front.limits.header_timeout)
+            if not self.arrived:
+                seen = self._tail + data
+                if b"\r\n\r\n" in seen:  # its line and headers are in: aiohttp hands it to a handler next
+                    self.arrived, self.partial = True, False
+                    self._disarm()
+                self._tail = seen[-3:]
         super().data_received(data)
 
     # ---- the front's view -------------------------------------------------------------------------------
     def begin(self) -> None:
         """A request begins (its line and headers are in)."""
         self.busy = True
-        self.partial = False
+        self.partial = self.arrived = False
+        self._tail = b""
         self.requests += 1
         self._disarm()
 
     def _idle(self) -> None:
         self.busy = False
-        self.partial = False
+        self.partial = self.arrived = False
+        self._tail = b""
         self._arm(self.front.limits.keepalive_timeout)
 
     def _arm(self, seconds: float) -> None:
@@ -232,7 +249,7 @@ class _Connection(web.RequestHandler):
 
     def _expired(self) -> None:
         self._deadline = None
-        if self.busy:
+        if self.busy or self.arrived:
             return
         # a request that did not arrive in time; an idle keep-alive that ran out is just closed
         self.drop("timeout" if self.partial or self.requests == 0 else None)
@@ -298,8 +315,15 @@ class _Site(web.TCPSite):
         def protocol() -> asyncio.Protocol:
             return front._protocol(server, loop, args)
 
+        # asyncio accepts up to ``backlog`` connections in one go (each a descriptor before the front sees it):
+        # kept small; the kernel's queue of connections waiting to be accepted (no descriptor yet) is made
+        # longer, so a burst of connections waits there instead of being dropped (a 1 s SYN retry)
         self._server = await loop.create_server(protocol, self._host, self._port, backlog=front.backlog,
                                                 reuse_address=self._reuse_address)
+        for listening in self._server.sockets:
+            with contextlib.suppress(OSError), socket.fromfd(listening.fileno(), listening.family,
+                                                             listening.type) as dup:
+                dup.listen(LISTEN_QUEUE)
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 
@@ -312,6 +336,8 @@ class HttpFront:
         self.token = token
         self.max_connections = limits.max_connections
         self.backlog = BACKLOG
+        self.hard_max = self._hard_max()  # connections refused past this (see _fit_open_files)
+        self.evict_after = min(EVICT_AFTER, limits.header_timeout / 2)
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.api = _ApiSlots(limits.api_concurrency, limits.api_queue, API_WAIT)
         self._open: dict[_Connection, None] = {}  # open and not dropped, oldest first
@@ -347,13 +373,18 @@ class HttpFront:
         budget = max(8, soft - FD_RESERVE)
         self.backlog = min(BACKLOG, max(4, budget // 8))
         # a burst of new connections evicts as many old ones, whose descriptors close a loop turn later, while
-        # the next burst is accepted: room for a few bursts
+        # the next burst is accepted: room for a few bursts above the limit, and for one or two above the most
+        # connections ever let in (hard_max: when none can be evicted)
         fits = max(4, budget - 4 * self.backlog)
         if self.limits.max_connections > fits:
             self.max_connections = fits
             log.warning("http.max_connections %d does not fit the open-files limit (%d): at most %d connections "
                         "(raise the limit, e.g. LimitNOFILE= in the systemd unit, or lower http.max_connections)",
                         self.limits.max_connections, soft, fits)
+        self.hard_max = min(self._hard_max(), max(self.max_connections, budget - 2 * self.backlog))
+
+    def _hard_max(self) -> int:
+        return max(2 * self.max_connections, self.max_connections + self.backlog)
 
     def runner(self, app: web.Application, *, shutdown_timeout: float) -> web.AppRunner:
         """The runner of ``app`` (aiohttp's keep-alive timer as a backstop behind the front's own)."""
@@ -382,17 +413,36 @@ class HttpFront:
     # ---- connections ------------------------------------------------------------------------------------
     def _protocol(self, server: web.Server, loop: asyncio.AbstractEventLoop,
                   args: dict[str, Any]) -> asyncio.Protocol:
-        if len(self._open) >= self.max_connections and not self._evict():
+        # past the limit, a connection takes the place of one that holds it without using it; when none does (a
+        # burst of new connections, their requests not read yet) more are let in while descriptors last
+        if (len(self._open) >= self.max_connections and not self._evict()
+                and len(self._open) >= self.hard_max):
             self._reject("connections")
             return _Refused()
         return _Connection(server, self, loop=loop, access_log=None, **args)
 
     def _evict(self) -> bool:
-        """Make room: drop the connection idle the longest (no request being handled)."""
+        """Make room: drop a connection that holds a place without using it -- an idle keep-alive first, then
+        one whose request is still coming (a slow client: a real one sends its line and headers at once), the
+        one that started the longest ago, then one that has not sent a byte for :attr:`evict_after` seconds.  A
+        connection whose request has arrived or is being handled is never dropped."""
+        now = asyncio.get_running_loop().time()
         victim: _Connection | None = None
+        rank: tuple[int, float] | None = None
         for conn in self._open:
-            if not conn.busy and (victim is None or conn.activity < victim.activity):
-                victim = conn
+            if conn.busy or conn.arrived:
+                continue
+            if conn.partial:
+                kind = 1
+            elif conn.requests:
+                kind = 0  # an idle keep-alive
+            elif now - conn.since >= self.evict_after:
+                kind = 2  # connected, silent
+            else:
+                continue  # just connected: its request is on its way
+            mine = (kind, conn.since)
+            if rank is None or mine < rank:
+                victim, rank = conn, mine
         if victim is None:
             return False
         victim.drop("evicted")
