@@ -15,6 +15,7 @@ ISO 8601) next to the epoch fields: they are added here, never stored.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import csv
@@ -32,26 +33,31 @@ from .journey import CallJson, Direction, Outcome
 from .journey.numbers import number_key
 from .params import BadRequest, check_known, multi, multi_bool, parse_int, parse_time, single
 from .sinks import CallFilter, CallKey, CallPage, CallPages, call_key
-from .status import DaemonStatus
+from .status import DaemonStatus, LiveKey
 
 __all__ = [
     "CALL_PARAMS",
+    "CHUNK",
     "CSV_COLUMNS",
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "add_call_routes",
+    "calls_json",
     "csv_cell",
     "decode_cursor",
     "encode_cursor",
     "iso",
     "parse_filter",
+    "parse_live",
     "render_csv",
+    "render_csv_steps",
     "with_iso",
 ]
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_OFFSET = 10**9
+LIVE_PARAMS = frozenset({"limit", "cursor", "pbx"})
 CALL_PARAMS = frozenset({"from", "since", "until", "order", "limit", "cursor", "offset", "outcome", "queue",
                          "caller", "lost", "recovered", "uncertain", "bounced", "operator", "pbx", "direction"})
 OUTCOMES = frozenset(str(o) for o in Outcome)
@@ -243,10 +249,63 @@ def wants_csv(accept: str) -> bool:
     return best["text/csv"] > 0 and best["text/csv"] > best["application/json"]
 
 
+# ---- answers built in steps -----------------------------------------------------------------------------
+#: calls serialised between two yields to the event loop (about 5 ms of work): a big answer never holds the
+#: AMI consumer, /healthz or /metrics longer than that
+CHUNK = 32
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False)
+
+
+async def calls_json(calls: list[CallJson], rest: dict[str, Any]) -> str:
+    """``{"calls": [...], **rest}`` as ``json.dumps(..., ensure_ascii=False)`` writes it, serialised
+    :data:`CHUNK` calls at a time with the event loop let run in between (the calls are immutable: records'
+    JSON, or the store's fresh copies)."""
+    parts: list[str] = []
+    for i in range(0, len(calls), CHUNK):
+        if i:
+            await asyncio.sleep(0)
+        parts.extend(_dumps(with_iso(c)) for c in calls[i: i + CHUNK])
+    tail = _dumps(rest)
+    return '{"calls": [' + ", ".join(parts) + "]" + (", " + tail[1:] if rest else "}")
+
+
+async def render_csv_steps(found: list[CallJson]) -> str:
+    """:func:`render_csv`, :data:`CHUNK` rows at a time with the event loop let run in between."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for i in range(0, len(found), CHUNK):
+        if i:
+            await asyncio.sleep(0)
+        writer.writerows(_csv_row(c) for c in found[i: i + CHUNK])
+    return buf.getvalue()
+
+
+def _json_text(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="application/json", charset="utf-8")
+
+
 # ---- routes ------------------------------------------------------------------------------------------
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers=headers,
                              dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def parse_live(query: Mapping[str, str] | Any) -> tuple[int, LiveKey | None, frozenset[str] | None]:
+    """``/api/live`` parameters -> ``(limit, after, pbxs)`` (raises :class:`BadRequest`)."""
+    check_known(query, LIVE_PARAMS)
+    limit_text = single(query, "limit")
+    limit = parse_int(limit_text, "limit", 1, MAX_LIMIT) if limit_text else DEFAULT_LIMIT
+    cursor = single(query, "cursor")
+    after = None
+    if cursor:
+        order, after = decode_cursor(cursor)
+        if order != "asc":
+            raise BadRequest("cursor: not a cursor of /api/live (take it from its next link)")
+    return limit, after, _free(query, "pbx")
 
 
 def add_call_routes(app: web.Application, calls: CallPages, status: DaemonStatus, *,
@@ -263,10 +322,10 @@ def add_call_routes(app: web.Application, calls: CallPages, status: DaemonStatus
                 headers["Link"] = f'<{link}>; rel="next"'
             if found.partial:
                 headers["X-Partial"] = "true"
-            return web.Response(text=render_csv(found.calls), content_type="text/csv", charset="utf-8",
+            return web.Response(text=await render_csv_steps(found.calls), content_type="text/csv", charset="utf-8",
                                 headers=headers)
-        return _json({"calls": [with_iso(c) for c in found.calls], "total": found.total, "next": link,
-                      "partial": found.partial})
+        return _json_text(await calls_json(found.calls, {"total": found.total, "next": link,
+                                                          "partial": found.partial}))
 
     async def get_call(request: web.Request) -> web.Response:
         call_id = request.match_info["call_id"]
@@ -281,10 +340,20 @@ def add_call_routes(app: web.Application, calls: CallPages, status: DaemonStatus
         return _json(with_iso(found))
 
     async def live_calls(request: web.Request) -> web.Response:
-        if request.query:
-            raise BadRequest("/api/live takes no parameters")
-        live = status.live()
-        return _json({**live, "calls": [with_iso(c) for c in live["calls"]]})
+        limit, after, pbxs = parse_live(request.query)
+        page = status.live_page(limit, after, pbxs)
+        found: list[CallJson] = []
+        for i in range(0, len(page.calls), CHUNK):  # each record is built now: in steps too
+            if i:
+                await asyncio.sleep(0)
+            found.extend(r.to_json() for r in page.records(i, i + CHUNK))
+        link = None
+        if page.more and found:
+            items = [(k, v) for k, v in request.query.items() if k != "cursor"]
+            items.append(("cursor", encode_cursor("asc", call_key(found[-1]))))
+            link = f"{request.path}?{urlencode(items)}"
+        return _json_text(await calls_json(found, {"total": page.total, "next": link,
+                                                    "queues": status.waiting_now(pbxs)}))
 
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/{call_id}", get_call)

@@ -169,6 +169,11 @@ def _components() -> dict[str, Any]:
             "E401": {**_json(_ref("Error"), "Missing or wrong bearer token (only when http.token is set)."),
                      "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
             "E404": _json(_ref("Error"), "Not found."),
+            "E408": _json(_ref("Error"), "The request body did not arrive within http.header_timeout."),
+            "E413": _json(_ref("Error"), "The body is larger than http.max_body_size."),
+            "E503": {**_json(_ref("Error"), "Busy: more API requests at once than http.api_concurrency + "
+                                            "http.api_queue; retry after Retry-After seconds."),
+                     "headers": {"Retry-After": {"schema": {"type": "string"}}}},
         },
         "schemas": {
             "Error": _obj({"error": _s("string")}, description="Every error: one line."),
@@ -184,7 +189,10 @@ def _components() -> dict[str, Any]:
                 "partial": _s("boolean", "The store could not be asked: the calls in memory answered alone."),
             }),
             "Live": _obj({
-                "calls": {"type": "array", "items": _ref("Call"), "description": "Calls in progress, oldest first."},
+                "calls": {"type": "array", "items": _ref("Call"),
+                          "description": "Calls in progress, oldest first: one page (limit)."},
+                "total": _s("integer", "Calls in progress (of the PBXs asked), in all pages.", minimum=0),
+                "next": _s(["string", "null"], "The following page (relative URL), null on the last."),
                 "queues": {"type": "object", "description": "Per PBX, per queue with callers waiting.",
                            "additionalProperties": {"type": "object", "additionalProperties": _obj({
                                "callers": _s("integer", minimum=0),
@@ -319,8 +327,14 @@ def _paths() -> dict[str, Any]:
             "parameters": [{"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}},
                            _query("pbx", "The PBX, when two used the same call id.")],
             "responses": {"200": _json(_ref("Call"), "The call."), **_errors(400, 401, 404)}}},
-        "/api/live": {"get": {"summary": "Calls in progress and callers waiting", "responses": {
-            "200": _json(_ref("Live"), "Now."), **_errors(400, 401)}}},
+        "/api/live": {"get": {
+            "summary": "Calls in progress and callers waiting",
+            "parameters": [
+                _query("limit", "Calls per page.", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                                    "default": DEFAULT_LIMIT}),
+                _query("cursor", "Continue after the previous page (take the whole `next` link)."),
+                _query("pbx", "Only this PBX.", multi=True)],
+            "responses": {"200": _json(_ref("Live"), "Now."), **_errors(400, 401)}}},
         "/api/queues": {"get": {
             "summary": "Per queue: waiting now, members by state, the day's figures",
             "parameters": _day_parameters(),
@@ -384,7 +398,9 @@ def openapi_document(version: str = "") -> dict[str, Any]:
             "title": "onechance",
             "version": version or "0",
             "description": "Follows every Asterisk queue call and makes lost callers visible. Times are epoch "
-                           "seconds with ISO 8601 next to them; errors are {\"error\": \"...\"}. See docs/api.md.",
+                           "seconds with ISO 8601 next to them; errors are {\"error\": \"...\"}. Any route may "
+                           "also answer the HTTP front's refusals (components/responses E408, E413, E503 with "
+                           "Retry-After; 431 for oversized headers). See docs/api.md.",
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "servers": [{"url": "/"}],

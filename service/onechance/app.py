@@ -23,6 +23,7 @@ from aiohttp import web
 
 from .ami.items import LinkStopped
 from .config import ConfigError
+from .http_front import FRONT_KEY, HttpFront
 from .journey import LostCall
 from .pipeline import PbxPipeline
 from .status import DaemonStatus
@@ -185,11 +186,17 @@ class App:
 
     async def _start_http(self) -> web.AppRunner:
         # at shutdown, requests still in flight get HTTP_SHUTDOWN_TIMEOUT, not aiohttp's 60 s (per stage)
-        runner = web.AppRunner(self.http, access_log=None, handle_signals=False,
-                               shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
-        await runner.setup()
         host, port = self.listen
-        site = web.TCPSite(runner, host, port)
+        front = self.http.get(FRONT_KEY)  # the bounded front (onechance.http_front) that make_app sets up
+        if front is not None:
+            front.check_exposure(host)
+            runner = front.runner(self.http, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+            self.http.on_cleanup.append(lambda _app: _released(front))
+        else:
+            runner = web.AppRunner(self.http, access_log=None, handle_signals=False,
+                                   shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        site = front.site(runner, host, port) if front is not None else web.TCPSite(runner, host, port)
         try:
             await site.start()
         except OSError as exc:  # address in use, not an address of this machine, a privileged port
@@ -323,6 +330,11 @@ def _log_failures(what: str, tasks: Sequence[asyncio.Future[Any]]) -> None:
             exc = task.exception()
             if exc is not None:
                 log.error("shutdown: %s failed: %s", what, exc, exc_info=exc)
+
+
+async def _released(front: HttpFront) -> None:
+    front.release()
+
 
 
 async def serve(app: App) -> int:

@@ -298,14 +298,9 @@ async def read_form(request: web.Request) -> dict[str, str]:
         _refuse(400, "the form must be sent as UTF-8")
     if request.content_length is not None and request.content_length > MAX_FORM:
         _refuse(413, f"the form is larger than {MAX_FORM // 1024} KiB")
-    body = bytearray()
-    while True:  # bounded: stops once more than MAX_FORM bytes arrived
-        chunk = await request.content.read(8192)
-        if not chunk:
-            break
-        body += chunk
-        if len(body) > MAX_FORM:
-            _refuse(413, f"the form is larger than {MAX_FORM // 1024} KiB")
+    body = await request.read()  # read whole by the HTTP front already, within http.max_body_size
+    if len(body) > MAX_FORM:
+        _refuse(413, f"the form is larger than {MAX_FORM // 1024} KiB")
     try:
         pairs = parse_qsl(bytes(body).decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict",
                           max_num_fields=MAX_FIELDS)

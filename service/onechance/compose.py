@@ -36,6 +36,7 @@ from .config import AmiSettings, ChannelSettings, ConfigError, Settings
 from .demo_receiver import DemoReceiver
 from .errors import RateLimitedLog
 from .http import make_app
+from .http_front import HttpLimits
 from .journey import CallPolicy, JourneyTracker, LostCall
 from .metrics import CallMetrics, LiveCollector, build_info
 from .pipeline import PbxPipeline, tracker_error_hook
@@ -219,7 +220,8 @@ def build_app(settings: Settings, *, demo: bool = False, store_query: CallQuery 
     figures = DayFigures(engine, policy, timeout=settings.http.store_timeout)
     http = make_app(registry=registry, calls=calls, status=status, token=token, version=__version__,
                     worklist=worklist, alerts=AlertQuery(engine, outbox, settings.http.store_timeout),
-                    figures=figures, timezone=settings.alerts.timezone, region=settings.journey.default_region)
+                    figures=figures, timezone=settings.alerts.timezone, region=settings.journey.default_region,
+                    limits=HttpLimits.from_settings(settings.http))
     links = {p.name: p.link for p in pipelines if p.link is not None}
     add_callback_page(http, worklist, token=token, settings=settings.callbacks, version=__version__,
                       originate=originate_through(links) if settings.callbacks.originate else None)

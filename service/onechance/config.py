@@ -125,6 +125,21 @@ class HttpSettings(_Section):
     store_timeout: float = Field(5.0, gt=0, description=(
         "Seconds the HTTP API waits for a database query; past it, the calls in memory answer alone "
         "(`\"partial\": true`)"))
+    # the front's bounds (onechance.http_front; docs/reliability.md#http-attacks)
+    max_connections: int = Field(256, ge=4, description=(
+        "HTTP connections open at once; past it one that sent no complete request (idle, slow or silent) is "
+        "closed to make room, or the newcomer gets 503 (kept below the open-files limit)"))
+    header_timeout: float = Field(10.0, gt=0, description=(
+        "Seconds a whole request (line, headers and body) may take to arrive, from the connection or from its "
+        "first byte after the previous answer; slower clients are cut (counted, not logged)"))
+    keepalive_timeout: float = Field(30.0, gt=0, description="Seconds an idle keep-alive connection is kept open")
+    max_header_size: int = Field(8190, ge=1024, description=(
+        "Longest request line, and longest header, in bytes (431 past it; at most 100 headers)"))
+    max_body_size: int = Field(65536, ge=1024, description="Largest request body, in bytes (413 past it)")
+    api_concurrency: int = Field(4, ge=1, description=(
+        "API requests handled at once; `/healthz`, `/readyz` and `/metrics` never wait behind them"))
+    api_queue: int = Field(64, ge=0, description=(
+        "API requests waiting for their turn (at most 10 s); more get 503 with `Retry-After`"))
 
     @field_validator("listen")
     @classmethod

@@ -18,11 +18,18 @@ calls in progress, queue members) and the day's figures from the store.  ``docs/
 ===========================  ====================================================================
 
 ``/api/*`` needs ``Authorization: Bearer <http.token>`` (the scheme in any case) when a token is configured.
-Errors are one-line JSON, ``{"error": "..."}``: 400 (bad parameter), 401, 404, 405.
+Errors are one-line JSON, ``{"error": "..."}``: 400 (bad parameter), 401, 404, 405; the front
+(:mod:`onechance.http_front`) adds 408, 413, 431 and 503 (busy, with ``Retry-After``).
+
+``/metrics`` is written by :class:`~onechance.metrics.Exposition` (the text format, fast), at most
+:data:`METRICS_RENDERS` times a second (a flood of scrapes gets the last render again); gzip when asked,
+compressed in a worker thread.  With query parameters (``name[]=``) prometheus_client's own handler answers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hmac
 import json
 import logging
@@ -34,6 +41,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .api_calls import MAX_LIMIT, add_call_routes, parse_filter
+from .http_front import FRONT_KEY, HttpFront, HttpLimits, Refusal
+from .metrics import CONTENT_TYPE, Exposition, MetricsCache
 from .params import BadRequest
 from .sinks import CallPages
 from .status import DaemonStatus
@@ -43,11 +52,15 @@ if TYPE_CHECKING:
     from .api_worklist import AlertQuery
     from .worklist import Worklist
 
-__all__ = ["MAX_LIMIT", "OPENAPI_PATH", "authorized", "make_app", "parse_filter"]
+__all__ = ["MAX_LIMIT", "METRICS_KEY", "OPENAPI_PATH", "authorized", "make_app", "metrics_handler", "parse_filter"]
 
 log = logging.getLogger(__name__)
 
 OPENAPI_PATH = "/api/openapi.json"
+METRICS_RENDERS = 5  # fresh /metrics renders a second at most
+GZIP_FROM = 16 * 1024  # bytes: smaller answers are sent as they are
+#: the application's ``/metrics`` renderer (for tests and tools: its render count)
+METRICS_KEY = web.AppKey("onechance_metrics", MetricsCache)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -81,10 +94,11 @@ def make_app(
     figures: DayFigures | None = None,
     timezone: str | None = None,
     region: str | None = None,
+    limits: HttpLimits | None = None,
 ) -> web.Application:
     """The aiohttp application; ``token`` protects ``/api/*`` when set.  ``figures`` gives the day's figures
     of ``/api/queues`` and ``/api/operators`` (in ``timezone``, default the machine's); ``region`` reads caller
-    numbers given without a country code."""
+    numbers given without a country code; ``limits`` bound the front (its defaults when not given)."""
     from .api_openapi import openapi_document
     from .api_queues import add_queue_routes
 
@@ -105,7 +119,13 @@ def make_app(
             return _error(400, str(exc))
         except web.HTTPException as exc:
             if exc.status >= 400:
-                return _error(exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"})
+                headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+                if isinstance(exc, Refusal):  # the front's: its own message; the connection closed if it says so
+                    resp = _error(exc.status, exc.message, headers)
+                    if exc.close:
+                        resp.force_close()
+                    return resp
+                return _error(exc.status, exc.reason, headers)
             raise
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
@@ -125,13 +145,35 @@ def make_app(
 
     from .api_worklist import add_worklist_routes
 
-    app = web.Application(middlewares=[api_guard])
+    front = HttpFront(limits or HttpLimits(), token=token, registry=registry)
+    app = web.Application(middlewares=[api_guard], client_max_size=front.limits.max_body_size)
+    app[FRONT_KEY] = front
+    app.on_startup.append(front.install)  # its middleware last, inside the pages' (added after this)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app[METRICS_KEY] = MetricsCache(Exposition(registry), per_second=METRICS_RENDERS)
+    app.router.add_get("/metrics", metrics_handler(registry, app[METRICS_KEY]))
     add_call_routes(app, calls, status, region=region)
     add_queue_routes(app, status, figures, timezone=timezone)
     app.router.add_get(OPENAPI_PATH, openapi)
     if worklist is not None and alerts is not None:
         add_worklist_routes(app, worklist, alerts)
     return app
+
+
+def metrics_handler(registry: CollectorRegistry,
+                    cache: MetricsCache) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``GET /metrics``: the fast exposition, rendered at most :data:`METRICS_RENDERS` times a second."""
+    filtered = make_aiohttp_handler(registry)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.query:  # name[]=...: prometheus_client's own handler (rare; not the fast path)
+            return await filtered(request)
+        body = cache.get()
+        headers = {"Content-Type": CONTENT_TYPE}
+        if len(body) >= GZIP_FROM and "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            body = await asyncio.get_running_loop().run_in_executor(None, gzip.compress, body, 1)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    return handler

@@ -25,6 +25,7 @@ from .journey import CallJson, CallRecord, Recovered, Update, UpdateKind
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "STEP",
     "CallFilter",
     "CallKey",
     "CallLog",
@@ -235,6 +236,7 @@ class RecentCalls:
     def __init__(self, size: int = 10000) -> None:
         self.size = size
         self._calls: OrderedDict[tuple[str, str], CallRecord] = OrderedDict()
+        self._pbxs_of: dict[str, set[str]] = {}  # call id -> the PBXs of the calls held with that id
         # recoveries of calls not in memory (lost before this process started, or pushed out): the store may
         # not have written them yet
         self._recoveries: OrderedDict[tuple[str, str], Recovered] = OrderedDict()
@@ -257,14 +259,25 @@ class RecentCalls:
         key = record.key
         if update.kind == UpdateKind.MERGED or not record.ended:
             # part of another call now, or live again (taken up after a resync): not a finished call here
-            self._calls.pop(key, None)
+            if self._calls.pop(key, None) is not None:
+                self._unindex(key)
             return
         if update.kind != UpdateKind.ENDED and key not in self._calls:
             return
         self._calls[key] = record
         self._calls.move_to_end(key)
+        self._pbxs_of.setdefault(key[1], set()).add(key[0])
         while len(self._calls) > self.size:
-            self._calls.popitem(last=False)
+            old, _record = self._calls.popitem(last=False)
+            self._unindex(old)
+
+    def _unindex(self, key: tuple[str, str]) -> None:
+        pbx, call_id = key
+        pbxs = self._pbxs_of.get(call_id)
+        if pbxs is not None:
+            pbxs.discard(pbx)
+            if not pbxs:
+                del self._pbxs_of[call_id]
 
     def records(self) -> Iterable[CallRecord]:
         return self._calls.values()
@@ -291,8 +304,26 @@ class RecentCalls:
         if pbx is not None:
             found = self._calls.get((pbx, call_id))
             return found.to_json() if found is not None else None
-        matches = [c for (_p, cid), c in self._calls.items() if cid == call_id]
+        matches = [self._calls[(p, call_id)] for p in self._pbxs_of.get(call_id, ())]
         return max(matches, key=lambda c: c.started_at).to_json() if matches else None
+
+
+#: the store's rows read (and turned into calls) per query, and the calls compared per step: each step holds
+#: the event loop a few milliseconds at most
+STEP = 100
+
+
+async def _window(store: CallQuery, flt: CallFilter) -> list[CallJson]:
+    """``store.list_calls(flt)`` in queries of at most :data:`STEP` calls, each after the last one's final call
+    (keyset): the rows of a big page are made into calls a slice at a time, the event loop running between."""
+    out: list[CallJson] = []
+    part = dataclasses.replace(flt, limit=min(STEP, flt.limit))
+    while True:
+        found = await store.list_calls(part)
+        out.extend(found)
+        if len(found) < part.limit or len(out) >= flt.limit:
+            return out
+        part = dataclasses.replace(flt, offset=0, after=call_key(found[-1]), limit=min(STEP, flt.limit - len(out)))
 
 
 def _why(exc: Exception) -> str:
@@ -369,7 +400,7 @@ class MergedCallQuery:
 
     async def _keyset_page(self, store: CallStore, flt: CallFilter, over: _Overrides, total: int) -> CallPage:
         # the first limit+1 merged calls are among the store's first limit+1+|drop| and the memory's additions
-        window = await store.list_calls(dataclasses.replace(flt, offset=0, limit=flt.limit + len(over.drop) + 1))
+        window = await _window(store, dataclasses.replace(flt, offset=0, limit=flt.limit + len(over.drop) + 1))
         merged: dict[tuple[str, str], CallJson] = {}
         for c in window:
             key = (c["pbx"], c["call_id"])
@@ -389,7 +420,7 @@ class MergedCallQuery:
         added = flt.sort(over.add.values())
         start = max(0, min(flt.offset - len(added), stored_total - 1))
         size = flt.limit + len(added) + len(over.drop)
-        window = await store.list_calls(dataclasses.replace(flt, after=None, offset=start, limit=size))
+        window = await _window(store, dataclasses.replace(flt, after=None, offset=start, limit=size))
         lower = call_key(window[0]) if start > 0 and window else None
         upper = call_key(window[-1]) if len(window) == size else None
         base = 0
@@ -419,7 +450,9 @@ class MergedCallQuery:
         if not unsynced and not pending:
             return over
         versions = await store.stored_versions([r.key for r in unsynced] + [k for k, _r in pending], flt)
-        for record in unsynced:
+        for n, record in enumerate(unsynced, 1):
+            if n % STEP == 0:  # thousands when the store is behind: let the event loop run in between
+                await asyncio.sleep(0)
             key = record.key
             version = versions.get(key)
             if version is not None and version.updated_at >= record.updated_at:
