@@ -11,6 +11,7 @@ end), a PBX with a ``systemname`` (ids that begin with it), real captures, and a
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -138,10 +139,15 @@ async def _sql(url: str, statement: str, **params: Any) -> list[Any]:
         await engine.dispose()
 
 
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _env(url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONECHANCE_")}
     env.update(ONECHANCE_DATABASE__URL=url, TZ="UTC")
-    return subprocess.run([*ONECHANCE, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+    return env
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ONECHANCE, *args], capture_output=True, text=True, env=_env(url), timeout=120,
+                          check=False)
 
 
 async def _placement(url: str) -> dict[str, list[tuple[str, str]]]:
@@ -216,18 +222,46 @@ async def test_partitioned_database_holds_and_answers_exactly_what_the_plain_one
             await _fresh(url)
             await _sql(url, "GRANT SELECT ON calls TO PUBLIC")  # a reader's privilege survives the conversion
         half = len(items) // 2
-        for i, url in enumerate((plain, parted, by_hand)):
+        for i, url in enumerate((plain, by_hand)):
             await _write(url, items[:half], tmp_path / f"spool{i}")
         engines = {url: make_engine(url) for url in (plain, parted, by_hand)}
+        # the partitioned database is written by one writer all along, as by a daemon that keeps running
+        live = JourneyWriter(engines[parted], tmp_path / "live-spool", CollectorRegistry(), flush_interval=0.02,
+                             batch_size=50)
         try:
+            await live.start()
+            for item in items[:half]:
+                live.submit(item)
+            assert await live.flush(timeout=60)
             first_half = await dump(engines[plain])
-            assert first_half["calls"]
+            assert first_half["calls"] and await dump(engines[parted]) == first_half
 
-            # -- the command converts the database: the months asked for, and a default partition each
-            done = _cli(parted, "db", "partition", "--from", "2026-09", "--until", "2026-11")
-            assert done.returncode == 0, done.stderr
-            assert "partitioned by month" in done.stdout and "2026-09 to 2026-11 (3)" in done.stdout, done.stdout
-            assert await dump(engines[parted]) == first_half
+            # -- the command converts the database (the months asked for, and a default partition each) while
+            # a long query holds the tables: it waits for it, and the writer's next batch waits behind it
+            reader = await connect(parted)
+            await reader.execute("BEGIN; SELECT count(*) FROM calls")
+            conversion = subprocess.Popen([*ONECHANCE, "db", "partition", "--from", "2026-09", "--until", "2026-11"],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          env=_env(parted))
+            waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock'"
+            for _ in range(600):
+                if await reader.fetchval(waiting):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the conversion never waited for the tables")
+            for item in items[half:]:
+                live.submit(item)
+            await asyncio.sleep(0.3)  # the writer's batch is sent: it waits behind the conversion
+            assert live.queue_depth < len({(i.pbx, i.call_id) for i in items[half:] if isinstance(i, CallRecord)})
+            await reader.execute("COMMIT")
+            await reader.close()
+            out, err = conversion.communicate(timeout=120)
+            assert conversion.returncode == 0, err
+            assert "partitioned by month" in out and "2026-09 to 2026-11 (3)" in out, out
+            assert await live.flush(timeout=60)
+            await live.close()
+            assert live.spooled == 0 and not (tmp_path / "live-spool" / "rejected.jsonl").exists()
             async with engines[parted].connect() as conn:
                 layout = await inspect_layout(conn)
             three = {Month(2026, 9), Month(2026, 10), Month(2026, 11)}
@@ -235,9 +269,8 @@ async def test_partitioned_database_holds_and_answers_exactly_what_the_plain_one
             assert all(layout.defaults.values())
             assert ("PUBLIC", "SELECT") in layout.grants["calls"]
 
-            # -- the rest of the calls, through the writer, into both
-            for i, url in enumerate((plain, parted)):
-                await _write(url, items[half:], tmp_path / f"spool-rest{i}")
+            # -- the rest of the calls into the plain database too: the same rows
+            await _write(plain, items[half:], tmp_path / "spool-rest")
             assert await dump(engines[parted]) == await dump(engines[plain])
             per = await _assert_placed(parted, three)
             december = [i for i in items if isinstance(i, CallRecord) and _month_of_id(i.call_id) == Month(2026, 12)]
@@ -327,6 +360,17 @@ async def test_partition_refuses_what_it_cannot_do(pg_url: str, tmp_path: Path) 
             await partition_database(engine, first=Month(2026, 12), last=Month(2026, 11))
         with pytest.raises(PartitionError, match="more than 600"):
             await partition_database(engine, first=Month(2001, 10), last=Month(2060, 1))
+        # tables a long query holds: given up after --lock-timeout, in one line
+        reader = await connect(pg_url)
+        try:
+            await reader.execute("BEGIN; SELECT count(*) FROM calls")
+            held = _cli(pg_url, "db", "partition", "--lock-timeout", "0.5")
+            await reader.execute("COMMIT")
+        finally:
+            await reader.close()
+        assert held.returncode == 1 and held.stderr.count("\n") == 1, held.stderr
+        assert held.stderr == ("onechance db partition: could not lock the journey tables within 0.5 s (a long "
+                               "query or an open transaction holds them); nothing changed, try again\n")
         # none of that changed anything
         async with engine.connect() as conn:
             assert (await inspect_layout(conn)).plain

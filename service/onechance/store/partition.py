@@ -371,11 +371,23 @@ async def partition_database(engine: AsyncEngine, *, ahead: int = 3, first: Mont
             after = await inspect_layout(conn)
             result.months = sorted(after.months.get(calls.name, set()))
             await trans.commit()
-        except BaseException:
+        except BaseException as exc:
             if trans.is_active:
                 await trans.rollback()
+            if _sqlstate(exc) == "55P03":
+                raise PartitionError(f"could not lock the journey tables within {lock_timeout:g} s (a long query or "
+                                     "an open transaction holds them); nothing changed, try again") from None
             raise
     return result
+
+
+def _sqlstate(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    for err in (orig, getattr(orig, "__cause__", None), exc):
+        code = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return ""
 
 
 def partition_sql(statements: Sequence[str]) -> str:
