@@ -1,7 +1,8 @@
 """Partitioning the journey tables by month (``onechance db partition``, docs/database.md) on a real PostgreSQL 15.
 
 Two databases at the head revision get the same calls through the writer: one stays as it is, the other is
-partitioned half way (by the command, in a process of its own), then the rest is written to both.  Every row of
+partitioned half way (by the command, in a process of its own, while a daemon's writer keeps writing to it behind a
+long query), then the rest is written to both, and ``import-queue-log`` and ``replay --store`` write into both.  Every row of
 every table, the API's queries and ``onechance report`` must then be the same in both, each call must sit in the
 partition of its call id's month (or the default partition), and the documented procedures (adding months while
 the default partition holds some of their calls, dropping a month, the printed SQL applied by hand) must do what
@@ -139,14 +140,15 @@ async def _sql(url: str, statement: str, **params: Any) -> list[Any]:
         await engine.dispose()
 
 
-def _env(url: str) -> dict[str, str]:
+def _env(url: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONECHANCE_")}
-    env.update(ONECHANCE_DATABASE__URL=url, TZ="UTC")
+    env.update(ONECHANCE_DATABASE__URL=url, TZ="UTC", ONECHANCE_DATA_DIR=str(data_dir))
     return env
 
 
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ONECHANCE, *args], capture_output=True, text=True, env=_env(url), timeout=120,
+def _cli(url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """An ``onechance`` command on the database at ``url`` (its data directory, for a spool: ``data_dir``)."""
+    return subprocess.run([*ONECHANCE, *args], capture_output=True, text=True, env=_env(url, data_dir), timeout=120,
                           check=False)
 
 
@@ -242,7 +244,7 @@ async def test_partitioned_database_holds_and_answers_exactly_what_the_plain_one
             await reader.execute("BEGIN; SELECT count(*) FROM calls")
             conversion = subprocess.Popen([*ONECHANCE, "db", "partition", "--from", "2026-09", "--until", "2026-11"],
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          env=_env(parted))
+                                          env=_env(parted, tmp_path))
             waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock'"
             for _ in range(600):
                 if await reader.fetchval(waiting):
@@ -269,8 +271,13 @@ async def test_partitioned_database_holds_and_answers_exactly_what_the_plain_one
             assert all(layout.defaults.values())
             assert ("PUBLIC", "SELECT") in layout.grants["calls"]
 
-            # -- the rest of the calls into the plain database too: the same rows
+            # -- the rest of the calls into the plain database too; then the commands that write: the same rows
             await _write(plain, items[half:], tmp_path / "spool-rest")
+            for url in (plain, parted):
+                for args in (("import-queue-log", capture("load_a").replace(".ami", ".queue_log"), "--pbx", "delta"),
+                             ("replay", capture("bounced"), "--store", "--pbx", "epsilon")):
+                    done = _cli(url, tmp_path, *args)
+                    assert done.returncode == 0, done.stderr
             assert await dump(engines[parted]) == await dump(engines[plain])
             per = await _assert_placed(parted, three)
             december = [i for i in items if isinstance(i, CallRecord) and _month_of_id(i.call_id) == Month(2026, 12)]
@@ -282,7 +289,7 @@ async def test_partitioned_database_holds_and_answers_exactly_what_the_plain_one
             assert await _reads(engines[parted]) == reads
             args = ("report", "--from", "2026-09-01", "--to", "2026-12-31", "--by", "month", "--operators",
                     "--format", "json", "--tz", "UTC")
-            shown = {url: _cli(url, *args) for url in (plain, parted)}
+            shown = {url: _cli(url, tmp_path, *args) for url in (plain, parted)}
             assert all(r.returncode == 0 for r in shown.values()), [r.stderr for r in shown.values()]
             assert json.loads(shown[plain].stdout)["rows"]
             assert shown[parted].stdout == shown[plain].stdout
@@ -319,7 +326,7 @@ async def test_partitioned_database_holds_and_answers_exactly_what_the_plain_one
             assert await dump(engines[parted]) == await dump(engines[plain])
 
             # -- the printed SQL, applied by hand, does what the command does; printing changes nothing
-            printed = _cli(by_hand, "db", "partition", "--from", "2026-09", "--until", "2026-11", "--sql")
+            printed = _cli(by_hand, tmp_path, "db", "partition", "--from", "2026-09", "--until", "2026-11", "--sql")
             assert printed.returncode == 0, printed.stderr
             script = printed.stdout
             assert script.startswith("BEGIN;") and script.rstrip().endswith("COMMIT;")
@@ -339,7 +346,7 @@ async def test_partitioned_database_holds_and_answers_exactly_what_the_plain_one
                 await engine.dispose()
 
         # -- `onechance db downgrade base` still removes everything
-        down = _cli(parted, "db", "downgrade", "base")
+        down = _cli(parted, tmp_path, "db", "downgrade", "base")
         assert down.returncode == 0, down.stderr
         left = await _sql(parted, "SELECT relname FROM pg_class WHERE relname LIKE 'calls%' AND relkind IN ('r', 'p')")
         assert left == []
@@ -364,7 +371,7 @@ async def test_partition_refuses_what_it_cannot_do(pg_url: str, tmp_path: Path) 
         reader = await connect(pg_url)
         try:
             await reader.execute("BEGIN; SELECT count(*) FROM calls")
-            held = _cli(pg_url, "db", "partition", "--lock-timeout", "0.5")
+            held = _cli(pg_url, tmp_path, "db", "partition", "--lock-timeout", "0.5")
             await reader.execute("COMMIT")
         finally:
             await reader.close()
@@ -383,12 +390,12 @@ async def test_partition_refuses_what_it_cannot_do(pg_url: str, tmp_path: Path) 
     finally:
         await engine.dispose()
     # the command: one line, the exit status
-    bad = _cli(pg_url, "db", "partition", "--from", "2026-13")
+    bad = _cli(pg_url, tmp_path, "db", "partition", "--from", "2026-13")
     assert (bad.returncode, bad.stderr.strip()) == (
         2, "onechance db partition: --from: bad month '2026-13' (YYYY-MM, e.g. 2026-11)")
-    lite = _cli(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", "db", "upgrade")
+    lite = _cli(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", tmp_path, "db", "upgrade")
     assert lite.returncode == 0, lite.stderr
-    lite = _cli(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", "db", "partition")
+    lite = _cli(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", tmp_path, "db", "partition")
     assert lite.returncode == 2 and lite.stderr.count("\n") == 1, lite.stderr
     assert "partitioning is for PostgreSQL" in lite.stderr
 
