@@ -101,6 +101,21 @@ class BenchCluster:
     def postmaster(self) -> int:
         return int((self.cluster.data / "postmaster.pid").read_text().split()[0])
 
+    def backends(self, database: str) -> dict[int, float]:
+        """CPU seconds so far of each backend serving ``database`` (by pid)."""
+        pm = self.postmaster()
+        out = {}
+        for pid in _pids():
+            if _ppid(pid) != pm:
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f" {database} " in f" {cmd} ":
+                out[pid] = proc_cpu(pid)
+        return out
+
     def cpu_seconds(self) -> float:
         """CPU time of the server so far: the postmaster and every process it started (the backends of the
         connections, the WAL writer, the checkpointer...), those that ended included (their time is in the

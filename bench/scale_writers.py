@@ -13,10 +13,11 @@ the rows are counted (all there, none twice).  Rounds are interleaved (1, 4, 16,
 with ``--partitioned``, partitioned by month (``onechance db partition``).  Then the last unpartitioned database
 is converted by ``onechance db partition``, timed.
 
-Prints per round: journeys/s in all and per writer; the server's CPU per journey (postmaster and backends, from
-/proc); the writers' CPU per journey; WAL bytes per journey; the bytes on disk per journey (tables and indexes);
-then the median and spread of each setup.  On this machine writers and server share the CPUs: the server's CPU and
-WAL per journey are the figures that carry over to a dedicated database server.
+Prints per round: journeys/s in all and per writer; the server's CPU per journey (every server process, from /proc:
+the writers' backends, and the WAL writer, checkpointer, autovacuum...) and that of the writers' backends alone;
+the writers' own CPU per journey; WAL bytes per journey; the bytes on disk per journey (tables and indexes); the
+machine's load average; then the median and spread of each setup.  On this machine writers and server share the
+CPUs: the server's CPU and WAL per journey are the figures that carry over to a dedicated database server.
 
 usage: bench/scale_writers.py [--writers 1,4,16] [--journeys 24000] [--rounds 2] [--partitioned]
                               [--max-seconds 900] [--fast]
@@ -68,8 +69,10 @@ def build_journeys(total: int, copies: int, workdir: Path) -> list[str]:
     return out
 
 
-def writer_main(url: str, pbx: str, journeys: list[str], spool: str, ready: Any, go: Any, results: Any) -> None:
-    """One writer process: the daemon's store writer, all its journeys at once, until flushed."""
+def writer_main(url: str, pbx: str, journeys: list[str], spool: str, ready: Any, go: Any, finish: Any,
+                results: Any) -> None:
+    """One writer process: the daemon's store writer, all its journeys at once, until flushed; reports, then
+    waits for ``finish`` before closing its connections (the bench reads their backends' CPU first)."""
     from prometheus_client import CollectorRegistry
 
     from onechance.journey import CallRecord
@@ -96,8 +99,11 @@ def writer_main(url: str, pbx: str, journeys: list[str], spool: str, ready: Any,
             if not await writer.flush(timeout=600):
                 raise RuntimeError(f"{pbx}: not flushed: {writer.last_error}")
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            results.put({"pbx": pbx, "wall": wall, "cpu": cpu, "journeys": len(records), "spooled": writer.spooled})
+            while not finish.wait(0.01):
+                await asyncio.sleep(0)
             await writer.close()
-            return {"pbx": pbx, "wall": wall, "cpu": cpu, "journeys": len(records), "spooled": writer.spooled}
+            return {"pbx": pbx, "closed": True}
         finally:
             await engine.dispose()
 
@@ -114,7 +120,8 @@ class Round:
     layout: str
     rate: float  # journeys/s in all
     per_writer: float
-    server_us: float  # server CPU per journey, µs
+    server_us: float  # server CPU per journey, µs (every server process)
+    backend_us: float  # the writers' backends' CPU per journey, µs
     client_us: float  # writers' CPU per journey, µs
     wal: float  # WAL bytes per journey
     disk: float  # bytes on disk per journey (tables and indexes)
@@ -152,29 +159,37 @@ def one_round(pg: BenchCluster, journeys: list[str], writers: int, layout: str, 
         partition(url, months)
     ctx = mp.get_context("spawn")
     ready = [ctx.Event() for _ in range(writers)]
-    go = ctx.Event()
+    go, finish = ctx.Event(), ctx.Event()
     results: Any = ctx.Queue()
     share = len(journeys) // writers
     procs = []
     for i in range(writers):
         spool = tempfile.mkdtemp(prefix=f"w{i}-", dir=workdir)
         p = ctx.Process(target=writer_main, args=(url, f"writer{i:02d}", journeys[i * share:(i + 1) * share], spool,
-                                                   ready[i], go, results))
+                                                   ready[i], go, finish, results))
         p.start()
         procs.append(p)
     try:
         for e in ready:
             if not e.wait(120):
                 raise SystemExit("scale_writers: a writer did not start within 120 s")
+        database = url.rsplit("/", 1)[1]
         wal0 = asyncio.run(_pg(url, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+        b0 = pg.backends(database)
         s0 = pg.cpu_seconds()
         t0 = time.perf_counter()
         go.set()
         outs = [results.get(timeout=900) for _ in range(writers)]
         wall = time.perf_counter() - t0
         server = pg.cpu_seconds() - s0
+        b1 = pg.backends(database)
+        backends = sum(cpu - b0[pid] for pid, cpu in b1.items() if pid in b0)
         wal1 = asyncio.run(_pg(url, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+        finish.set()
+        closed = [results.get(timeout=120) for _ in range(writers)]
+        outs += [c for c in closed if "error" in c]
     finally:
+        finish.set()
         for p in procs:
             p.join(timeout=60)
             if p.is_alive():
@@ -184,16 +199,17 @@ def one_round(pg: BenchCluster, journeys: list[str], writers: int, layout: str, 
         raise SystemExit(f"scale_writers: {errors[0]}")
     total = writers * share
     counts = asyncio.run(_counts(url))
-    if counts != {o["pbx"]: o["journeys"] for o in outs} or any(o["spooled"] for o in outs):
+    if counts != {o["pbx"]: o["journeys"] for o in outs if "journeys" in o} or any(o.get("spooled") for o in outs):
         raise SystemExit(f"scale_writers: rows {counts} do not match what was written")
     disk = asyncio.run(_pg(url, "SELECT " + " + ".join(f"pg_total_relation_size('{t}')" for t in TABLES)
                            if layout == "plain" else
                            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_inherits i "
                            "ON i.inhrelid = c.oid WHERE i.inhparent::regclass::text IN "
                            "(" + ", ".join(f"'{t}'" for t in TABLES) + ")"))
-    r = Round(writers, layout, total / wall, median([o["journeys"] / o["wall"] for o in outs]),
-              server / total * 1e6, sum(o["cpu"] for o in outs) / total * 1e6, float(wal1 - wal0) / total,
-              float(disk) / total)
+    done = [o for o in outs if "journeys" in o]
+    r = Round(writers, layout, total / wall, median([o["journeys"] / o["wall"] for o in done]),
+              server / total * 1e6, backends / total * 1e6, sum(o["cpu"] for o in done) / total * 1e6,
+              float(wal1 - wal0) / total, float(disk) / total)
     if keep:
         return r, url
     pg.drop_database(url)
@@ -235,7 +251,7 @@ def main() -> int:
     results: list[Round] = []
     last_plain: str | None = None
     print(f"\n{'writers':>7s} {'tables':>11s} {'journeys/s':>11s} {'per writer':>11s} {'server us/j':>12s} "
-          f"{'writers us/j':>13s} {'WAL B/j':>8s} {'disk B/j':>9s}")
+          f"{'backends':>9s} {'writers us/j':>13s} {'WAL B/j':>8s} {'disk B/j':>9s} {'load':>5s}")
     with BenchCluster(durable=not args.fast) as pg:
         plan = [(rnd, n, layout) for rnd in range(args.rounds) for n in counts for layout in layouts]
         for i, (rnd, n, layout) in enumerate(plan):
@@ -247,15 +263,18 @@ def main() -> int:
             last_plain = url or last_plain
             results.append(r)
             print(f"{n:7d} {layout:>11s} {r.rate:11,.0f} {r.per_writer:11,.0f} {r.server_us:12,.0f} "
-                  f"{r.client_us:13,.0f} {r.wal:8,.0f} {r.disk:9,.0f}", flush=True)
+                  f"{r.backend_us:9,.0f} {r.client_us:13,.0f} {r.wal:8,.0f} {r.disk:9,.0f} {os.getloadavg()[0]:5.2f}",
+                  flush=True)
         print("\nmedian (min-max) of the rounds:")
-        print(f"{'writers':>7s} {'tables':>11s} {'journeys/s':>20s} {'server us/journey':>20s} {'WAL B/journey':>18s}")
+        print(f"{'writers':>7s} {'tables':>11s} {'journeys/s':>20s} {'server us/journey':>20s} "
+              f"{'backends us/journey':>20s} {'writers us/journey':>20s} {'WAL B/journey':>18s}")
         for n in counts:
             for layout in layouts:
                 rs = [r for r in results if r.writers == n and r.layout == layout]
                 if rs:
                     print(f"{n:7d} {layout:>11s} {spread([r.rate for r in rs]):>20s} "
-                          f"{spread([r.server_us for r in rs]):>20s} {spread([r.wal for r in rs]):>18s}")
+                          f"{spread([r.server_us for r in rs]):>20s} {spread([r.backend_us for r in rs]):>20s} "
+                          f"{spread([r.client_us for r in rs]):>20s} {spread([r.wal for r in rs]):>18s}")
         if last_plain is not None:
             rows = asyncio.run(_pg(last_plain, "SELECT count(*) FROM calls"))
             seconds = partition(last_plain, months)
