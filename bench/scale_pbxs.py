@@ -42,9 +42,9 @@ included) and how many series it holds, the machine's load average, the verdict.
 through the rounds that kept up: the daemon's CPU as a fixed part plus a cost per event, and the events/s one core
 would handle.
 
-usage: bench/scale_pbxs.py [--pbxs 10] [--stores sqlite,postgres] [--speeds 1,4,8,16,24,32] [--seconds 30]
+usage: bench/scale_pbxs.py [--pbxs 10] [--stores sqlite,postgres] [--speeds 1,8,16,24,32,48] [--seconds 30]
                            [--calls-per-hour 3000] [--queues 20] [--operators 6] [--warm 300] [--senders 2]
-                           [--max-seconds 2400] [--quick] [--verbose]
+                           [--rtcp] [--max-seconds 2400] [--quick] [--verbose]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ async def _sender(specs: list[dict[str, Any]], opts: dict[str, Any], pipe: Any) 
     for spec in specs:
         rate = RateProfile(per_hour=(opts["calls_per_hour"],) * 24)
         cfg = SimConfig.large(queues=opts["queues"], operators_per_queue=opts["operators"], seed=spec["seed"],
-                              system_name=spec["system_name"], rate=rate)
+                              system_name=spec["system_name"], rate=rate, rtcp=opts["rtcp"])
         source = BenchSource(cfg, spec["name"])
         pbx = DemoPbx(source=source, speed=speed, username="bench", secret="bench")
         pbx.state = FollowingState()
@@ -399,7 +399,7 @@ def one_round(store: str, speed: float, args: argparse.Namespace, pg: BenchClust
     ctx = mp.get_context("spawn")
     senders = []
     opts = {"speed": speed, "warm": args.warm, "queues": args.queues, "operators": args.operators,
-            "calls_per_hour": args.calls_per_hour}
+            "calls_per_hour": args.calls_per_hour, "rtcp": args.rtcp}
     for k in range(args.senders):
         mine = [{"name": n, "seed": 100 + i, "system_name": f"site{i:02d}"} for i, n in enumerate(names)
                 if i % args.senders == k]
@@ -594,7 +594,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pbxs", type=int, default=10, help="simulated PBXs (default 10)")
     ap.add_argument("--stores", default="sqlite,postgres", help="sqlite, postgres or both (default both)")
-    ap.add_argument("--speeds", default="1,4,8,16,24,32", help="speeds, in order (default 1,4,8,16,24,32)")
+    ap.add_argument("--speeds", default="1,8,16,24,32,48", help="speeds, in order (default 1,8,16,24,32,48)")
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per round (default 30)")
     ap.add_argument("--ramp", type=float, default=5.0, help="seconds after the daemon is ready before measuring")
     ap.add_argument("--interval", type=float, default=5.0,
@@ -603,6 +603,8 @@ def main() -> int:
     ap.add_argument("--queues", type=int, default=20, help="queues per PBX (default 20)")
     ap.add_argument("--operators", type=int, default=6, help="operators per queue (default 6)")
     ap.add_argument("--warm", type=float, default=300.0, help="seconds each PBX has run before (default 300)")
+    ap.add_argument("--rtcp", action="store_true", help="RTCP reports in the streams too (the daemon's manager "
+                                                        "login asks for no 'reporting' events: a real PBX sends none)")
     ap.add_argument("--senders", type=int, default=2, help="processes serving the simulated PBXs (default 2)")
     ap.add_argument("--max-seconds", type=float, default=2400.0, help="start no round after this (default 2400)")
     ap.add_argument("--quick", action="store_true", help="a short check: 3 PBXs, speeds 1 and 8, 10 s rounds")
@@ -627,8 +629,8 @@ def main() -> int:
     deadline = Deadline(args.max_seconds)
     print(f"machine: {machine()}")
     print(f"{args.pbxs} PBXs of {args.queues} queues x {args.operators} operators, {args.calls_per_hour:g} calls/hour "
-          f"each at 1x, {args.warm:g} s warm; {args.seconds:g} s measured per round; {args.senders} simulator "
-          f"processes")
+          f"each at 1x, {'with' if args.rtcp else 'no'} RTCP, {args.warm:g} s warm; {args.seconds:g} s measured per "
+          f"round; {args.senders} simulator processes")
     print("\nstore    speed  events/s  per PBX   offered calls/h   live   cpu  us/ev  RSS MB   lag s p50/p99/max/end"
           "  stored/expected miss xtra edge  jrn/s  store   pg  sims  late  catch  stop exit scrape series  load")
     behind: set[str] = set()
