@@ -98,6 +98,19 @@ class BenchCluster:
 
         asyncio.run(drop())
 
+    def connections(self, database: str, application: str = "onechance") -> int:
+        """Connections open to ``database`` by ``application`` (its ``application_name``)."""
+
+        async def count() -> int:
+            conn = await connect(self.url)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND "
+                                               "application_name = $2", database, application))
+            finally:
+                await conn.close()
+
+        return asyncio.run(count())
+
     def postmaster(self) -> int:
         return int((self.cluster.data / "postmaster.pid").read_text().split()[0])
 

@@ -38,9 +38,9 @@ handled (in all and per PBX), offered (what the PBXs' clocks called for), calls/
 edge), journeys written per second and waiting for the store at the end of the window, PostgreSQL server CPU, the
 busiest simulator process's CPU and how late the simulators were (p99, s), the seconds the daemon took to catch up
 and to stop, its exit status, the median time a ``/metrics`` read took (ms, waiting for the busy event loop
-included) and how many series it holds, the machine's load average, the verdict.  Then, per store, a straight line
-through the rounds that kept up: the daemon's CPU as a fixed part plus a cost per event, and the events/s one core
-would handle.
+included) and how many series it holds, the most PostgreSQL connections the daemon held at once, the machine's
+load average, the verdict.  Then, per store, a straight line through the rounds that kept up: the daemon's CPU as
+a fixed part plus a cost per event, and the events/s one core would handle.
 
 usage: bench/scale_pbxs.py [--pbxs 10] [--stores sqlite,postgres] [--speeds 1,8,16,24,32,48] [--seconds 30]
                            [--calls-per-hour 3000] [--queues 20] [--operators 6] [--warm 300] [--senders 2]
@@ -343,6 +343,7 @@ class Result:
     shutdown: float = 0.0
     exit_code: int | None = None
     load: float = 0.0  # the machine's 1-minute load average at the end of the round
+    connections: int = 0  # most PostgreSQL connections the daemon had open at once
     scrape_ms: float = 0.0
     scrape_bytes: int = 0
     samples: int = 0
@@ -436,6 +437,8 @@ def one_round(store: str, speed: float, args: argparse.Namespace, pg: BenchClust
             samples.append(Sample(t, metrics, proc_cpu(daemon.proc.pid), proc_rss(daemon.proc.pid),
                                   pg.cpu_seconds() if pg is not None and store == "postgres" else 0.0, took))
             res.scrape_bytes, res.samples = size, n
+            if pg is not None and store == "postgres":
+                res.connections = max(res.connections, pg.connections(url.rsplit("/", 1)[1]))
             if t >= end:
                 break
             time.sleep(max(0.0, min(args.interval, end - time.monotonic())))
@@ -587,7 +590,8 @@ def show(r: Result) -> None:
           f"{lag:>22s} {r.stored:7,d}/{r.expected:<7,d} {r.missing:4d} {r.extra:4d} {r.edge:4d} "
           f"{r.journeys_per_s:6.1f} {r.store_queue:6,d} "
           f"{r.pg_cpu:4.0f}% {r.sender_cpu:4.0f}% {r.late_p99:5.2f} {r.catch_up:6.1f} {r.shutdown:5.1f} "
-          f"{r.exit_code!s:>4s} {r.scrape_ms:6.0f} {r.samples:6,d} {r.load:5.2f}  {verdict}", flush=True)
+          f"{r.exit_code!s:>4s} {r.scrape_ms:6.0f} {r.samples:6,d} {r.connections:3d} {r.load:5.2f}  {verdict}",
+          flush=True)
 
 
 def main() -> int:
@@ -632,7 +636,7 @@ def main() -> int:
           f"each at 1x, {'with' if args.rtcp else 'no'} RTCP, {args.warm:g} s warm; {args.seconds:g} s measured per "
           f"round; {args.senders} simulator processes")
     print("\nstore    speed  events/s  per PBX   offered calls/h   live   cpu  us/ev  RSS MB   lag s p50/p99/max/end"
-          "  stored/expected miss xtra edge  jrn/s  store   pg  sims  late  catch  stop exit scrape series  load")
+          "  stored/expected miss xtra edge  jrn/s  store   pg  sims  late  catch  stop exit scrape series  db  load")
     behind: set[str] = set()
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
