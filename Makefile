@@ -47,6 +47,8 @@ lint: $(DEVSTAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/replay_throughput.py
 	$(BIN)/python bench/alert_latency.py
+	$(BIN)/python bench/scale_pbxs.py
+	$(BIN)/python bench/scale_writers.py --partitioned
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache .hypothesis

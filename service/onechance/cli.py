@@ -255,6 +255,12 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return cmd_db(args)
 
 
+def _cmd_db_partition(args: argparse.Namespace) -> int:
+    from .store.partition import cmd_db_partition
+
+    return cmd_db_partition(args)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .store.commands import cmd_report
 
@@ -271,7 +277,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     """``onechance db ...`` and ``onechance report`` (handlers in ``onechance.store.commands``)."""
     config_help = ("TOML settings file (default: $ONECHANCE_CONFIG); the database URL is [database] url "
                    "or ONECHANCE_DATABASE__URL")
-    db = sub.add_parser("db", help="manage the database schema (upgrade, downgrade, current)")
+    db = sub.add_parser("db", help="manage the database schema (upgrade, downgrade, current, partition)")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = db_sub.add_parser("upgrade", help="create the tables or upgrade them to the newest revision")
     up.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
@@ -281,6 +287,22 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     for p in (up, down, cur):
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
         p.set_defaults(func=_cmd_db)
+    part = db_sub.add_parser("partition", help="PostgreSQL: keep the journey tables in one partition per month "
+                                               "(converts them once; run again monthly to add the months ahead)",
+                             description="Partition calls, queue_visits, operator_legs and transfers by month of the "
+                                         "call id (Asterisk's Linkedid epoch), or add the missing months; "
+                                         "docs/database.md, 'Partitioning by month'.")
+    part.add_argument("--ahead", type=int, default=3, metavar="N",
+                      help="create the months up to N months after the present (default 3)")
+    part.add_argument("--from", dest="first", metavar="YYYY-MM",
+                      help="first month to have (default: the oldest call's month, or the first month there is)")
+    part.add_argument("--until", dest="last", metavar="YYYY-MM",
+                      help="last month to have (default: the present month plus --ahead)")
+    part.add_argument("--sql", action="store_true", help="print the SQL (one transaction, for psql) and change nothing")
+    part.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="give up when the tables cannot be locked within this (default 30)")
+    part.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
+    part.set_defaults(func=_cmd_db_partition)
 
     rp = sub.add_parser("report", help="queue figures per hour, day, week or month: offered, answered, lost, "
                                        "recovered, service level... (and per operator)",
