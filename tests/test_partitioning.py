@@ -3,10 +3,10 @@
 Two databases at the head revision get the same calls through the writer: one stays as it is, the other is
 partitioned half way (by the command, in a process of its own, while a daemon's writer keeps writing to it behind a
 long query), then the rest is written to both, and ``import-queue-log`` and ``replay --store`` write into both.
-Every row of every table, the API's queries and ``onechance report`` must then be the same in both, each call
-must sit in the partition of its call id's month (or the default partition), and the documented procedures (adding months while
-the default partition holds some of their calls, dropping a month, the printed SQL applied by hand) must do what
-the documentation says.  The calls come from the simulator at dates in several months (one run across a month's
+Every row of every table, the API's queries and ``onechance report`` must then be the same in both, each call must
+sit in the partition of its call id's month (or the default partition), and the documented procedures (adding months
+while the default partition holds some of their calls, dropping a month, the printed SQL applied by hand) must do
+what the documentation says. The calls come from the simulator at dates in several months (one run across a month's
 end), a PBX with a ``systemname`` (ids that begin with it), real captures, and a call imported from queue_log.
 """
 
