@@ -192,6 +192,22 @@ async def test_every_answer_and_error_validates(daemon):
     assert {e["state"] for e in everyone["callbacks"]} >= {"waiting", "done"}
     await check("/api/callbacks", "/api/callbacks", 200)
     await check("/api/callbacks", "/api/callbacks?state=lost", 400)
+    # several queues or PBXs: repeated or comma-separated, any of them
+    first_queue = everyone["callbacks"][0]["queue"]
+    only = await check("/api/callbacks", f"/api/callbacks?state=all&queue={first_queue}", 200)
+    assert only["callbacks"] and {e["queue"] for e in only["callbacks"]} == {first_queue}
+    assert len(only["callbacks"]) < len(everyone["callbacks"])  # the capture's worklist spans several queues
+
+    def ids(body: dict[str, Any], key: str = "callbacks") -> list[str]:
+        return [e["id"] for e in body[key]]
+
+    for query in (f"queue={first_queue},nowhere", f"queue=nowhere&queue={first_queue}"):
+        assert ids(await check("/api/callbacks", f"/api/callbacks?state=all&{query}", 200)) == ids(only), query
+    every_queue = ",".join(sorted({e["queue"] for e in everyone["callbacks"]}))
+    pbxs = "&".join(f"pbx={p}" for p in sorted({e["pbx"] for e in everyone["callbacks"]}))
+    assert ids(await check("/api/callbacks", f"/api/callbacks?state=all&queue={every_queue}&{pbxs}", 200)) == ids(
+        everyone)
+    assert (await check("/api/callbacks", "/api/callbacks?state=all&pbx=nowhere,elsewhere", 200))["callbacks"] == []
     waiting = next(e for e in everyone["callbacks"] if e["state"] == "waiting")
     await check("/api/callbacks/{id}", f"/api/callbacks/{waiting['id']}", 200)
     await check("/api/callbacks/{id}", "/api/callbacks/nope", 404)
@@ -209,6 +225,16 @@ async def test_every_answer_and_error_validates(daemon):
     alerts = await check("/api/alerts", "/api/alerts", 200)
     assert {a["kind"] for a in alerts["alerts"]} >= {"abandoned", "bounced"}
     await check("/api/alerts", "/api/alerts?kind=sadness", 400)
+    alert_queues = sorted({a["queue"] for a in alerts["alerts"] if a["queue"]})
+    one_queue = await check("/api/alerts", f"/api/alerts?queue={alert_queues[0]}&queue=nowhere", 200)
+    assert one_queue["alerts"] and {a["queue"] for a in one_queue["alerts"]} == {alert_queues[0]}
+    alert_pbxs = sorted({a["pbx"] for a in alerts["alerts"]})
+    assert len(alert_pbxs) > 1
+    one_pbx = await check("/api/alerts", f"/api/alerts?pbx={alert_pbxs[0]}", 200)
+    assert one_pbx["alerts"] and {a["pbx"] for a in one_pbx["alerts"]} == {alert_pbxs[0]}
+    several = f"queue={','.join(alert_queues)}&pbx=nowhere,{','.join(alert_pbxs)}"
+    both = await check("/api/alerts", f"/api/alerts?{several}", 200)
+    assert ids(both, "alerts") == [a["id"] for a in alerts["alerts"] if a["queue"]]
 
     # without the token, every /api route but the description says 401
     for template, ops in described.doc["paths"].items():

@@ -350,7 +350,8 @@ def _paths() -> dict[str, Any]:
             "parameters": [
                 _query("state", "waiting, claimed, done, open (= waiting, claimed; the default), all.",
                        {"type": "string", "enum": ["waiting", "claimed", "done", "open", "all"]}, multi=True),
-                _query("queue", "Only this queue."), _query("pbx", "Only this PBX.")],
+                _query("queue", "Only these queues.", multi=True),
+                _query("pbx", "Only these PBXs.", multi=True)],
             "responses": {"200": _json(_obj({"callbacks": {"type": "array", "items": _ref("Callback")}}), "Entries."),
                           **_errors(400, 401)}}},
         "/api/callbacks/{id}": {"get": {
@@ -375,7 +376,8 @@ def _paths() -> dict[str, Any]:
             "parameters": [
                 _query("since", "Decided at or after.", _TIME),
                 _query("kind", "Alert kind.", {"type": "string", "enum": [str(k) for k in AlertKind]}, multi=True),
-                _query("queue", "Only this queue."), _query("pbx", "Only this PBX."),
+                _query("queue", "Only these queues.", multi=True),
+                _query("pbx", "Only these PBXs.", multi=True),
                 _query("limit", "At most.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})],
             "responses": {"200": _json(_obj({"alerts": {"type": "array", "items": _ref("Alert")}}), "Alerts."),
                           **_errors(400, 401)}}},

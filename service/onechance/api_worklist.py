@@ -90,7 +90,7 @@ def add_worklist_routes(app: web.Application, worklist: Worklist, alerts: AlertQ
             if unknown:
                 raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}; allowed: pbx, queue, state")
             states = parse_states(request.query)
-            entries = worklist.entries(states, request.query.get("queue") or None, request.query.get("pbx") or None)
+            entries = worklist.entries(states, multi(request.query, "queue"), multi(request.query, "pbx"))
             return _json({"callbacks": [worklist.view(e) for e in entries]})
         return await guarded(request, work)
 
@@ -125,8 +125,8 @@ def add_worklist_routes(app: web.Application, worklist: Worklist, alerts: AlertQ
             bad = [k for k in kinds if k not in AlertKind._value2member_map_]
             if bad:
                 raise BadRequest(f"kind: unknown {', '.join(bad)}")
-            params: dict[str, Any] = {"kinds": kinds or None, "queue": query.get("queue") or None,
-                                      "pbx": query.get("pbx") or None}
+            params: dict[str, Any] = {"kinds": kinds or None, "queue": multi(query, "queue") or None,
+                                      "pbx": multi(query, "pbx") or None}
             params["since"] = parse_time(query["since"]) if query.get("since") else None
             try:
                 params["limit"] = int(query.get("limit", "100"))

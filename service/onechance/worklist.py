@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -317,13 +317,16 @@ class Worklist:
             del self._by_call[(entry.pbx, entry.resolved_by_call)]
 
     # ---- reading --------------------------------------------------------------------------------------------
-    def entries(self, states: Iterable[str] = ("waiting", "claimed"), queue: str | None = None,
-                pbx: str | None = None) -> list[Entry]:
-        """Entries in memory (open ones, and those closed in the last day), oldest lost first."""
+    def entries(self, states: Iterable[str] = ("waiting", "claimed"), queue: Collection[str] | str | None = None,
+                pbx: Collection[str] | str | None = None) -> list[Entry]:
+        """Entries in memory (open ones, and those closed in the last day), oldest lost first; of any of the
+        queues and PBXs given (one name or several; None or empty: any)."""
         wanted = set(states)
+        queues = {queue} if isinstance(queue, str) else set(queue or ())
+        pbxs = {pbx} if isinstance(pbx, str) else set(pbx or ())
         pool: Iterator[Entry] = iter([*self._by_id.values(), *self._closed.values()])
-        found = [e for e in pool if str(e.state) in wanted and (queue is None or e.queue == queue)
-                 and (pbx is None or e.pbx == pbx)]
+        found = [e for e in pool if str(e.state) in wanted and (not queues or e.queue in queues)
+                 and (not pbxs or e.pbx in pbxs)]
         found.sort(key=lambda e: (e.first_lost_at, e.id))
         return found
 

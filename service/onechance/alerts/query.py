@@ -42,7 +42,7 @@ class AlertQuery:
         except Exception as exc:  # the store is down or stuck: the memory answers alone
             log.warning("alert query failed, answering from memory: %s", exc or type(exc).__name__)
         for view in self.outbox.recent(max(limit, 1000)):
-            if ((not kinds or view["kind"] in kinds) and (queue is None or view["queue"] == queue)
-                    and (pbx is None or view["pbx"] == pbx) and (since is None or view["decided_at"] >= since)):
+            if ((not kinds or view["kind"] in kinds) and (not queue or view["queue"] in queue)
+                    and (not pbx or view["pbx"] in pbx) and (since is None or view["decided_at"] >= since)):
                 found[view["id"]] = view
         return sorted(found.values(), key=lambda v: (v["decided_at"], v["id"]), reverse=True)[:limit]

@@ -345,9 +345,10 @@ async def load_live_deliveries(engine: AsyncEngine) -> list[tuple[AlertRow, list
 
 
 async def list_alerts(engine: AsyncEngine, *, since: float | None = None, until: float | None = None,
-                      kinds: Sequence[str] | None = None, pbx: str | None = None, queue: str | None = None,
+                      kinds: Sequence[str] | None = None, pbx: Sequence[str] | None = None,
+                      queue: Sequence[str] | None = None,
                       limit: int = 100) -> list[tuple[AlertRow, list[DeliveryRow]]]:
-    """Stored alerts, newest first, with their deliveries."""
+    """Stored alerts, newest first, with their deliveries (of any of ``pbx`` and ``queue`` when given)."""
     q = select(alerts)
     if since is not None:
         q = q.where(alerts.c.decided_at >= since)
@@ -355,10 +356,10 @@ async def list_alerts(engine: AsyncEngine, *, since: float | None = None, until:
         q = q.where(alerts.c.decided_at < until)
     if kinds:
         q = q.where(alerts.c.kind.in_(list(kinds)))
-    if pbx is not None:
-        q = q.where(alerts.c.pbx == pbx)
-    if queue is not None:
-        q = q.where(alerts.c.queue == queue)
+    if pbx:
+        q = q.where(alerts.c.pbx.in_(list(pbx)))
+    if queue:
+        q = q.where(alerts.c.queue.in_(list(queue)))
     q = q.order_by(alerts.c.decided_at.desc(), alerts.c.id).limit(max(0, min(limit, MAX_LIMIT)))
     async with engine.connect() as conn:
         rows = (await conn.execute(q)).all()
