@@ -146,6 +146,22 @@ async def test_demo_plays_the_demo_pbx_in_its_own_data_directory_and_stops_clean
     assert (tmp_path / "demo" / "onechance.db").exists() and not (tmp_path / "onechance.db").exists()
 
 
+async def test_a_second_daemon_on_the_same_data_directory_is_a_config_error(tmp_path: Path):
+    """Two daemons must never share a spool: the second stops at start with one line (exit 2), before it listens
+    or connects, and the first goes on."""
+    async with daemon(command="demo", ONECHANCE_DATA_DIR=str(tmp_path)) as first:
+        r = subprocess.run([*ONECHANCE, "demo"], capture_output=True, text=True, timeout=30,
+                           env=clean_env(ONECHANCE_DATA_DIR=str(tmp_path), ONECHANCE_HTTP__LISTEN="127.0.0.1:0"))
+        assert r.returncode == 2, r.stderr
+        assert f"onechance demo: spool directory {tmp_path / 'demo' / 'spool'} is in use by another onechance " \
+               f"process (pid {first.proc.pid})" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "open http://" not in r.stderr, r.stderr
+        async with aiohttp.ClientSession() as s:
+            assert (await get_json(s, first.base + "/healthz"))[0] == 200
+        await first.stop(signal.SIGTERM)
+    assert first.returncode == 0, first.log
+
+
 async def test_run_follows_a_pbx_from_the_environment_and_sigint_stops_it():
     async with fake_pbx("answered", speed=0) as pbx:
         async with daemon(ONECHANCE_AMI__HOST="127.0.0.1", ONECHANCE_AMI__PORT=str(pbx.port),

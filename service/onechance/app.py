@@ -108,7 +108,11 @@ class App:
         runner: web.AppRunner | None = None
         code = 0
         try:
-            runner = await self._start_http()  # first: a port that cannot be had is a config error, nothing runs
+            for service in self.services:  # first what must be had before anything runs (the store's spool)
+                prepare = getattr(service, "prepare", None)
+                if callable(prepare):
+                    prepare()
+            runner = await self._start_http()  # a port that cannot be had is a config error, nothing runs
             async with asyncio.TaskGroup() as tg:
                 # services first (the store upgrades its schema, the demo PBX listens), then the worklist,
                 # then the PBXs

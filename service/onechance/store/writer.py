@@ -44,7 +44,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..errors import RateLimitedLog
 from ..journey import CallRecord, Recovered
 from . import migrate
-from .engine import FileWatch, StoreUnavailable, describe, is_schema_missing, is_unavailable, sqlite_file
+from .engine import (
+    FileWatch,
+    StoreConfigError,
+    StoreUnavailable,
+    describe,
+    is_schema_missing,
+    is_unavailable,
+    sqlite_file,
+)
 from .facts import Fact
 from .rows import BadJourney, JourneyRows, Key, StoreItem, from_line, journey_rows, to_line
 from .spool import DEFAULT_SEGMENT_BYTES, Spool, SpoolError, SpoolFull
@@ -358,7 +366,8 @@ class JourneyWriter:
     async def start(self) -> None:
         """Start writing in a task of the writer's own (for tools and tests; the daemon runs :meth:`run` in
         its task group instead); journeys left in the spool by an earlier run are written first."""
-        if self._open():
+        self._open()
+        if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="onechance-store-writer")
 
     async def flush(self, timeout: float | None = None) -> bool:
@@ -426,8 +435,7 @@ class JourneyWriter:
         elif self._has_pending():
             # never started: nothing was written, keep it all on disk
             try:
-                self._spool.open()
-                self._started = True
+                self._open()
             except SpoolError as exc:
                 log.error("%s: %d journeys submitted before start() cannot be spooled", exc,
                           len(self._pending) + len(self._ordered))
@@ -556,9 +564,18 @@ class JourneyWriter:
                           exc.strerror or exc)
 
     # ---- as a daemon service (``onechance.app.Service``) -------------------------------------------------
+    def prepare(self) -> None:
+        """Take the spool before anything starts: a spool directory another onechance holds, or one that cannot
+        be made, is a configuration error (:class:`StoreConfigError`, one line, exit 2), not a crash later."""
+        try:
+            self._open()
+        except SpoolError as exc:
+            raise StoreConfigError(str(exc)) from None
+
     async def run(self) -> None:
         """Write until :meth:`aclose`, in the calling task (the daemon's task group)."""
-        if self._open():
+        self._open()  # already open after prepare()
+        if self._task is None:
             self._task = asyncio.current_task()
             await self._run()
         elif self._task is not None:
