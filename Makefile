@@ -44,9 +44,18 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+# Every figure of docs/performance.md and docs/reliability.md, in one run (about an hour; loopback only, every
+# loop bounded): `make bench 2>&1 | tee bench.log`
+bench: deps $(DEVSTAMP)
 	$(BIN)/python bench/replay_throughput.py
+	$(BIN)/python bench/ingest_memory.py
+	$(BIN)/python bench/ingest_live.py
+	$(BIN)/python bench/http_latency.py
+	$(BIN)/python bench/http_load.py
+	$(BIN)/python bench/shutdown.py
+	$(BIN)/python bench/shutdown.py --signal KILL --rounds 1
 	$(BIN)/python bench/alert_latency.py
+	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/scale_pbxs.py
 	$(BIN)/python bench/scale_writers.py --partitioned
 

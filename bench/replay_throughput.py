@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """Replay throughput: onechance (parse + track) against panoramisk 1.4's own parser, same bytes, same run.
 
-Builds a stream of at least 50 MB from the load_a capture with ../shared/tools/scale_capture.py (fresh call
-ids and later timestamps per copy), then times, in this process:
+Builds a stream of at least ``--mb`` MB from the load_a capture with ../shared/tools/scale_capture.py (fresh call
+ids and later timestamps per copy), then, in ``--rounds`` interleaved rounds (each round runs every contender once,
+in a rotating order, so all see the same machine speed), times in this process, on the CPU clock:
 
+* the floor: ``bytes.split`` of the stream into messages and lines (no decoding, no dict);
 * panoramisk 1.4: ``AMIProtocol.data_received`` on 64 KiB chunks (decode, split, ``Message.from_line``);
   message handling is stubbed out, so this is its parse rate alone;
-* onechance: ``AmiFramer`` + ``JourneyTracker.feed`` on the same chunks (parse *and* track), plus the
-  parser alone for reference.
+* onechance parse: ``AmiFramer`` with the tracker's event filter, as ``onechance replay`` and the daemon run it
+  (events nobody reads are skipped on the raw bytes, and still counted);
+* onechance replay: the same framer + ``JourneyTracker.feed`` (parse *and* track, every call record built).
 
-Each measurement is the best of ``--rounds`` runs.  Prints events/s, MB/s and the ratio (goal >= 1.25).
-usage: bench/replay_throughput.py [--mb 50] [--rounds 3] [--capture PATH] [--keep PATH]
+Prints per round events/s of each and the ratios within the round, then the median [min-max] of each over the
+rounds, and the CPU per call of parse + track (the stream's calls: journeys the tracker ended).
+Goals (issue 11): replay >= 3x panoramisk's parse; <= 500 us of CPU per call.
+usage: bench/replay_throughput.py [--mb 50] [--rounds 5] [--capture PATH] [--keep PATH]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,8 +34,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "service"))
 
-from onechance.ami.parser import AmiFramer  # noqa: E402
-from onechance.journey import JourneyTracker  # noqa: E402
+from onechance.ami.parser import AmiFramer, EventFilter  # noqa: E402
+from onechance.journey import JourneyTracker, UpdateKind  # noqa: E402
 
 CHUNK = 64 * 1024
 
@@ -70,44 +76,62 @@ def bench_panoramisk(parts: list[bytes]) -> int:
     return proto.n
 
 
-def bench_onechance(parts: list[bytes]) -> tuple[int, int]:
-    framer = AmiFramer()
+def _tracker() -> tuple[JourneyTracker, EventFilter]:
     tracker = JourneyTracker()
+    interest = tracker.interest()
+    return tracker, EventFilter(interest.events, interest.conditions)
+
+
+def bench_onechance(parts: list[bytes]) -> tuple[int, int]:
+    """Parse + track, as ``onechance replay``: (events, calls ended)."""
+    tracker, event_filter = _tracker()
+    framer = AmiFramer(event_filter=event_filter)
     feed = tracker.feed
-    n = 0
-    updates = 0
+    ended = 0
     for part in parts:
         for msg in framer.iter_feed(part):
-            n += 1
-            updates += len(feed(msg))
-    return n, updates
+            for update in feed(msg):
+                if getattr(update, "kind", None) is UpdateKind.ENDED:
+                    ended += 1
+    for update in tracker.flush():
+        if getattr(update, "kind", None) is UpdateKind.ENDED:
+            ended += 1
+    return framer.messages, ended
 
 
 def bench_parser_only(parts: list[bytes]) -> int:
-    framer = AmiFramer()
-    n = 0
+    _tracker_unused, event_filter = _tracker()
+    framer = AmiFramer(event_filter=event_filter)
     for part in parts:
         for _ in framer.iter_feed(part):
-            n += 1
+            pass
+    return framer.messages
+
+
+def bench_split_floor(parts: list[bytes]) -> int:
+    """The floor: split the bytes into messages and lines, nothing else (no decoding, no dict)."""
+    n = 0
+    tail = b""
+    for part in parts:
+        blocks = (tail + part).split(b"\r\n\r\n")
+        tail = blocks.pop()
+        for block in blocks:
+            block.split(b"\r\n")
+        n += len(blocks)
     return n
 
 
-def best_of(rounds: int, fn, *args):
-    best = None
-    result = None
-    for _ in range(rounds):
-        gc.collect()
-        t0 = time.perf_counter()
-        result = fn(*args)
-        dt = time.perf_counter() - t0
-        best = dt if best is None or dt < best else best
-    return best, result
+def timed(fn, *args):
+    gc.collect()
+    t0 = time.process_time()
+    result = fn(*args)
+    return time.process_time() - t0, result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=50.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--capture", type=Path, default=ROOT / "tests" / "data" / "load_a.ami")
     ap.add_argument("--scale-tool", type=Path, default=ROOT.parent / "shared" / "tools" / "scale_capture.py")
     ap.add_argument("--keep", type=Path, default=None, help="write/reuse the scaled stream at this path")
@@ -119,19 +143,47 @@ def main() -> None:
     mb = len(data) / 1e6
     print(f"stream: {path} {mb:.1f} MB, {len(parts)} chunks of {CHUNK // 1024} KiB, python {sys.version.split()[0]}")
 
-    t_pano, n_pano = best_of(args.rounds, bench_panoramisk, parts)
-    t_parse, n_parse = best_of(args.rounds, bench_parser_only, parts)
-    t_one, (n_one, updates) = best_of(args.rounds, bench_onechance, parts)
+    contenders = {"floor": bench_split_floor, "panoramisk": bench_panoramisk, "parse": bench_parser_only,
+                  "replay": bench_onechance}
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    ratios: dict[str, list[float]] = {"replay/panoramisk": [], "parse/panoramisk": [], "replay/floor": []}
+    per_call: list[float] = []
+    counts: dict[str, int] = {}
+    names = list(contenders)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        got: dict[str, float] = {}
+        for name in order:
+            seconds, result = timed(contenders[name], parts)
+            events = result[0] if isinstance(result, tuple) else result
+            counts[name] = events
+            got[name] = events / seconds
+            if name == "replay":
+                calls = result[1]
+                counts["calls"] = calls
+                per_call.append(seconds / calls * 1e6)
+        for name, rate in got.items():
+            rates[name].append(rate)
+        ratios["replay/panoramisk"].append(got["replay"] / got["panoramisk"])
+        ratios["parse/panoramisk"].append(got["parse"] / got["panoramisk"])
+        ratios["replay/floor"].append(got["replay"] / got["floor"])
+        print(f"round {r + 1}: " + "  ".join(f"{n} {got[n]:,.0f}/s" for n in names)
+              + f"  replay/panoramisk {ratios['replay/panoramisk'][-1]:.2f}x  per call {per_call[-1]:.0f} us",
+              flush=True)
 
-    def line(label: str, t: float, n: int) -> str:
-        return f"{label:<42} {n:>9} msgs  {t:7.2f} s  {n / t:>10,.0f} events/s  {mb / t:6.1f} MB/s"
+    def spread(values: list[float], fmt: str) -> str:
+        return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
-    print(line("panoramisk 1.4 parse (data_received)", t_pano, n_pano))
-    print(line("onechance parse only (AmiFramer)", t_parse, n_parse))
-    print(line("onechance replay (parse + track)", t_one, n_one))
-    print(f"journey updates emitted: {updates}")
-    ratio = (n_one / t_one) / (n_pano / t_pano)
-    print(f"ratio onechance replay / panoramisk parse: {ratio:.2f}x (goal >= 1.25x)")
+    print(f"events: panoramisk {counts['panoramisk']:,}, onechance {counts['replay']:,} (every message counted, "
+          f"skipped ones too); calls ended: {counts['calls']:,}")
+    labels = {"floor": "bytes.split floor", "panoramisk": "panoramisk 1.4 parse", "parse": "onechance parse",
+              "replay": "onechance replay (parse + track)"}
+    for name in names:
+        print(f"{labels[name]:<36} {spread(rates[name], '{:,.0f}')} events/s (CPU)")
+    for name, values in ratios.items():
+        print(f"ratio {name:<30} {spread(values, '{:.2f}')}x")
+    print(f"CPU per call, parse + track: {spread(per_call, '{:.0f}')} us (goal <= 500 us)")
+    print(f"ratio replay / panoramisk parse: {statistics.median(ratios['replay/panoramisk']):.2f}x (goal >= 3x)")
     if args.keep is None:
         shutil.rmtree(path.parent, ignore_errors=True)
 
