@@ -33,6 +33,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from sys import intern
 
 from ..ami.parser import AmiMessage, block_timestamp
 from .clock import DEFAULT_MAX_JUMP, ClockGuard
@@ -77,6 +78,11 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "?"
 _ESCAPE_RE = re.compile(r"\\(.)")
 #: control characters: never in a record (JSON, PostgreSQL, the callback page); a line break or tab is a space
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+def _interned(text: str | None) -> str | None:
+    """Names that come back in every call (queues, interfaces, contexts, operators) are held once, not once per
+    call: memory per live call (issue 11)."""
+    return intern(text) if text is not None else None
 
 
 def unescape(value: str) -> str:
@@ -470,7 +476,7 @@ class JourneyTracker:
     def _member_label(self, interface: str | None, member: str | None) -> str:
         name = clean(member)
         if name and name != interface:
-            return name
+            return intern(name)  # a few operators, named again in every call: held once
         if interface:
             known = self.members.get(interface)
             if known:
@@ -504,7 +510,7 @@ class JourneyTracker:
             return
         ch = self._channel(msg, ts)
         if ch is not None:
-            ch.app_queue = (msg.headers.get("AppData") or "").split(",", 1)[0].strip()
+            ch.app_queue = intern((msg.headers.get("AppData") or "").split(",", 1)[0].strip())
 
     def _on_varset(self, msg: AmiMessage, ts: float) -> None:
         var = msg.headers.get("Variable")
@@ -580,7 +586,7 @@ class JourneyTracker:
         if ch is None:
             return
         call = ch.call
-        queue = msg.headers.get("Queue") or ""
+        queue = intern(msg.headers.get("Queue") or "")
         consult = ch.side == Side.CONSULT
         if not consult and ch.side != Side.CALLER:
             if ch.side == Side.OPERATOR and ch.leg is not None and ch.leg.kind == LegKind.DIAL:
@@ -589,7 +595,8 @@ class JourneyTracker:
             self.index.set_side(ch, Side.CALLER)
         if ch.side == Side.CALLER:
             self._learn_caller(call, msg)
-        ch.context = msg.headers.get("Context")
+        context = msg.headers.get("Context")
+        ch.context = intern(context) if context is not None else None
         ch.dtmf = None
         visit = QueueVisit(
             queue=queue,
@@ -672,8 +679,8 @@ class JourneyTracker:
             return
         call = caller.call
         dest = self._channel(msg, ts, "Dest")
-        queue = msg.headers.get("Queue") or ""
-        interface = msg.headers.get("Interface")
+        queue = intern(msg.headers.get("Queue") or "")
+        interface = _interned(msg.headers.get("Interface"))
         member = msg.headers.get("MemberName")
         if interface and member:
             self.members[interface] = clean(member)
@@ -706,8 +713,8 @@ class JourneyTracker:
             return
         call = caller.call
         h = msg.headers
-        queue = h.get("Queue") or ""
-        interface = h.get("Interface")
+        queue = intern(h.get("Queue") or "")
+        interface = _interned(h.get("Interface"))
         member = h.get("MemberName")
         visit = self._open_visit(call, caller.uid, queue) or self._last_visit(call, caller.uid)
         dest = self._channel(msg, ts, "Dest")
@@ -765,8 +772,8 @@ class JourneyTracker:
 
     def _on_agent_complete(self, msg: AmiMessage, ts: float) -> None:
         h = msg.headers
-        queue = h.get("Queue") or ""
-        interface = h.get("Interface") or ""
+        queue = intern(h.get("Queue") or "")
+        interface = _interned(h.get("Interface")) or ""
         leg = self._queue_legs.pop((queue, interface), None)
         dest = self.index.get(h.get("DestUniqueid"))
         if dest is not None and dest.leg is not None:
