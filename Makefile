@@ -53,7 +53,7 @@ bench: deps $(DEVSTAMP)
 	$(BIN)/python bench/http_latency.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/shutdown.py
-	$(BIN)/python bench/shutdown.py --signal KILL --rounds 1
+	$(BIN)/python bench/shutdown.py --signal KILL --rounds 5 --no-alerts
 	$(BIN)/python bench/alert_latency.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/scale_pbxs.py

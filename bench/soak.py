@@ -182,6 +182,7 @@ class Row:
     lost: int = 0
     duplicated: int = 0
     invented: int = 0
+    details: list[str] = field(default_factory=list)  # the calls lost, duplicated or invented (--verbose)
     alerts: int = 0
     once: int = 0
     twice: int = 0
@@ -234,6 +235,8 @@ def count(row: Row, sent: dict[str, dict[str, Any]], stored: dict[str, dict[str,
     same = {(t.get("caller"), round(float(t["started_at"]))) for t in sent.values() if t.get("started_at")}
     row.duplicated = sum(1 for c in extra if (stored[c]["caller"], round(float(stored[c]["started_at"]))) in same)
     row.invented = len(extra) - row.duplicated
+    row.details = ([f"lost {c} {sent[c]}" for c in sorted(set(sent) - set(stored))]
+                   + [f"stored, not sent: {c} {stored[c]}" for c in sorted(extra)])
     row.alerts = len(alerts)
     row.once = sum(1 for a in alerts if receiver.delivered[a] == 1)
     row.twice = sum(1 for a in alerts if receiver.delivered[a] > 1)
@@ -487,6 +490,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-full", type=float, default=20.0, help="seconds the disk is full")
     p.add_argument("--max-seconds", type=float, default=900.0, help="longest wait of any phase")
     p.add_argument("--json", action="store_true", help="one JSON object per fault instead of the table")
+    p.add_argument("--verbose", action="store_true", help="list the calls lost, duplicated or invented")
     return p
 
 
@@ -501,6 +505,10 @@ def main() -> None:
             print(json.dumps(r.__dict__))
     else:
         print(table(rows))
+    if args.verbose:
+        for r in rows:
+            for line in r.details:
+                print(f"{r.fault}: {line}")
     if not all(r.ok() for r in rows):
         raise SystemExit(1)
 
