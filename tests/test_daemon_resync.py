@@ -12,12 +12,14 @@ import pytest
 from onechance.ami.items import AmiEvent, LinkDown, Snapshot
 from onechance.ami.parser import AmiMessage
 from onechance.demo import PbxState, Recorded, load_capture
-from onechance.journey import JourneyTracker
+from onechance.journey import JourneyTracker, VisitResult
 from onechance.pipeline import PbxPipeline
 from onechance.replay import JourneyLog, replay_files
 
 from .livehelp import capture
 from .truthcheck import DATA
+
+CAPTURES = sorted(p.stem for p in DATA.glob("*.ami"))
 
 VOLATILE = frozenset({"updated_at", "recovered", "recovered_by", "recovered_at", "recovered_how"})
 
@@ -161,3 +163,40 @@ def test_what_is_left_of_a_finished_call_is_not_brought_back():
     after = {j.call_id for j in sim.tracker.live()}
     assert "1795368840.142" not in after
     assert after == before
+
+
+def _waiting_scan(tracker: JourneyTracker) -> dict[str, list[float]]:
+    """Who waits where, the slow way: every visit of every live call."""
+    out: dict[str, list[float]] = {}
+    for call in tracker.index.calls.values():
+        for v in call.journey.visits:
+            if v.result == VisitResult.WAITING and v.left_at is None:
+                out.setdefault(v.queue, []).append(v.joined_at)
+    return {q: sorted(joins) for q, joins in out.items()}
+
+
+@pytest.mark.parametrize("name, seed", [(n, s) for n in CAPTURES for s in (1, 2)])
+def test_the_callers_waiting_are_known_without_scanning_every_call(name, seed):
+    """``waiting_by_queue`` (what /metrics and /api/queues read at every scrape) keeps the visits that wait in
+    an index: after every event, link loss and resync of every capture it says what a scan of every live call
+    says (the merge of a phone's consultation, a call taken up again after a cut, a visit waiting again)."""
+    recs = load_capture(capture(name))
+    rng = random.Random(seed)
+    cuts: dict[int, int] = {}
+    for s in sorted(rng.sample(range(1, max(2, len(recs) - 5)), min(4, max(1, len(recs) // 40)))):
+        if not cuts or s > max(cuts) + cuts[max(cuts)]:
+            cuts[s] = rng.randint(1, 8)
+    sim = Sim(recs)
+    handle = sim.pipeline.handle
+    checked = 0
+
+    def checking(item: Any) -> None:
+        nonlocal checked
+        handle(item)
+        got = {q: sorted(joins) for q, joins in sim.tracker.waiting_by_queue().items()}
+        assert got == _waiting_scan(sim.tracker), (name, checked)
+        checked += 1
+
+    sim.pipeline.handle = checking  # type: ignore[method-assign]
+    sim.run(cuts)
+    assert checked > len(recs) - sum(cuts.values())

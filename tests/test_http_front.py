@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from onechance.http_front import HttpFront, HttpLimits
+from onechance import __version__
+from onechance.http_front import FRONT_KEY, HttpFront, HttpLimits
 
 from .daemonproc import ONECHANCE, _wait_port, clean_env
 from .livehelp import api_for, fake_pbx, running, sample, settings_for, settled
@@ -293,6 +294,44 @@ async def test_a_503_says_when_to_retry(caplog):
             assert resp.status == 503 and resp.headers["Retry-After"] == "1"
         store.gate.set()
         assert (await first)[0] == 200
+
+
+async def test_over_the_connection_limit_a_health_check_is_still_answered(caplog):
+    """Every connection held by an API request that waits its turn, and more coming: a newcomer cannot be let in,
+    yet ``GET /healthz`` is answered 200 at the door (a flood of API requests must not fail a liveness probe)
+    and anything else 503; the door answers quietly and is counted."""
+    caplog.set_level(logging.INFO)
+    store = GateStore()
+    async with fake_pbx("answered") as pbx, running(settings_for(
+            [("p", pbx.port)], http={"max_connections": 4, "api_concurrency": 1, "api_queue": 1000,
+                                     "store_timeout": 30}), store_query=store) as app:
+        await settled(app, "p", pbx)
+        front = app.http[FRONT_KEY]
+        port = app.http_port
+        held = []
+        for _ in range(front.hard_max):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api/calls HTTP/1.1\r\nHost: x\r\n\r\n")
+            held.append((reader, writer))
+        try:
+            deadline = time.monotonic() + 10
+            while store.waiting < 1 or front.connections < front.hard_max:
+                assert time.monotonic() < deadline, (store.waiting, front.connections, front.hard_max)
+                await asyncio.sleep(0.02)
+            health = await _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=5)
+            assert _status(health) == 200 and health.endswith(b'"status": "ok", "version": "' + __version__.encode()
+                                                               + b'"}'), health
+            assert _status(await _raw(port, b"GET /api/live HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=5)) == 503
+            assert _status(await _raw(port, b"GET /healthzzz HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=5)) == 503
+            silent_at = time.monotonic()
+            assert _status(await _raw(port, b"", read_timeout=5)) == 503  # says nothing: the door shuts soon
+            assert time.monotonic() - silent_at < 2
+            assert front.rejected["connections"] >= 4 and front.at_door == 0
+        finally:
+            store.gate.set()
+            for _reader, writer in held:
+                writer.close()
+    _no_error_logged(caplog)
 
 
 # ---- the exposure warning -------------------------------------------------------------------------------

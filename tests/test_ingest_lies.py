@@ -375,3 +375,27 @@ def test_a_call_closed_at_many_gaps_is_one_unresolved_call():
     assert len(closures) > 2 * len(calls) > 0  # calls were closed again and again
     total = registry.get_sample_value("onechance_calls_unresolved_total", {"pbx": "p", "reason": "link_lost"})
     assert total == len(calls)
+
+
+def test_a_pbx_without_timestampevents_is_said_once_and_a_timed_one_never(caplog):
+    """``timestampevents = no`` (Asterisk's and FreePBX's default) makes every figure rougher: said once, in one
+    WARNING naming the setting; a PBX whose events are timed is never warned about."""
+    caplog.set_level(logging.WARNING, logger="onechance.pipeline")
+    untimed = _events(_strip_timestamps(capture("load_a")))
+    assert untimed and all(m.ts is None for m in untimed)
+    pipeline = PbxPipeline(JourneyTracker(), asyncio.Queue(), [], name="p")
+    t0 = time.time()
+    for i in range(0, len(untimed), 7):
+        pipeline.handle(AmiEvents(untimed[i:i + 7], t0 + i))
+    said = [r.getMessage() for r in caplog.records if "carry no Timestamp" in r.getMessage()]
+    assert said == [said[0]] and "timestampevents = no" in said[0] and said[0].startswith("p: ")
+    caplog.clear()
+    timed = _events(capture("load_a"))
+    pipeline = PbxPipeline(JourneyTracker(), asyncio.Queue(), [], name="p")
+    for i in range(0, len(timed), 7):
+        pipeline.handle(AmiEvents(timed[i:i + 7], t0 + i))
+    assert not [r for r in caplog.records if "carry no Timestamp" in r.getMessage()]
+
+
+def _strip_timestamps(stream: bytes) -> bytes:
+    return b"\r\n".join(line for line in stream.split(b"\r\n") if not line.startswith(b"Timestamp: "))

@@ -25,6 +25,13 @@ CONFIG_ENV = "ONECHANCE_CONFIG"
 DEFAULT_DATA_DIR = "./data"
 
 
+
+def _plain_name(v: str) -> str:
+    """A PBX's or a channel's name: a label value and part of ids, so letters, digits, ``-``, ``_``, ``.``."""
+    if not v or not all(c.isalnum() or c in "-_." for c in v):
+        raise ValueError("must be letters, digits, '-', '_' or '.'")
+    return v
+
 class ConfigError(Exception):
     """Bad configuration; the message says what and where, in one or a few lines."""
 
@@ -74,12 +81,7 @@ class AmiSettings(_Section):
         "Bytes of AMI data buffered between the socket and the tracker; reading pauses at 3/4 of this or of "
         "`queue_size`"))
 
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError("must be letters, digits, '-', '_' or '.'")
-        return v
+    _name_ok = field_validator("name")(classmethod(lambda cls, v: _plain_name(v)))
 
     @model_validator(mode="after")
     def _one_secret(self) -> AmiSettings:
@@ -401,12 +403,7 @@ class ChannelSettings(_Section):
         "`alertmanager` only: seconds between posts of an alert still open (its `endsAt` is three of these "
         "ahead)"))
 
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError("must be letters, digits, '-', '_' or '.'")
-        return v
+    _name_ok = field_validator("name")(classmethod(lambda cls, v: _plain_name(v)))
 
     @model_validator(mode="after")
     def _complete(self) -> ChannelSettings:

@@ -131,8 +131,10 @@ def make_app(
             log.exception("%s %s failed", request.method, request.path)
             return _error(500, "internal error (logged)")
 
+    health = {"status": "ok", "version": version}  # also what the front answers at the door (http_front)
+
     async def healthz(request: web.Request) -> web.Response:
-        return _json({"status": "ok", "version": version})
+        return _json(health)
 
     async def readyz(request: web.Request) -> web.Response:
         ok, detail = status.readiness()
@@ -145,7 +147,8 @@ def make_app(
 
     from .api_worklist import add_worklist_routes
 
-    front = HttpFront(limits or HttpLimits(), token=token, registry=registry)
+    front = HttpFront(limits or HttpLimits(), token=token, registry=registry,
+                      health=json.dumps(health, ensure_ascii=False).encode())
     app = web.Application(middlewares=[api_guard], client_max_size=front.limits.max_body_size)
     app[FRONT_KEY] = front
     app.on_startup.append(front.install)  # its middleware last, inside the pages' (added after this)

@@ -7,7 +7,8 @@ with its traceback (the offending header in it: the API token, once).  The front
 * **a connection limit** (``http.max_connections``, kept below the process's open-files limit): a new
   connection beyond it takes the place of the connection idle the longest (one that has sent no complete
   request: a slow or silent client, an idle keep-alive); when every connection is busy it is refused with a
-  ``503``;
+  ``503`` -- after its request line, read at the door for at most :data:`DOOR_WAIT`: a ``GET /healthz`` is
+  answered ``200`` there, so that a flood cannot fail a liveness probe;
 * **time limits**: a connection must deliver a complete request (line, headers and body) within
   ``http.header_timeout`` of its start or of its first byte after the previous answer; an idle keep-alive
   connection is closed after ``http.keepalive_timeout``; an answer the client does not read within
@@ -60,6 +61,8 @@ BACKLOG = 128  # connections asyncio accepts at a time (its listen backlog)
 EVICT_AFTER = 1.0  # seconds a connection may stay silent before another may take its place
 LISTEN_QUEUE = 1024  # connections the kernel holds until they are accepted (capped by net.core.somaxconn)
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # never wait behind the API
+DOOR_WAIT = 0.5  # seconds a connection over the limit may take to say it is a health check
+DOOR_MAX = 64  # connections over the limit waiting so at once, at most (more are refused at once)
 _LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal", "onechance.http",
             "onechance.http_front", "onechance.api_calls", "onechance.api_queues", "onechance.api_worklist",
             "onechance.callback_page")
@@ -169,14 +172,63 @@ class _ApiSlots:
 
 
 class _Refused(asyncio.Protocol):
-    """A connection over the limit when none can make room: one ``503`` and the door shut."""
+    """A connection over the limit when none can make room: one ``503`` and the door shut -- but a health check
+    still gets its answer.  Its request line is read first (for at most :data:`DOOR_WAIT` seconds, while fewer
+    than :data:`DOOR_MAX` wait so): ``GET /healthz`` is answered ``200`` at the door (the process runs: that is
+    all it says), anything else ``503``.  A flood of API connections cannot make a liveness probe fail."""
 
     BODY = json.dumps({"error": "too many connections, retry in a moment"}).encode()
 
+    def __init__(self, front: HttpFront, health: bytes) -> None:
+        self.front = front
+        self.health = health
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.waiting = False
+        self.timer: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY))
+        self.transport = transport
+        if self.front.at_door >= self.front.door_max:
+            self._answer(503)
+            return
+        self.front.at_door += 1
+        self.waiting = True
+        self.timer = asyncio.get_running_loop().call_later(DOOR_WAIT, self._answer, 503)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.waiting:
+            return
+        self.head += data
+        line, found, _rest = self.head.partition(b"\r\n")
+        if found or len(self.head) > 1024:
+            method, _, rest = line.partition(b" ")
+            path = rest.partition(b" ")[0].partition(b"?")[0]
+            self._answer(200 if method in (b"GET", b"HEAD") and path == b"/healthz" else 503, head=method == b"HEAD")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._done()
+
+    def _done(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.front.at_door -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _answer(self, status: int, head: bool = False) -> None:
+        self._done()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if status == 200:
+            top, body = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n", self.health
+        else:
+            top, body = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n",
+                         self.BODY)
+        transport.write(top + b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), b"" if head else body))
         transport.close()
 
 
@@ -333,8 +385,11 @@ class HttpFront:
     """One daemon's front: its limits, connections and counters (see the module's docstring)."""
 
     def __init__(self, limits: HttpLimits, *, token: str | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, health: bytes = b'{"status": "ok"}') -> None:
         self.limits = limits
+        self.health = health  # the body of GET /healthz, answered at the door when over the limit
+        self.at_door = 0  # connections over the limit whose request line is being read
+        self.door_max = DOOR_MAX  # at most so many at once (fewer when descriptors are few: _fit_open_files)
         self.token = token
         self.max_connections = limits.max_connections
         self.backlog = BACKLOG
@@ -383,7 +438,10 @@ class HttpFront:
             log.warning("http.max_connections %d does not fit the open-files limit (%d): at most %d connections "
                         "(raise the limit, e.g. LimitNOFILE= in the systemd unit, or lower http.max_connections)",
                         self.limits.max_connections, soft, fits)
-        self.hard_max = min(self._hard_max(), max(self.max_connections, budget - 2 * self.backlog))
+        # and a few descriptors for the connections over the limit whose request line is read at the door
+        self.door_max = min(DOOR_MAX, self.backlog // 2)
+        self.hard_max = min(self._hard_max(),
+                            max(self.max_connections, budget - 2 * self.backlog - self.door_max))
 
     def _hard_max(self) -> int:
         return max(2 * self.max_connections, self.max_connections + self.backlog)
@@ -420,7 +478,7 @@ class HttpFront:
         if (len(self._open) >= self.max_connections and not self._evict()
                 and len(self._open) >= self.hard_max):
             self._reject("connections")
-            return _Refused()
+            return _Refused(self, self.health)
         return _Connection(server, self, loop=loop, access_log=None, **args)
 
     def _evict(self) -> bool:

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 PIPELINE_EVENTS = frozenset({"Hangup", "QueueCallerJoin", *QueueMembers.EVENTS})
 #: seconds between two warnings about untrusted timestamps (the count is in the metric)
 CLOCK_WARNING_INTERVAL = 60.0
+#: events without any ``Timestamp`` after which the PBX is taken to have ``timestampevents = no`` (said once)
+UNTIMED_EVENTS_WARNING = 50
 
 
 def tracker_error_hook(errors: RateLimitedLog, pbx: str) -> Callable[[str, BaseException], None]:
@@ -101,6 +103,7 @@ class PbxPipeline:
         self._clock_known = False  # offset learnt from a timestamped event
         self._jumps_logged = 0
         self._jumps_logged_at: float | None = None
+        self.untimed = 0  # events handled while none has had a Timestamp yet (-1 once that was warned about)
         interest = tracker.interest()
         self.event_filter = EventFilter(interest.events | PIPELINE_EVENTS, interest.conditions)
         if link is not None:
@@ -235,7 +238,7 @@ class PbxPipeline:
         elif isinstance(item, LinkStopped):
             self._stop()
 
-    def _events(self, msgs: Iterable[AmiMessage], arrival: float) -> None:
+    def _events(self, msgs: Sequence[AmiMessage], arrival: float) -> None:
         """The events of one read, in order (``arrival``: the local time of the read)."""
         tracker = self.tracker
         clock = tracker.clock
@@ -250,12 +253,25 @@ class PbxPipeline:
             if updates:
                 self._dispatch(updates)
         reference = clock.reference
-        if reference is not None and reference != before:
+        if reference is None and self.untimed >= 0:
+            self._untimed(len(msgs))
+        elif reference is not None and reference != before:
             # the latest trusted time came with this read: the PBX's clock minus ours
             self.offset = reference - arrival
             self._clock_known = True
         if clock.jumps != self._jumps_logged:
             self._clock_warning()
+
+    def _untimed(self, count: int) -> None:
+        """No event has carried a ``Timestamp`` yet: past :data:`UNTIMED_EVENTS_WARNING` of them, say once why
+        the figures will be rougher (each event is then timed when it arrives, on the PBX's clock as the Ping at
+        login gave it)."""
+        self.untimed += count
+        if self.untimed >= UNTIMED_EVENTS_WARNING:
+            self.untimed = -1  # said once
+            log.warning("%s: AMI events carry no Timestamp (manager.conf [general] timestampevents = no): each is "
+                        "timed when it arrives, so delays on the way go into waits and talk times; set "
+                        "timestampevents = yes and `manager reload` (docs/troubleshooting.md)", self.name)
 
     def _side(self, event: str | None, msg: AmiMessage) -> None:
         """What the pipeline itself reads: hang-ups before a snapshot, queue names, members."""

@@ -241,6 +241,7 @@ class _Resync:
             self.tracker.unwatch(old.call_id, old.caller)
             call = index.new_call(old, self._originator(old.call_id, group, chans, waiting))
             call.started_emitted = True
+            self.tracker.track_waiting(old)
             return call, True
         linked = [chans[u].linkedid for u in group]
         call_id = max(set(linked), key=linked.count)
@@ -323,11 +324,13 @@ class _Resync:
                                                                                  VisitResult.UNKNOWN):
                 if visit.result != VisitResult.WAITING:
                     visit.result = VisitResult.WAITING
+                    self.tracker.track_waiting(j)
                     changed = True
                 continue
             consult = ch.side == Side.CONSULT
             j.visits.append(QueueVisit(queue=entry.queue, channel=uid, joined_at=self.at - entry.wait,
                                        consultation=consult, group=ch.group if consult else CALLER_GROUP))
+            self.tracker.track_waiting(j)
             changed = True
         return changed
 

@@ -160,6 +160,8 @@ class JourneyTracker:
         self._queue_legs: dict[tuple[str, str], OperatorLeg] = {}  # (queue, interface) -> answered leg
         self._watch: dict[str, dict[str, LostCall]] = {}  # caller key -> call id -> lost call
         self._watch_order: deque[tuple[float, str, str]] = deque()  # (ended_at, key, call_id), oldest first
+        #: visits that were waiting when last seen, by id (see waiting_by_queue)
+        self._waiting: dict[int, tuple[QueueVisit, Journey]] = {}
         self._pending: list[_Pending] = []
         # dial legs answered by a Local channel, confirmed as a real answer a moment later (see _on_dialend)
         self._unconfirmed: deque[tuple[float, CallState, OperatorLeg]] = deque()
@@ -349,13 +351,29 @@ class JourneyTracker:
         return record_of(call.journey, self.policy) if call is not None else None
 
     def waiting_by_queue(self) -> dict[str, list[float]]:
-        """Queue -> join times of the callers waiting there now (consultations included)."""
+        """Queue -> join times of the callers waiting there now (consultations included): the visits still
+        waiting in a live call.  Read from :attr:`_waiting` (every visit that was waiting when it was made or
+        taken up again), not from every live call: a scrape at 10,000 calls in progress costs what the callers
+        waiting cost.  What no longer waits is dropped from it here."""
         out: dict[str, list[float]] = {}
-        for call in self.index.calls.values():
-            for v in call.journey.visits:
-                if v.result == VisitResult.WAITING and v.left_at is None:
-                    out.setdefault(v.queue, []).append(v.joined_at)
+        calls = self.index.calls
+        gone: list[int] = []
+        for key, (v, journey) in self._waiting.items():
+            call = calls.get(journey.call_id)
+            if v.result is VisitResult.WAITING and v.left_at is None and call is not None and call.journey is journey:
+                out.setdefault(v.queue, []).append(v.joined_at)
+            else:
+                gone.append(key)
+        for key in gone:
+            del self._waiting[key]
         return out
+
+    def track_waiting(self, journey: Journey) -> None:
+        """The visits of ``journey`` waiting now count in :meth:`waiting_by_queue` (called wherever a visit
+        starts or starts waiting again, or moves to another journey)."""
+        for v in journey.visits:
+            if v.result is VisitResult.WAITING and v.left_at is None:
+                self._waiting[id(v)] = (v, journey)
 
     def remember_lost(self, lost: LostCall) -> None:
         """Watch for a lost call's caller (e.g. loaded from the store after a restart)."""
@@ -606,6 +624,7 @@ class JourneyTracker:
             group=ch.group if consult else CALLER_GROUP,
         )
         call.journey.visits.append(visit)
+        self.track_waiting(call.journey)
         self.report(UpdateKind.QUEUED, call, ts, queue=queue, consultation=consult)
 
     def _on_dtmf(self, msg: AmiMessage, ts: float) -> None:
@@ -1017,6 +1036,7 @@ class JourneyTracker:
                 leg.ended_by = None
         j.visits.extend(oj.visits)
         j.visits.sort(key=lambda v: v.joined_at)
+        self.track_waiting(j)
         j.legs.extend(oj.legs)
         self.unwatch(oj.call_id, oj.caller)
         self.index.drop(other)
@@ -1202,6 +1222,7 @@ class JourneyTracker:
         return None
 
     def _sweep(self, now: float) -> None:
+        self.waiting_by_queue()  # drops the visits that no longer wait (read or not)
         limit = now - self.settings.max_call_age
         for call in [c for c in self.index.calls.values() if c.journey.started_at < limit]:
             self._finish(call, now, reason="max_age")
