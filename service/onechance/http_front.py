@@ -62,7 +62,7 @@ EVICT_AFTER = 1.0  # seconds a connection may stay silent before another may tak
 LISTEN_QUEUE = 1024  # connections the kernel holds until they are accepted (capped by net.core.somaxconn)
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # never wait behind the API
 DOOR_WAIT = 0.5  # seconds a connection over the limit may take to say it is a health check
-DOOR_MAX = 64  # connections over the limit waiting so at once, at most (more are refused at once)
+DOOR_MAX = 64  # connections over the limit waiting so at once, at most (past it the longest waiting is refused)
 _LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal", "onechance.http",
             "onechance.http_front", "onechance.api_calls", "onechance.api_queues", "onechance.api_worklist",
             "onechance.callback_page")
@@ -173,9 +173,10 @@ class _ApiSlots:
 
 class _Refused(asyncio.Protocol):
     """A connection over the limit when none can make room: one ``503`` and the door shut -- but a health check
-    still gets its answer.  Its request line is read first (for at most :data:`DOOR_WAIT` seconds, while fewer
-    than :data:`DOOR_MAX` wait so): ``GET /healthz`` is answered ``200`` at the door (the process runs: that is
-    all it says), anything else ``503``.  A flood of API connections cannot make a liveness probe fail."""
+    still gets its answer.  Its request line is read first (for at most :data:`DOOR_WAIT` seconds; when
+    :data:`DOOR_MAX` already wait so, the one waiting the longest is refused to make room): ``GET /healthz`` is
+    answered ``200`` at the door (the process runs: that is all it says), anything else ``503``.  A flood of API
+    connections cannot make a liveness probe fail."""
 
     BODY = json.dumps({"error": "too many connections, retry in a moment"}).encode()
 
@@ -190,10 +191,13 @@ class _Refused(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self.front.at_door >= self.front.door_max:
-            self._answer(503)
-            return
-        self.front.at_door += 1
+        door = self.front.door
+        if len(door) >= self.front.door_max:
+            if not door:
+                self._answer(503)
+                return
+            next(iter(door))._answer(503)  # the longest waiting makes room: a probe says what it is at once
+        door[self] = None
         self.waiting = True
         self.timer = asyncio.get_running_loop().call_later(DOOR_WAIT, self._answer, 503)
 
@@ -213,7 +217,7 @@ class _Refused(asyncio.Protocol):
     def _done(self) -> None:
         if self.waiting:
             self.waiting = False
-            self.front.at_door -= 1
+            self.front.door.pop(self, None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -388,7 +392,7 @@ class HttpFront:
                  registry: CollectorRegistry | None = None, health: bytes = b'{"status": "ok"}') -> None:
         self.limits = limits
         self.health = health  # the body of GET /healthz, answered at the door when over the limit
-        self.at_door = 0  # connections over the limit whose request line is being read
+        self.door: dict[_Refused, None] = {}  # connections over the limit whose request line is read, oldest first
         self.door_max = DOOR_MAX  # at most so many at once (fewer when descriptors are few: _fit_open_files)
         self.token = token
         self.max_connections = limits.max_connections
