@@ -119,6 +119,63 @@ def test_responses_list_items_and_the_link_s_own_events_are_never_skipped():
     assert framer.skipped == 2 and framer.messages == len(never) + 2
 
 
+def test_an_event_the_careful_parse_gives_the_tracker_is_never_skipped_on_odd_bytes():
+    """Found by bench/fuzz.py: the raw-bytes skip must read a block as the careful parse does (a bare CR or LF
+    ends a line, control characters are removed), or an event the tracker reads is lost to the filter only."""
+    interest = JourneyTracker().interest()
+    flt = EventFilter(interest.events, interest.conditions)
+    odd = [
+        b"Event: NewCallerid\rPrivilege: call,all\r\nUniqueid: 1",  # bare CR ends the Event line
+        b"Event: Hangup\nUniqueid: 1",  # bare LF
+        b"Event: Hang\x00up\r\nUniqueid: 1",  # a NUL inside the name
+        b"Event: Hangup\x1b\r\nUniqueid: 1",
+        b"Event: Hang\xc2\x85up\r\nUniqueid: 1",  # a C1 control (NEL) in UTF-8
+        b"Event: VarSet\r\nVariable: QUEUESTATUS\rValue: TIMEOUT",  # the condition's value ended by a bare CR
+        b"Event: VarSet\r\nVariable: QUEUE\x00STATUS\r\nValue: FULL",
+        b"Event: VarSet\r\nVariable: QUEUE\xc2\x9fSTATUS\r\nValue: FULL",
+        b"Event: VarSet\r\nUniqueid: 1\nVariable: QUEUESTATUS\r\nValue: FULL",  # the field after a bare LF
+        b"Event: VarSet\r\nVari\x07able: QUEUESTATUS\r\nValue: FULL",  # a control character in its key
+        b"Event: VarSet\r\nA: 1\rVariable: QUEUESTATUS\r\nVariable: OTHER\r\nValue: FULL",  # a first one hidden
+        b"Event: Newexten\r\nApplication: Que\x7fue\r\nUniqueid: 1",
+    ]
+    for block in odd:
+        msg, _banner, _bad = _parse_careful(block.decode("utf-8", "replace"))
+        assert msg is not None and interest.wants(msg), block
+        framer = AmiFramer(event_filter=flt)
+        assert framer.feed(block + b"\r\n\r\n") == [msg], block
+        assert framer.skipped == 0
+    # and what no reading makes wanted is still skipped
+    for block in (b"Event: Newstate\r\nUniqueid: 1", b"Event: VarSet\r\nVariable: BRIDGEPEER\r\nValue: x",
+                  b"Event: VarSet\r\nVariable: QUEUESTATUS \r\nValue: x", b"Event: Newexten\r\nApplication: Dial",
+                  b"Event: VarSet\r\nUniqueid: 1"):
+        framer = AmiFramer(event_filter=flt)
+        assert framer.feed(block + b"\r\n\r\n") == [] and framer.skipped == 1, block
+
+
+odd_line = st.one_of(
+    line,
+    st.builds(lambda k, sep, v: k + sep + v,
+              st.sampled_from(["Event", "Variable", "Application", "Uniqueid", "Vari\x00able", "ActionID"]),
+              st.sampled_from([": ", ":", ":  ", ""]),
+              st.sampled_from(["Hangup", "VarSet", "Newexten", "Newstate", "QUEUESTATUS", "Queue", "BRIDGEPEER",
+                               "Hang\x00up", "QUEUE\x85STATUS", "Hangup\rX: 1", "VarSet\nVariable: QUEUESTATUS",
+                               "Queue\x7f", "1"])),
+)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(odd_line, min_size=1, max_size=6))
+def test_a_skipped_block_is_never_one_the_tracker_reads(lines):
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogatepass")
+    if data.count(b"\r\n\r\n") != 1:
+        return
+    framer = AmiFramer(event_filter=tracker_filter())
+    framer.feed(data)
+    msg, _banner, _bad = _parse_careful(data[:-4].decode("utf-8", "replace"))
+    if framer.skipped:
+        assert msg is not None and not JourneyTracker().interest().wants(msg)
+
+
 def test_the_pipeline_reads_the_members_and_queues_too():
     assert {"QueueMemberStatus", "QueueMemberPause", "QueueMemberRemoved", "QueueCallerJoin"} <= PIPELINE_EVENTS
 

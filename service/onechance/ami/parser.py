@@ -10,7 +10,10 @@ every dialplan step, events no part of the daemon reads).  Given an :class:`Even
 the pipeline read, see :meth:`~onechance.journey.tracker.JourneyTracker.interest`), the framer recognises those
 messages on the raw bytes (the ``Event:`` line, and for ``VarSet``/``Newexten`` one more header) and only counts
 them (:attr:`AmiFramer.skipped`): no decoding, no dict.  Never skipped: anything carrying an ``ActionID`` or a
-``Response`` (answers to actions and their list items), ``Shutdown``, ``FullyBooted``, the resync lists' items.
+``Response`` (answers to actions and their list items), ``Shutdown``, ``FullyBooted``, the resync lists' items;
+nor a block the raw bytes might read otherwise than the careful parse below (an event name that is not letters
+and digits, a ``VarSet``/``Newexten`` with a bare CR or LF or a control character): skipping never loses an
+event the line-by-line reading would give the tracker.
 The messages that are built go through one C-level split of their lines; any line the fast path cannot take as
 ``Key: Value`` (no ``": "``, repeated keys, a colon in a key, control characters, a bare CR or LF) sends the
 message through the careful line-by-line path, which gives the same result as before for every well-formed
@@ -59,6 +62,9 @@ ALWAYS_KEPT = frozenset({"Shutdown", "FullyBooted", "CoreShowChannel", "QueuePar
 _split = str.split
 _new_message = object.__new__
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+#: the bytes that read the same on the raw bytes and line by line: all but the C0 controls (a tab aside), DEL and
+#: 0xC2 (the first byte of a C1 control in UTF-8); ``block.translate(None, _PLAIN_BYTES)`` leaves the others
+_PLAIN_BYTES = bytes(b for b in range(256) if b == 0x09 or (0x20 <= b != 0x7F and b != 0xC2))
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
@@ -315,12 +321,15 @@ class AmiFramer:
                                 value = block[i:j] if j >= 0 else block[i:]
                                 if value[:1] == b" ":
                                     value = value[1:]
-                            if value not in values and b"\r\nActionID:" not in block:
+                            # a block with a bare CR or LF or a control character may read otherwise line by
+                            # line (a value ended early, a field after a bare LF): the careful parse decides
+                            if (value not in values and b"\r\nActionID:" not in block
+                                    and not block.translate(None, _PLAIN_BYTES).replace(b"\r\n", b"")):
                                 self.messages += 1
                                 self.skipped += 1
                                 last = block
                                 continue
-                        elif not name.endswith(b"Complete") and b"\r\nActionID:" not in block:
+                        elif name.isalnum() and not name.endswith(b"Complete") and b"\r\nActionID:" not in block:
                             self.messages += 1
                             self.skipped += 1
                             last = block
