@@ -44,11 +44,12 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(DEVSTAMP)
 	$(BIN)/python bench/replay_throughput.py
 	$(BIN)/python bench/alert_latency.py
 	$(BIN)/python bench/scale_pbxs.py
 	$(BIN)/python bench/scale_writers.py --partitioned
+	$(BIN)/python bench/fuzz.py --quiet
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache .hypothesis
