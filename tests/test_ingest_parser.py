@@ -10,7 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onechance.ami.flow import FlowControl
-from onechance.ami.parser import ALWAYS_KEPT, AmiFramer, AmiMessage, EventFilter, _parse_careful, parse_block
+from onechance.ami.parser import (
+    ALWAYS_KEPT,
+    AmiFramer,
+    AmiMessage,
+    EventFilter,
+    _parse_careful,
+    block_timestamp,
+    parse_block,
+)
 from onechance.journey import JourneyTracker, JourneyUpdate
 from onechance.journey.clock import ClockGuard
 from onechance.pipeline import PIPELINE_EVENTS
@@ -214,7 +222,7 @@ def _updates(stream: bytes, skip: bool) -> list[tuple[str, float, object]]:
     for i in range(0, len(stream), 65536):
         for msg in framer.iter_feed(stream[i : i + 65536]):
             for u in tracker.feed(msg):
-                out.append((u.kind, u.at, u.record.to_json()) if isinstance(u, JourneyUpdate) else ("recovered", u.at, u))
+                out.append((u.kind, u.at, u.record.to_json() if isinstance(u, JourneyUpdate) else u))
     return out
 
 
@@ -226,6 +234,19 @@ def test_skipping_changes_no_update_either():
         stream = path.read_bytes()
         full = _updates(stream, skip=False)
         assert _updates(stream, skip=True) == full, path.name
+
+
+def test_a_skipped_event_tells_the_time_its_timestamp_says():
+    """The raw reading of a skipped block's Timestamp agrees with the careful parse (``Timestamp:1.5`` too)."""
+    for block in (b"Event: Newstate\r\nTimestamp: 1795368765.95\r\nUniqueid: 1",
+                  b"Event: Newstate\r\nTimestamp:1795368765.95\r\nUniqueid: 1",
+                  b"Event: Newstate\r\nTimestamp:  1795368765.95", b"Event: Newstate\r\nTimestamp:1795368765.95"):
+        msg, _banner, _bad = _parse_careful(block.decode())
+        assert msg is not None and msg.ts == 1795368765.95
+        assert block_timestamp(block) == msg.ts, block
+    for block in (b"Event: Newstate\r\nTimestamp: nan", b"Event: Newstate\r\nTimestamp:", b"Event: Newstate",
+                  b"Event: Newstate\r\nTimestamp: -inf\r\nUniqueid: 1"):
+        assert block_timestamp(block) is None, block
 
 
 def test_skipped_events_still_count_and_tell_the_time():

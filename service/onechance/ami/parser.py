@@ -153,9 +153,10 @@ def block_timestamp(block: bytes) -> float | None:
     i = block.find(b"\r\nTimestamp:")
     if i < 0:
         return None
-    j = block.find(b"\r\n", i + 13)
+    i += 12  # the value, after the colon (float() takes the space after it, or none: ``Timestamp:1.5``)
+    j = block.find(b"\r\n", i)
     try:
-        value = float(block[i + 13 : j] if j >= 0 else block[i + 13 :])
+        value = float(block[i:j] if j >= 0 else block[i:])
     except ValueError:
         return None
     return value if value - value == 0.0 else None
