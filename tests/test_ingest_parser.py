@@ -222,7 +222,10 @@ def _updates(stream: bytes, skip: bool) -> list[tuple[str, float, object]]:
     for i in range(0, len(stream), 65536):
         for msg in framer.iter_feed(stream[i : i + 65536]):
             for u in tracker.feed(msg):
-                out.append((u.kind, u.at, u.record.to_json() if isinstance(u, JourneyUpdate) else u))
+                if isinstance(u, JourneyUpdate):
+                    out.append((u.kind, u.at, u.record.to_json()))
+                else:
+                    out.append(("recovered", u.at, u))
     return out
 
 
