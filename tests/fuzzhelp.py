@@ -213,22 +213,33 @@ def structured_input(capture: int, start: int, length: int, flags: int = 0, rest
 
 
 class _Message:
-    """A message being mutated: its lines as ``[key, separator, value]`` and how it ends."""
+    """A message being mutated: its lines as ``[key, separator, value]`` (split when first needed: most messages
+    of a window are never touched) and how it ends."""
 
-    __slots__ = ("end", "lines")
+    __slots__ = ("_lines", "end", "raw")
 
     def __init__(self, block: bytes) -> None:
-        self.lines = [list(_split_line(line)) for line in block.split(b"\r\n")]
+        self.raw = block
+        self._lines: list[list[bytes]] | None = None
         self.end = TERMINATOR
 
+    @property
+    def lines(self) -> list[list[bytes]]:
+        if self._lines is None:
+            self._lines = [list(_split_line(line)) for line in self.raw.split(b"\r\n")]
+        return self._lines
+
     def copy(self) -> _Message:
-        m = _Message(b"")
-        m.lines = [list(line) for line in self.lines]
+        m = _Message(self.raw)
+        if self._lines is not None:
+            m._lines = [list(line) for line in self._lines]
         m.end = self.end
         return m
 
     def to_bytes(self) -> bytes:
-        return b"\r\n".join(k + s + v for k, s, v in self.lines) + self.end
+        if self._lines is None:
+            return self.raw + self.end
+        return b"\r\n".join(k + s + v for k, s, v in self._lines) + self.end
 
     def find(self, key: bytes) -> list[bytes] | None:
         for line in self.lines:
@@ -369,16 +380,20 @@ def _chunks(stream: bytes, cuts: Sequence[int]) -> Iterator[bytes]:
         yield stream[at:]
 
 
-def _strings(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _strings(v)
+def _strings(value: object) -> list[str]:
+    """Every string in a JSON value (keys too)."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            out.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return out
 
 
 def check_record(record: CallRecord, where: str) -> str:
@@ -390,9 +405,10 @@ def check_record(record: CallRecord, where: str) -> str:
         raise InvariantError(f"{where}: record of call {record.call_id!r} is not JSON: {exc}: {d!r}") from None
     if d["outcome"] not in OUTCOMES:
         raise InvariantError(f"{where}: call {record.call_id!r}: outcome {d['outcome']!r} is not a documented word")
-    for s in _strings(d):
-        if _CONTROL.search(s):
-            raise InvariantError(f"{where}: call {record.call_id!r}: control character in {s!r}")
+    strings = _strings(d)
+    if _CONTROL.search("".join(strings)):
+        bad = next(s for s in strings if _CONTROL.search(s))
+        raise InvariantError(f"{where}: call {record.call_id!r}: control character in {bad!r}")
     if d["wait_seconds"] < 0 or d["talk_seconds"] < 0:
         raise InvariantError(f"{where}: call {record.call_id!r}: negative wait or talk: {text}")
     if any(v["wait_seconds"] < 0 for v in d["queues"] + d["consultations"]) or \
@@ -437,7 +453,7 @@ def run(case: Case, flt: EventFilter | None, cuts: Sequence[int], ticks: bool = 
     tracker = JourneyTracker(policy(), pbx="fuzz")
     wants = tracker.interest().wants
     out: list[str] = []
-    ids: set[str] = set()  # every channel or call id fed (Uniqueid, Linkedid, DestUniqueid...)
+    ids: set[str] = set()  # every channel or call id of the events the tracker reads (Uniqueid, DestLinkedid...)
     n = 0  # messages the tracker reads (the ticks' places: the same with the event filter and without)
 
     def tick(shift: float) -> None:
@@ -449,19 +465,23 @@ def run(case: Case, flt: EventFilter | None, cuts: Sequence[int], ticks: bool = 
     if ticks:
         for shift in case.ticks.get(0, ()):
             tick(shift)
-    for chunk in _chunks(case.stream, cuts):
+    check_every = len(cuts) // 32 + 1  # the bounds after every chunk, or (one byte at a time) 32 times in all
+    for i, chunk in enumerate(_chunks(case.stream, cuts)):
         for msg in framer.iter_feed(chunk):
-            ids.update(v for k, v in msg.headers.items() if k.endswith(_ID_KEYS))
             check_updates(tracker.feed(msg, case.arrival), out, f"{where}, message {framer.messages}")
-            if not wants(msg):
+            if not wants(msg):  # changes no call (the time aside)
                 continue
+            for k, v in msg.headers.items():
+                if k.endswith(_ID_KEYS):
+                    ids.add(v)
             n += 1
             if ticks and n in case.ticks:
                 for shift in case.ticks[n]:
                     tick(shift)
         if framer.pending_bytes > framer.max_message_bytes:
             raise InvariantError(f"{where}: {framer.pending_bytes} bytes pending, past {framer.max_message_bytes}")
-        _check_bounds(tracker, ids, where)
+        if i % check_every == 0:
+            _check_bounds(tracker, ids, where)
     framer.finish()
     check_updates(tracker.flush(), out, f"{where}, flush")
     if tracker.clock.holding:
