@@ -100,6 +100,14 @@ OTHER_EVENTS = (b"Newstate", b"Cdr", b"Cel", b"QueueStatusComplete", b"CoreShowC
                 b"Shutdown", b"CoreShowChannel", b"QueueEntry", b"QueueParams", b"OriginateResponse",
                 b"MusicOnHoldStart", b"SuccessfulAuth", b"", b"Hangup ", b" Hangup", b"hangup", b"XComplete",
                 b"Complete")
+#: headers the tracker reads (an event may be given one it lacks)
+_PREFIXES = ("", "Dest", "Transferee", "Transferer", "OrigTransferer", "SecondTransferer", "LocalOne", "LocalTwo",
+             "Target")
+TRACKER_KEYS = tuple(k.encode() for k in (
+    "AppData", "Application", "BridgeUniqueid", "Cause", "Context", "DialStatus", "DialString", "Digit", "Exten",
+    "Extension", "HoldTime", "Interface", "Location", "MemberName", "Newname", "Queue", "Reason", "StateInterface",
+    "TransferTargetExten", "SecondTransfererExten", "Value", "Variable", "Result", "Duration",
+    *(p + k for p in _PREFIXES for k in ("Uniqueid", "Linkedid", "Channel", "CallerIDNum", "CallerIDName"))))
 SEPARATORS = (b": ", b":", b":  ", b" : ", b"", b":\t")
 ENDINGS = (b"\r\n", b"\n\n", b"\r\r", b"\r\n\r\n\r\n", b"\r\n\n", b"", b"\r\n\r\n\r\n\r\n")
 
@@ -127,7 +135,7 @@ class Corpus:
     kept: tuple[tuple[bytes, ...], ...]
     #: key -> distinct values seen (capped), to put one message's value into another
     values: dict[bytes, tuple[bytes, ...]] = field(repr=False)
-    #: distinct event names seen, and a few messages of the kinds the tracker skips
+    #: distinct event names (seen, or handled by the tracker), and a few messages of the kinds the tracker skips
     events: tuple[bytes, ...] = ()
     skipped: tuple[bytes, ...] = ()
 
@@ -158,6 +166,8 @@ class Corpus:
                     name = b[7 : b.find(b"\r\n")]
                     if sum(1 for s in skipped if s.startswith(b"Event: " + name + b"\r\n")) < 4:
                         skipped[b] = None
+        for name in sorted(JourneyTracker().handled_events()):  # those no capture has too (Rename, AgentDump...)
+            events[name.encode()] = None
         return cls(tuple(names), tuple(every), tuple(kept), {k: tuple(v) for k, v in values.items()},
                    tuple(events), tuple(skipped))
 
@@ -266,7 +276,7 @@ def _mutate(msgs: list[_Message], fdp: Any, corpus: Corpus) -> None:
     """One mutation of the window (see the module's doc)."""
     if not msgs:
         return
-    kind = fdp.ConsumeIntInRange(0, 15)
+    kind = fdp.ConsumeIntInRange(0, 16)
     i = fdp.ConsumeIntInRange(0, len(msgs) - 1)
     m = msgs[i]
     line = m.lines[fdp.ConsumeIntInRange(0, len(m.lines) - 1)] if m.lines else None
@@ -318,6 +328,12 @@ def _mutate(msgs: list[_Message], fdp: Any, corpus: Corpus) -> None:
         line[2] = fdp.ConsumeBytes(n) if fdp.ConsumeBool() else fdp.ConsumeUnicode(n).encode("utf-8", "surrogatepass")
     elif kind == 15 and line is not None:  # a value of another kind (unknown, empty, a queue status...)
         line[2] = _pick(fdp, ODD_VALUES)
+    elif kind == 16:  # a header the tracker reads, with a value seen for it or one of another header's
+        key = _pick(fdp, TRACKER_KEYS)
+        seen = corpus.values.get(key)
+        donor = msgs[fdp.ConsumeIntInRange(0, len(msgs) - 1)].lines
+        value = _pick(fdp, seen) if seen and fdp.ConsumeBool() else donor[fdp.ConsumeIntInRange(0, len(donor) - 1)][2]
+        m.lines.insert(fdp.ConsumeIntInRange(1, max(1, len(m.lines))), [key, b": ", value])
 
 
 def parse_structured(data: bytes, corpus: Corpus) -> Case:
