@@ -166,8 +166,8 @@ class Corpus:
                     name = b[7 : b.find(b"\r\n")]
                     if sum(1 for s in skipped if s.startswith(b"Event: " + name + b"\r\n")) < 4:
                         skipped[b] = None
-        for name in sorted(JourneyTracker().handled_events()):  # those no capture has too (Rename, AgentDump...)
-            events[name.encode()] = None
+        for handled in sorted(JourneyTracker().handled_events()):  # those no capture has too (Rename, AgentDump...)
+            events[handled.encode()] = None
         return cls(tuple(names), tuple(every), tuple(kept), {k: tuple(v) for k, v in values.items()},
                    tuple(events), tuple(skipped))
 
