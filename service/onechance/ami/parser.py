@@ -27,8 +27,9 @@ Robustness rules:
 * a bare CR or LF inside a message ends a line (as CRLF does);
 * control characters (NUL, C0 and C1 controls, DEL) are removed from keys and values, a tab becomes a space:
   nothing that reaches a record, the JSON API or the database carries one;
-* a ``Timestamp`` that is not a finite number (``nan``, ``inf``, garbage) is removed from the message
-  (:attr:`AmiMessage.ts` is None, as for an event without one) and counted in :attr:`AmiFramer.bad_values`;
+* a ``Timestamp`` that is not a finite number (``nan``, ``inf``, garbage), or not epoch seconds between 0 and
+  :data:`MAX_TIMESTAMP` (``1e308``, ``-1``), is removed from the message (:attr:`AmiMessage.ts` is None, as for an
+  event without one);
 * a block that carries neither ``Event`` nor ``Response`` is malformed: it is counted and skipped,
   and the messages around it are unaffected;
 * a message that grows past ``max_message_bytes`` without a terminator is discarded (counted) and the
@@ -51,6 +52,9 @@ __all__ = ["ALWAYS_KEPT", "BANNER_PREFIX", "AmiFramer", "AmiMessage", "EventFilt
 TERMINATOR = b"\r\n\r\n"
 BANNER_PREFIX = "Asterisk Call Manager/"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: a ``Timestamp`` is epoch seconds below this (the year 5138): any other value (``1e308``, negative) is no time
+#: a PBX could send, and two such values would make differences no JSON can carry (``inf``)
+MAX_TIMESTAMP = 1e11
 #: timestamped messages remembered to drop an exact repetition (a PBX or proxy sending an event twice)
 RECENT_MESSAGES = 512
 
@@ -69,7 +73,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _timestamp(headers: dict[str, str], repeated: dict[str, list[str]] | None) -> float | None:
-    """The ``Timestamp`` header as a finite float; a value that is not one is removed from the message."""
+    """The ``Timestamp`` header as epoch seconds; a value that is not one is removed from the message."""
     text = headers.get("Timestamp")
     if text is None:
         return None
@@ -77,7 +81,7 @@ def _timestamp(headers: dict[str, str], repeated: dict[str, list[str]] | None) -
         value = float(text)
     except ValueError:
         value = float("nan")
-    if value - value == 0.0:  # neither NaN nor an infinity
+    if 0.0 <= value < MAX_TIMESTAMP:  # not NaN, not an infinity, nor a time no PBX could send
         return value
     del headers["Timestamp"]
     if repeated is not None:
@@ -90,7 +94,7 @@ class AmiMessage:
 
     ``headers`` maps each key to its first value; ``repeated`` holds every value of keys that appear
     more than once (in order).  Keys keep Asterisk's spelling (``Uniqueid``, ``Linkedid``).  ``ts`` is the
-    ``Timestamp`` header as a finite float (None when absent or not a number: such a value is removed).
+    ``Timestamp`` header as epoch seconds (None when absent or not a time: such a value is removed).
     """
 
     __slots__ = ("before", "headers", "repeated", "ts")
@@ -149,7 +153,7 @@ class AmiMessage:
 
 
 def block_timestamp(block: bytes) -> float | None:
-    """The ``Timestamp`` of a raw message block, as a finite float (None when it has none)."""
+    """The ``Timestamp`` of a raw message block, as epoch seconds (None when it has none, or not one)."""
     i = block.find(b"\r\nTimestamp:")
     if i < 0:
         return None
@@ -159,7 +163,7 @@ def block_timestamp(block: bytes) -> float | None:
         value = float(block[i:j] if j >= 0 else block[i:])
     except ValueError:
         return None
-    return value if value - value == 0.0 else None
+    return value if 0.0 <= value < MAX_TIMESTAMP else None
 
 
 def _clean(text: str) -> str:
