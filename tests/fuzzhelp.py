@@ -13,7 +13,8 @@ An input is bytes; :meth:`Harness.__call__` turns it into an AMI stream and chec
   messages (ids, channels: calls merged, channels moved), timestamps ``nan``/``inf``/huge/negative/jumping,
   repeated and missing headers, event names swapped, messages repeated, dropped, moved or cut short, control
   characters, NULs, bare CR/LF, invalid UTF-8, lines without a colon; then chunk boundaries, ``tick`` calls
-  and the arrival time (replay: 0, or live).
+  (at times the daemon could pass: its clock follows the PBX's trusted timestamps, which are below
+  :data:`~onechance.ami.parser.MAX_TIMESTAMP`) and the arrival time (replay: 0, or live).
 
 Each stream goes through the framer (with the tracker's :class:`~onechance.ami.parser.EventFilter`, as
 ``onechance replay`` and the daemon build it) and a fresh :class:`~onechance.journey.JourneyTracker`, driven as
@@ -46,7 +47,7 @@ from typing import Any, TypeVar
 
 import atheris  # type: ignore[import-untyped]  # FuzzedDataProvider; the instrumentation is bench/fuzz.py's
 
-from onechance.ami.parser import TERMINATOR, AmiFramer, EventFilter, block_timestamp
+from onechance.ami.parser import MAX_TIMESTAMP, TERMINATOR, AmiFramer, EventFilter, block_timestamp
 from onechance.journey import (
     AlertKind,
     CallPolicy,
@@ -89,7 +90,7 @@ ODD_TIMESTAMPS = (
 TIME_SHIFTS = (0.000001, 0.5, 1.0, 5.0, 60.0, 299.0, 301.0, 3600.0, 7 * 3600.0, 7 * 86400.0 + 1, 1e9, 1e15)
 #: seconds after the last trusted time to tick at: a sweep, a long wait, the over-age close, the watch list's end
 TICK_SHIFTS = (0.0, 1.0, 29.0, 31.0, SWEEP_INTERVAL, SWEEP_INTERVAL + 1, 3600.0, 6 * 3600.0 + 1, 7 * 86400.0 + 1,
-               -1.0, -3600.0, 1e12)
+               -1.0, -3600.0, 1e10)
 ODD_BYTES = (b"\x00", b"\r", b"\n", b"\r\n", b"\t", b"\x7f", b"\x1b", b"\xc2\x85", b"\xc2\x9f", b"\xff", b"\xc3",
              b"\xe2\x80\xa8", b": ", b":", b"\\", b'"', b"\\n", b"\\\"", b"\xd0\x90", b" ")
 ODD_VALUES = (b"", b" ", b"<unknown>", b"<Unknown>", b"unknown", b"0", b"-1", b"1", b"2", b"16", b"Local/;1",
@@ -366,7 +367,7 @@ def parse_structured(data: bytes, corpus: Corpus) -> Case:
         except ValueError:
             base = 1.7e9
         arrival = base + _pick(fdp, (0.0, 1.0, 100.0, 3600.0, -3600.0, 1e9))
-        case.arrival = arrival if math.isfinite(arrival) and arrival != 0.0 else 1.7e9
+        case.arrival = arrival if 0.0 < arrival < MAX_TIMESTAMP else 1.7e9  # a time the daemon could pass
     for _ in range(fdp.ConsumeIntInRange(0, MAX_TICKS)):
         after = fdp.ConsumeIntInRange(0, len(msgs))
         shift = _pick(fdp, TICK_SHIFTS) if fdp.ConsumeBool() else fdp.ConsumeRegularFloat()
@@ -473,9 +474,8 @@ def run(case: Case, flt: EventFilter | None, cuts: Sequence[int], ticks: bool = 
     n = 0  # messages the tracker reads (the ticks' places: the same with the event filter and without)
 
     def tick(shift: float) -> None:
-        now = (tracker.clock.reference or case.arrival) + shift
-        if not math.isfinite(now):  # the daemon's clock (local time plus the PBX's offset) is finite
-            now = shift
+        # the daemon's clock: the local time plus the PBX's offset (learnt from timestamps below MAX_TIMESTAMP)
+        now = (tracker.clock.reference or case.arrival) + math.fmod(shift, MAX_TIMESTAMP)
         check_updates(tracker.tick(now), out, f"{where}, tick({now!r})")
 
     if ticks:
