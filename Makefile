@@ -58,6 +58,7 @@ bench: deps $(DEVSTAMP)
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/scale_pbxs.py
 	$(BIN)/python bench/scale_writers.py --partitioned
+	$(BIN)/python bench/fuzz.py --quiet
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from onechance.ami.items import AmiEvents, LinkDown
 from onechance.ami.link import AmiLink, LinkState, Snapshot
-from onechance.ami.parser import AmiFramer, AmiMessage
+from onechance.ami.parser import AmiFramer, AmiMessage, block_timestamp
 from onechance.config import AmiSettings
 from onechance.demo import DemoPbx, PbxState, load_capture
 from onechance.journey import CallPolicy, JourneyTracker, JourneyUpdate, UpdateKind
@@ -167,6 +167,37 @@ def test_a_timestamp_that_is_not_a_finite_number_is_refused_at_the_parser(stamp)
     assert m.ts is None and "Timestamp" not in m.headers
     (ok,) = AmiFramer().feed(b"Event: Hangup\r\nTimestamp: 1800000000.25\r\nUniqueid: 1.1\r\n\r\n")
     assert ok.ts == 1800000000.25 and ok.headers["Timestamp"] == "1800000000.25"
+
+
+@pytest.mark.parametrize("stamp", ["1e308", "-1.7976931348623157e308", "1e18", "100000000000", "-1"])
+def test_a_timestamp_no_pbx_could_send_is_refused_at_the_parser_too(stamp):
+    """Epoch seconds from 1970 to the year 5138 (below 1e11), or no time at all: read raw or parsed."""
+    block = f"Event: Hangup\r\nTimestamp: {stamp}\r\nUniqueid: 1.1".encode()
+    (m,) = AmiFramer().feed(block + b"\r\n\r\n")
+    assert m.ts is None and "Timestamp" not in m.headers
+    assert block_timestamp(block) is None
+    for fine in ("0", "1800000000.25", "99999999999"):
+        block = f"Event: Hangup\r\nTimestamp: {fine}\r\nUniqueid: 1.1".encode()
+        (ok,) = AmiFramer().feed(block + b"\r\n\r\n")
+        assert ok.ts == float(fine) == block_timestamp(block)
+
+
+def test_times_from_both_ends_of_the_float_range_never_overflow_a_record(tmp_path):
+    """Found by bench/fuzz.py: a caller queued at -1.7e308 (the first time seen is trusted: nothing to doubt it
+    against) and the events after stepping the clock to +1.7e308 made a wait of ``inf``, which no JSON can carry."""
+    honest = blocks_of("answered")
+    join = next(i for i, b in enumerate(honest) if b.startswith(b"Event: QueueCallerJoin"))
+    stamped = []
+    for i, b in enumerate(honest):
+        if b"\r\nTimestamp: " in b:
+            head, _, rest = b.partition(b"\r\nTimestamp: ")
+            stamp = b"-1.7976931348623157e308" if i <= join else b"1.7976931348623157e308"
+            b = head + b"\r\nTimestamp: " + stamp + b"\r\n" + rest.partition(b"\r\n")[2]
+        stamped.append(b)
+    got, _result = replay(tmp_path, stamped)
+    assert len(got) == 1 and got[0]["outcome"] == "answered"
+    json.dumps(got, allow_nan=False)  # raises on NaN or infinities
+    assert all(math.isfinite(v) for v in (got[0]["wait_seconds"], got[0]["talk_seconds"], got[0]["started_at"]))
 
 
 async def test_nan_never_reaches_the_json_or_the_database(tmp_path, engine):

@@ -10,7 +10,10 @@ every dialplan step, events no part of the daemon reads).  Given an :class:`Even
 the pipeline read, see :meth:`~onechance.journey.tracker.JourneyTracker.interest`), the framer recognises those
 messages on the raw bytes (the ``Event:`` line, and for ``VarSet``/``Newexten`` one more header) and only counts
 them (:attr:`AmiFramer.skipped`): no decoding, no dict.  Never skipped: anything carrying an ``ActionID`` or a
-``Response`` (answers to actions and their list items), ``Shutdown``, ``FullyBooted``, the resync lists' items.
+``Response`` (answers to actions and their list items), ``Shutdown``, ``FullyBooted``, the resync lists' items;
+nor a block the raw bytes might read otherwise than the careful parse below (an event name that is not letters
+and digits, a ``VarSet``/``Newexten`` with a bare CR or LF or a control character): skipping never loses an
+event the line-by-line reading would give the tracker.
 The messages that are built go through one C-level split of their lines; any line the fast path cannot take as
 ``Key: Value`` (no ``": "``, repeated keys, a colon in a key, control characters, a bare CR or LF) sends the
 message through the careful line-by-line path, which gives the same result as before for every well-formed
@@ -24,8 +27,9 @@ Robustness rules:
 * a bare CR or LF inside a message ends a line (as CRLF does);
 * control characters (NUL, C0 and C1 controls, DEL) are removed from keys and values, a tab becomes a space:
   nothing that reaches a record, the JSON API or the database carries one;
-* a ``Timestamp`` that is not a finite number (``nan``, ``inf``, garbage) is removed from the message
-  (:attr:`AmiMessage.ts` is None, as for an event without one) and counted in :attr:`AmiFramer.bad_values`;
+* a ``Timestamp`` that is not a finite number (``nan``, ``inf``, garbage), or not epoch seconds between 0 and
+  :data:`MAX_TIMESTAMP` (``1e308``, ``-1``), is removed from the message (:attr:`AmiMessage.ts` is None, as for an
+  event without one);
 * a block that carries neither ``Event`` nor ``Response`` is malformed: it is counted and skipped,
   and the messages around it are unaffected;
 * a message that grows past ``max_message_bytes`` without a terminator is discarded (counted) and the
@@ -48,6 +52,9 @@ __all__ = ["ALWAYS_KEPT", "BANNER_PREFIX", "AmiFramer", "AmiMessage", "EventFilt
 TERMINATOR = b"\r\n\r\n"
 BANNER_PREFIX = "Asterisk Call Manager/"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: a ``Timestamp`` is epoch seconds below this (the year 5138): any other value (``1e308``, negative) is no time
+#: a PBX could send, and two such values would make differences no JSON can carry (``inf``)
+MAX_TIMESTAMP = 1e11
 #: timestamped messages remembered to drop an exact repetition (a PBX or proxy sending an event twice)
 RECENT_MESSAGES = 512
 
@@ -59,11 +66,14 @@ ALWAYS_KEPT = frozenset({"Shutdown", "FullyBooted", "CoreShowChannel", "QueuePar
 _split = str.split
 _new_message = object.__new__
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+#: the bytes that read the same on the raw bytes and line by line: all but the C0 controls (a tab aside), DEL and
+#: 0xC2 (the first byte of a C1 control in UTF-8); ``block.translate(None, _PLAIN_BYTES)`` leaves the others
+_PLAIN_BYTES = bytes(b for b in range(256) if b == 0x09 or (0x20 <= b != 0x7F and b != 0xC2))
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _timestamp(headers: dict[str, str], repeated: dict[str, list[str]] | None) -> float | None:
-    """The ``Timestamp`` header as a finite float; a value that is not one is removed from the message."""
+    """The ``Timestamp`` header as epoch seconds; a value that is not one is removed from the message."""
     text = headers.get("Timestamp")
     if text is None:
         return None
@@ -71,7 +81,7 @@ def _timestamp(headers: dict[str, str], repeated: dict[str, list[str]] | None) -
         value = float(text)
     except ValueError:
         value = float("nan")
-    if value - value == 0.0:  # neither NaN nor an infinity
+    if 0.0 <= value < MAX_TIMESTAMP:  # not NaN, not an infinity, nor a time no PBX could send
         return value
     del headers["Timestamp"]
     if repeated is not None:
@@ -84,7 +94,7 @@ class AmiMessage:
 
     ``headers`` maps each key to its first value; ``repeated`` holds every value of keys that appear
     more than once (in order).  Keys keep Asterisk's spelling (``Uniqueid``, ``Linkedid``).  ``ts`` is the
-    ``Timestamp`` header as a finite float (None when absent or not a number: such a value is removed).
+    ``Timestamp`` header as epoch seconds (None when absent or not a time: such a value is removed).
     """
 
     __slots__ = ("before", "headers", "repeated", "ts")
@@ -143,16 +153,17 @@ class AmiMessage:
 
 
 def block_timestamp(block: bytes) -> float | None:
-    """The ``Timestamp`` of a raw message block, as a finite float (None when it has none)."""
+    """The ``Timestamp`` of a raw message block, as epoch seconds (None when it has none, or not one)."""
     i = block.find(b"\r\nTimestamp:")
     if i < 0:
         return None
-    j = block.find(b"\r\n", i + 13)
+    i += 12  # the value, after the colon (float() takes the space after it, or none: ``Timestamp:1.5``)
+    j = block.find(b"\r\n", i)
     try:
-        value = float(block[i + 13 : j] if j >= 0 else block[i + 13 :])
+        value = float(block[i:j] if j >= 0 else block[i:])
     except ValueError:
         return None
-    return value if value - value == 0.0 else None
+    return value if 0.0 <= value < MAX_TIMESTAMP else None
 
 
 def _clean(text: str) -> str:
@@ -315,12 +326,15 @@ class AmiFramer:
                                 value = block[i:j] if j >= 0 else block[i:]
                                 if value[:1] == b" ":
                                     value = value[1:]
-                            if value not in values and b"\r\nActionID:" not in block:
+                            # a block with a bare CR or LF or a control character may read otherwise line by
+                            # line (a value ended early, a field after a bare LF): the careful parse decides
+                            if (value not in values and b"\r\nActionID:" not in block
+                                    and not block.translate(None, _PLAIN_BYTES).replace(b"\r\n", b"")):
                                 self.messages += 1
                                 self.skipped += 1
                                 last = block
                                 continue
-                        elif not name.endswith(b"Complete") and b"\r\nActionID:" not in block:
+                        elif name.isalnum() and not name.endswith(b"Complete") and b"\r\nActionID:" not in block:
                             self.messages += 1
                             self.skipped += 1
                             last = block

@@ -144,7 +144,8 @@ class Interest:
 
 Handler = Callable[[AmiMessage, float], None]
 ErrorHook = Callable[[str, BaseException], None]
-_Pending = tuple[UpdateKind, CallState, float, "dict[str, object] | None"] | Recovered
+#: an update to report: its record is built when it is taken (or already built: an update taken early)
+_Pending = tuple[UpdateKind, CallState, float, "dict[str, object] | None"] | Recovered | JourneyUpdate
 
 
 class JourneyTracker:
@@ -243,8 +244,12 @@ class JourneyTracker:
             return []
         self.events += 1
         if self._unconfirmed and msg.before is not None:
-            # the PBX's time went on over events nobody reads: a Local answer may be confirmed by now
+            # the PBX's time went on over events nobody reads: a Local answer may be confirmed by now, and reported
+            # with its call as it was then (before this event), as when the skipped event itself is fed
             self._time_passed(block_timestamp(msg.before))
+            if self._pending:
+                taken = self.take_updates()
+                self._pending.extend(taken)
         route = self._routes.get(name)
         if route is None or (route[1] is not None and headers.get(route[1]) not in route[2]):
             if self._unconfirmed:
@@ -404,7 +409,7 @@ class JourneyTracker:
         out: list[Update] = []
         records: dict[int, CallRecord] = {}
         for item in pending:
-            if isinstance(item, Recovered):
+            if not isinstance(item, tuple):  # a recovery, or an update whose record was built already
                 out.append(item)
                 continue
             kind, call, ts, detail = item
