@@ -127,10 +127,11 @@ class HttpSettings(_Section):
     store_timeout: float = Field(5.0, gt=0, description=(
         "Seconds the HTTP API waits for a database query; past it, the calls in memory answer alone "
         "(`\"partial\": true`)"))
-    # the front's bounds (onechance.http_front; docs/reliability.md#http-attacks)
+    # the front's bounds (onechance.http_front; docs/reliability.md, a hostile HTTP client)
     max_connections: int = Field(256, ge=4, description=(
         "HTTP connections open at once; past it one that sent no complete request (idle, slow or silent) is "
-        "closed to make room, or the newcomer gets 503 (kept below the open-files limit)"))
+        "closed to make room, or the newcomer gets 503 (a `GET /healthz` is still answered); kept below the "
+        "open-files limit"))
     header_timeout: float = Field(10.0, gt=0, description=(
         "Seconds a whole request (line, headers and body) may take to arrive, from the connection or from its "
         "first byte after the previous answer; slower clients are cut (counted, not logged)"))
