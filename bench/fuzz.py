@@ -117,6 +117,10 @@ class Figures:
         if "Uncaught Python exception" in line or "ERROR: libFuzzer" in line:
             self.crashed = True
 
+    def peak_rss(self) -> float:
+        """MB: libFuzzer's peak (whole MB, rounded down) or the highest sample, whichever is higher."""
+        return max(float(self.peak_rss_mb), max((kb / 1024 for _, kb in self.samples), default=0.0))
+
     def rss_at(self, fraction: float) -> tuple[int, int]:
         """The sample nearest to ``fraction`` of the runs done (runs, kB)."""
         goal = fraction * self.runs
@@ -129,7 +133,7 @@ class Figures:
             f"fuzz: exec/s: {self.libfuzzer_exec_per_s} (libFuzzer's average; {self.exec_per_s:.1f} over the whole "
             f"{self.seconds:.1f} s, start-up included)",
             f"fuzz: coverage: {self.cov} edges (cov), {self.ft} features (ft), corpus {self.corpus} inputs",
-            f"fuzz: peak RSS: {self.peak_rss_mb} MB",
+            f"fuzz: peak RSS: {self.peak_rss():.1f} MB",
         ]
         if self.samples:
             (r10, k10), (r_end, k_end) = self.rss_at(0.10), self.samples[-1]

@@ -518,14 +518,16 @@ def run(case: Case, flt: EventFilter | None, cuts: Sequence[int], ticks: bool = 
 
 def time_in_order(stream: bytes, flt: EventFilter) -> bool:
     """May the event filter be held to exactly the same updates (invariant 4)?  Yes when every message is plain (lines
-    end in CRLF, no control character) with one ``Timestamp`` (or none on a message the filter never skips), and
-    those times are finite and never go back.  The events the framer skips tell the tracker the time through the
-    last of them before each event it reads (``AmiMessage.before``), where fed one by one each tells it: with
-    times missing or out of order, the two ways may confirm an answer by a Local channel one event apart."""
+    end in CRLF, no control character) with one ``Timestamp`` (or none on a message the filter never skips), those
+    times are finite and never go back, and the stream does not end on timestamped messages the filter skips.  The
+    events the framer skips tell the tracker the time through the last of them before each event it reads
+    (``AmiMessage.before``), where fed one by one each tells it: with times missing or out of order, or with no event
+    read after them, the two ways may confirm an answer by a Local channel one event apart (or only at the end)."""
     if stream.translate(None, _PLAIN_BYTES).replace(b"\r\n", b""):
         return False
     last = -math.inf
-    for block in stream.split(TERMINATOR):
+    told = True  # the last timestamped message is one the tracker reads, or one read after it is
+    for block in stream.split(TERMINATOR)[:-1]:  # what follows the last terminator is no message
         if not block.strip():
             continue
         stamps = block.count(b"\r\nTimestamp:")
@@ -534,12 +536,14 @@ def time_in_order(stream: bytes, flt: EventFilter) -> bool:
         if stamps == 0:
             if not flt.wanted(block):
                 return False
+            told = True
             continue
         ts = block_timestamp(block)
         if ts is None or ts < last:
             return False
         last = ts
-    return True
+        told = False
+    return told or flt.wanted(next(b for b in reversed(stream.split(TERMINATOR)[:-1]) if b.strip()))
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:
