@@ -25,7 +25,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "service"))
 sys.path.insert(0, str(ROOT))
 
-from tests.pg import PgCluster, connect  # noqa: E402
+from tests.pg import PgCluster, connect, execute  # noqa: E402
 
 __all__ = ["ROOT", "BenchCluster", "Deadline", "clean_env", "connect", "machine", "median", "proc_cpu", "proc_rss",
            "spread"]
@@ -72,15 +72,7 @@ class BenchCluster:
     def create_database(self) -> str:
         """A fresh database owned by the bench's role, at the head revision; returns its URL."""
         name = f"oc_bench_{uuid.uuid4().hex[:12]}"
-
-        async def create() -> None:
-            conn = await connect(self.url)
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
+        asyncio.run(execute(self.url, f'CREATE DATABASE "{name}"'))
         url = self.url_of(name)
         subprocess.run([sys.executable, "-m", "onechance.cli", "db", "upgrade"], check=True, capture_output=True,
                        env={**clean_env(), "ONECHANCE_DATABASE__URL": url}, timeout=120)
@@ -88,15 +80,7 @@ class BenchCluster:
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
-
-        async def drop() -> None:
-            conn = await connect(self.url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+        asyncio.run(execute(self.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     def connections(self, database: str, application: str = "onechance") -> int:
         """Connections open to ``database`` by ``application`` (its ``application_name``)."""

@@ -244,24 +244,9 @@ def stored_calls(where: str | Path) -> dict[str, dict[str, Any]]:
                 return {}
         return {r[0]: {"outcome": r[1], "uncertain": bool(r[2]), "closed_reason": r[3], "ended_at": r[4]}
                 for r in rows}
-    return _run_async(_pg_calls(str(where)))
+    from .pg import run_sync
 
-
-def _run_async(coro: Any) -> Any:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["v"] = asyncio.run(coro)
-        except BaseException as exc:  # handed back to the caller
-            box["e"] = exc
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box["v"]
+    return run_sync(_pg_calls(str(where)))
 
 
 async def _pg_calls(url: str) -> dict[str, dict[str, Any]]:

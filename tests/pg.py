@@ -280,12 +280,17 @@ async def connect(url: str) -> Any:
     )
 
 
-async def _ping(url: str) -> None:
+async def execute(url: str, statement: str) -> None:
+    """One statement on a connection of its own (``CREATE``/``DROP DATABASE`` may run in no transaction)."""
     conn = await connect(url)
     try:
-        await conn.execute("SELECT 1")
+        await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def _ping(url: str) -> None:
+    await execute(url, "SELECT 1")
 
 
 async def _may_create(url: str) -> bool:
@@ -341,15 +346,7 @@ class PgServer:
             run_sync(drop_onechance_tables(self.url))
             return self.url
         name = f"oc_test_{uuid.uuid4().hex[:16]}"
-
-        async def create() -> None:
-            conn = await connect(self.url)
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        run_sync(create())
+        run_sync(execute(self.url, f'CREATE DATABASE "{name}"'))
         self.created.add(name)
         return make_url(self.url).set(database=name).render_as_string(hide_password=False)
 
@@ -358,15 +355,7 @@ class PgServer:
         if name not in self.created:
             return
         self.ensure_running()
-
-        async def drop() -> None:
-            conn = await connect(self.url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        run_sync(drop())
+        run_sync(execute(self.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         self.created.discard(name)
 
     def close(self) -> None:
