@@ -185,7 +185,6 @@ class _Refused(asyncio.Protocol):
         self.health = health
         self.transport: asyncio.Transport | None = None
         self.head = b""
-        self.waiting = False
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -197,12 +196,11 @@ class _Refused(asyncio.Protocol):
                 self._answer(503)
                 return
             next(iter(door))._answer(503)  # the longest waiting makes room: a probe says what it is at once
-        door[self] = None
-        self.waiting = True
+        door[self] = None  # waiting at the door while in it
         self.timer = asyncio.get_running_loop().call_later(DOOR_WAIT, self._answer, 503)
 
     def data_received(self, data: bytes) -> None:
-        if not self.waiting:
+        if self not in self.front.door:
             return
         self.head += data
         line, found, _rest = self.head.partition(b"\r\n")
@@ -215,9 +213,7 @@ class _Refused(asyncio.Protocol):
         self._done()
 
     def _done(self) -> None:
-        if self.waiting:
-            self.waiting = False
-            self.front.door.pop(self, None)
+        self.front.door.pop(self, None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
