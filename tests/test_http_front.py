@@ -146,6 +146,18 @@ async def daemon(caplog: pytest.LogCaptureFixture) -> Any:
         await settled(app, "p", pbx)
         async with api_for(app, TOKEN) as api:
             yield app, api
+        await _handlers_done()
+
+
+async def _handlers_done(timeout: float = 10.0) -> None:
+    """Wait until every request aiohttp is handling has ended (those of connections a test cut too): one left
+    pending when the test's event loop closes is destroyed later, logging an asyncio ERROR into whichever test
+    runs then."""
+    deadline = time.monotonic() + timeout
+    while any(t.get_coro().__qualname__ == "RequestHandler._handle_request"  # type: ignore[union-attr]
+              for t in asyncio.all_tasks() if not t.done()):
+        assert time.monotonic() < deadline, "aiohttp request handlers still running"
+        await asyncio.sleep(0.02)
 
 
 async def test_an_oversized_header_is_refused_quietly_without_the_token_in_any_log(daemon, caplog):
@@ -279,6 +291,7 @@ async def test_a_saturated_api_answers_503_and_health_metrics_stay_up(caplog):
             assert sum(1 for status, _b in admitted if status == 200) == 4
             async with api.session.get(api.base + "/api/calls", headers=api.headers) as resp:
                 assert resp.status == 200
+        await _handlers_done()
     _no_error_logged(caplog)
 
 
@@ -294,6 +307,7 @@ async def test_a_503_says_when_to_retry(caplog):
             assert resp.status == 503 and resp.headers["Retry-After"] == "1"
         store.gate.set()
         assert (await first)[0] == 200
+        await _handlers_done()
 
 
 async def test_over_the_connection_limit_a_health_check_is_still_answered(caplog):
@@ -335,6 +349,7 @@ async def test_over_the_connection_limit_a_health_check_is_still_answered(caplog
             while front.connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         assert front.connections == 0
+        await _handlers_done()
     _no_error_logged(caplog)
 
 
