@@ -295,6 +295,34 @@ async def test_a_saturated_api_answers_503_and_health_metrics_stay_up(caplog):
     _no_error_logged(caplog)
 
 
+def _handling_requests() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if not t.done()
+            and t.get_coro().__qualname__ == "RequestHandler._handle_request"]  # type: ignore[union-attr]
+
+
+async def test_a_request_whose_client_left_is_ended_at_shutdown(caplog):
+    """A client that gives up while its request waits for a slow store: aiohttp lets the handler run on and
+    forgets it once the connection is closed.  At shutdown the front ends it (one left waiting when the loop
+    closes is destroyed pending, an asyncio ERROR), and says so."""
+    caplog.set_level(logging.INFO)
+    store = GateStore()
+    async with fake_pbx("answered") as pbx:
+        async with running(settings_for([("p", pbx.port)], http={"store_timeout": 60}), store_query=store) as app:
+            async with api_for(app) as api:
+                request = asyncio.create_task(api.get("/api/calls"))
+                while store.waiting < 1:
+                    await asyncio.sleep(0.02)
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+            await asyncio.sleep(0.1)  # the connection is closed, the handler still waits for the store
+            assert len(_handling_requests()) == 1
+        assert _handling_requests() == []
+        assert store.waiting == 0
+    assert "shutdown: 1 HTTP request(s) of closed connections cut" in caplog.text
+    _no_error_logged(caplog)
+
+
 async def test_a_503_says_when_to_retry(caplog):
     store = GateStore()
     async with fake_pbx("answered") as pbx, running(settings_for(

@@ -338,7 +338,9 @@ def _log_failures(what: str, tasks: Sequence[asyncio.Future[Any]]) -> None:
 
 async def _released(front: HttpFront) -> None:
     front.release()
-
+    cut = await front.finish()
+    if cut:
+        log.info("shutdown: %d HTTP request(s) of closed connections cut", cut)
 
 
 async def serve(app: App) -> int:

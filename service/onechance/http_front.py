@@ -62,6 +62,7 @@ EVICT_AFTER = 1.0  # seconds a connection may stay silent before another may tak
 LISTEN_QUEUE = 1024  # connections the kernel holds until they are accepted (capped by net.core.somaxconn)
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # never wait behind the API
 DOOR_WAIT = 0.5  # seconds a connection over the limit may take to say it is a health check
+FINISH_WAIT = 2.0  # seconds the requests cut at shutdown may take to end
 DOOR_MAX = 64  # connections over the limit waiting so at once, at most (past it the longest waiting is refused)
 _LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal", "onechance.http",
             "onechance.http_front", "onechance.api_calls", "onechance.api_queues", "onechance.api_worklist",
@@ -398,6 +399,7 @@ class HttpFront:
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.api = _ApiSlots(limits.api_concurrency, limits.api_queue, API_WAIT)
         self._open: dict[_Connection, None] = {}  # open and not dropped, oldest first
+        self._handling: set[asyncio.Task[Any]] = set()  # the requests being handled (see finish)
         self._summary: dict[str, tuple[float, int]] = {}  # reason -> (last WARNING line, refusals since)
         self._redact = RedactFilter([token] if token else [])
         if registry is not None:
@@ -542,9 +544,31 @@ class HttpFront:
         pages' render its refusals, as JSON or as a page)."""
         app.middlewares.append(self.middleware)
 
+    async def finish(self, timeout: float = FINISH_WAIT) -> int:
+        """At shutdown, after aiohttp's own: end the requests still being handled whose connection is gone
+        (aiohttp lets such a handler run on, and forgets it when the connection closes; one still waiting at
+        exit is destroyed pending).  How many had to be cancelled."""
+        left = [t for t in self._handling if not t.done() and t is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=timeout)
+        return len(left)
+
     @web.middleware
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - aiohttp always handles a request in a task
+            return await self._handle(request, handler)
+        self._handling.add(task)
+        try:
+            return await self._handle(request, handler)
+        finally:
+            self._handling.discard(task)
+
+    async def _handle(self, request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         conn = request.protocol
         if isinstance(conn, _Connection):
             conn.begin()
