@@ -16,7 +16,6 @@ Everything is passed through constructors; nothing is patched afterwards and the
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 import time
@@ -36,6 +35,7 @@ from .callback_page import add_callback_page, originate_through
 from .config import AmiSettings, ChannelSettings, ConfigError, Settings
 from .demo_receiver import DemoReceiver
 from .errors import RateLimitedLog
+from .gc_pace import GcPace
 from .http import make_app
 from .http_front import HttpLimits
 from .journey import CallPolicy, JourneyTracker, LostCall
@@ -242,12 +242,14 @@ def run_daemon(settings: Settings, *, demo: bool = False) -> int:
     """``onechance run`` (``demo``: ``onechance demo``): serve until SIGTERM/SIGINT; the process exit code."""
     async def main() -> int:
         app = build_app(settings, demo=demo)
-        # Everything made so far (modules, classes, functions, the app) lives as long as the process: kept out
-        # of the garbage collector's full collections, which otherwise scan it again each time.  A full
-        # collection holds the event loop: at 10,000 calls in progress it took 136 ms with these objects, 68 ms
-        # without (docs/performance.md).
-        gc.collect()
-        gc.freeze()
-        return await serve(app)
+        # what is made so far lives as long as the process: out of every collection; the full ones on a timer
+        # (onechance.gc_pace, docs/performance.md)
+        pace = GcPace(settings.daemon.gc_interval)
+        with pace.installed():
+            collector = asyncio.create_task(pace.run(), name="gc-pace")
+            try:
+                return await serve(app)
+            finally:
+                collector.cancel()
 
     return asyncio.run(main())
