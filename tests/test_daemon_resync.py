@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from onechance.ami.items import AmiEvent, LinkDown, Snapshot
+from onechance import pipeline as pipeline_module
+from onechance.ami.items import AmiEvent, LinkDown, LinkStopped, Snapshot
 from onechance.ami.parser import AmiMessage
 from onechance.demo import PbxState, Recorded, load_capture
-from onechance.journey import JourneyTracker, VisitResult
+from onechance.journey import JourneyTracker, JourneyUpdate, VisitResult
 from onechance.pipeline import PbxPipeline
 from onechance.replay import JourneyLog, replay_files
 
@@ -200,3 +201,97 @@ def test_the_callers_waiting_are_known_without_scanning_every_call(name, seed):
     sim.pipeline.handle = checking  # type: ignore[method-assign]
     sim.run(cuts)
     assert checked > len(recs) - sum(cuts.values())
+
+
+class _Seen:
+    """A sink that keeps what each call was told as: (kind, call id)."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, str]] = []
+
+    def handle(self, update: Any) -> None:
+        if isinstance(update, JourneyUpdate):
+            self.updates.append((str(update.kind), update.record.call_id))
+
+
+def _cut_everywhere(name: str, length: int) -> list[tuple[int, set[str]]]:
+    """Cut ``length`` messages at every position of a capture: the cuts whose sinks were told that a call
+    unknown to the replay without cuts ended, with those call ids."""
+    recs = load_capture(capture(name))
+    calls = {j.call_id for j in replay_files([str(DATA / f"{name}.ami")]).journeys}
+    bad = []
+    for i in range(1, len(recs)):
+        sim = Sim(recs)
+        seen = _Seen()
+        sim.pipeline.sinks.append(seen)
+        got = sim.run({i: length})
+        invented = {g["call_id"] for g in got} - calls
+        invented |= {call_id for kind, call_id in seen.updates if kind == "ended"} - calls
+        if invented:
+            bad.append((i, invented))
+    return bad
+
+
+@pytest.mark.parametrize("length", [1, 4])
+def test_a_phone_s_consultation_transferred_during_a_gap_is_never_a_call_of_its_own(length):
+    """A SIP phone's attended transfer: its consultation has its own Linkedid and becomes part of the caller's
+    call at the transfer.  A link gap anywhere (the transfer hidden in it, or the consultation closed at the gap
+    and found bridged with the caller at the resync) must not leave the consultation as a call of its own: the
+    soak test stored 2 such invented calls.  The calls closed at the gap are held back from the sinks until the
+    resync, which merges the consultation into the caller's call."""
+    assert _cut_everywhere("sip_attended_refer", length) == []
+
+
+def test_a_pickup_after_a_gap_that_hid_the_ring_joins_the_picking_phone_to_the_call():
+    """A pickup whose ring (AgentCalled, DialBegin) a gap hid: the resync knows the ringing channels but not
+    their leg; the picking phone's call is still made part of the caller's call.  Only a gap that hides the
+    Pickup event itself leaves the picking phone's call on its own (nothing in the channel list tells)."""
+    recs = load_capture(capture("call_pickup"))
+    pickup = next(i for i, r in enumerate(recs) if r.msg.event == "Pickup")
+    bad = _cut_everywhere("call_pickup", 1)
+    assert [i for i, _ids in bad] == [pickup]
+
+
+def _at_the_gap(name: str) -> tuple[Sim, _Seen, str]:
+    """A call of ``name`` waiting in its queue when the link is lost (no resync yet)."""
+    recs = load_capture(capture(name))
+    (ref,) = replay_files([str(DATA / f"{name}.ami")]).journeys
+    cut = next(i for i, r in enumerate(recs) if r.ts and r.ts > ref.queues[0].joined_at)
+    sim = Sim(recs)
+    seen = _Seen()
+    sim.pipeline.sinks.append(seen)
+    sim.pipeline.handle(snapshot_of(sim.state))
+    for i in range(cut):
+        sim.feed(i)
+    sim.pipeline.handle(LinkDown(sim.last, "link_lost"))
+    return sim, seen, ref.call_id
+
+
+def test_calls_closed_at_a_gap_wait_for_the_resync_then_go_to_the_sinks_after_the_hold(monkeypatch):
+    sim, seen, call_id = _at_the_gap("answered")
+    sim.pipeline.release_expired()
+    assert ("ended", call_id) not in seen.updates  # held: the resync may find it still going on
+    monkeypatch.setattr(pipeline_module, "GAP_HOLD", 0.0)
+    sim, seen, call_id = _at_the_gap("answered")
+    sim.pipeline.handle(LinkDown(sim.last, "link_lost"))  # lost again before any resync
+    assert ("ended", call_id) not in seen.updates
+    sim.pipeline.release_expired()
+    assert seen.updates.count(("ended", call_id)) == 1  # no resync in time: recorded as ended, once
+
+
+def test_a_call_the_resync_takes_up_again_is_not_told_ended_at_the_gap():
+    recs = load_capture(capture("answered"))
+    (ref,) = replay_files([str(DATA / "answered.ami")]).journeys
+    cut = next(i for i, r in enumerate(recs) if r.ts and r.ts > ref.queues[0].joined_at)
+    sim = Sim(recs)
+    seen = _Seen()
+    sim.pipeline.sinks.append(seen)
+    sim.run({cut: 2})
+    assert seen.updates.count(("ended", ref.call_id)) == 1  # at its real end, not also at the gap
+    assert seen.updates[-1] == ("ended", ref.call_id)
+
+
+def test_calls_closed_at_a_gap_are_recorded_when_the_daemon_stops_before_any_resync():
+    sim, seen, call_id = _at_the_gap("answered")
+    sim.pipeline.handle(LinkStopped())
+    assert seen.updates.count(("ended", call_id)) == 1

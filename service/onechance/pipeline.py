@@ -7,9 +7,13 @@ Items come from :class:`~onechance.ami.link.AmiLink` in stream order and are han
   The link builds only the events someone here reads (the tracker's :meth:`~onechance.journey.JourneyTracker.interest`
   plus the members' and the queue catalogue's), and counts the rest;
 * a :class:`~onechance.ami.link.LinkDown` finishes every live call as ``uncertain``
-  (:func:`~onechance.journey.resync.close_for_gap`);
+  (:func:`~onechance.journey.resync.close_for_gap`); those ends are held back from the sinks until the next
+  snapshot, at most :data:`GAP_HOLD` seconds: a call the snapshot finds still going on is taken up again, and one
+  that became part of another call during the gap (a phone's transfer or pickup) is merged into it, neither
+  ever stored, counted or alerted on as a call that ended;
 * a :class:`~onechance.ami.link.Snapshot` rebuilds the calls live now
-  (:func:`~onechance.journey.resync.apply_snapshot`);
+  (:func:`~onechance.journey.resync.apply_snapshot`), then lets the held ends of the calls it did not take up go
+  to the sinks;
 * :class:`~onechance.ami.link.LinkStopped` (daemon shutdown) finishes the live calls as ``uncertain``
   (``daemon_stopped``) after everything before it was handled, and ends the consumer.
 
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["PbxPipeline", "tracker_error_hook"]
 
 log = logging.getLogger(__name__)
+
+GAP_HOLD = 30.0  # seconds the calls closed at a link loss wait for the resync before they go to the sinks
 
 #: the events the pipeline reads itself, besides the tracker's: queue names, members
 PIPELINE_EVENTS = frozenset({"Hangup", "QueueCallerJoin", *QueueMembers.EVENTS})
@@ -95,6 +101,8 @@ class PbxPipeline:
         self.resynced = False
         self.stopped = False
         self.gap: Gap | None = None
+        self._held: list[JourneyUpdate] = []  # the ends of the calls closed at the gap, until the snapshot
+        self._held_until = 0.0  # local time
         self._hung_up: set[str] = set()
         self._collect_hangups = True  # between a (re)connect and its snapshot
         self.catalog = catalog if catalog is not None else QueueCatalog()
@@ -175,6 +183,7 @@ class PbxPipeline:
             if loop.time() >= next_tick:
                 next_tick = loop.time() + self.tick_interval
                 self._dispatch(self.tracker.tick(self.pbx_now()))
+                self.release_expired()
             try:
                 item = self.queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -209,11 +218,14 @@ class PbxPipeline:
             self._collect_hangups = True
             self._hung_up.clear()
             self.resynced = False
-            if updates:
-                log.warning("%s: %d call(s) in progress closed as uncertain (%s)", self.name,
-                            sum(1 for u in updates if isinstance(u, JourneyUpdate) and u.kind == UpdateKind.ENDED),
+            ended = [u for u in updates if isinstance(u, JourneyUpdate) and u.kind == UpdateKind.ENDED]
+            if ended:
+                log.warning("%s: %d call(s) in progress closed as uncertain (%s)", self.name, len(ended),
                             item.reason)
-            self._dispatch(updates)
+            if not self._held:
+                self._held_until = time.monotonic() + GAP_HOLD
+            self._held += ended
+            self._dispatch([u for u in updates if not (isinstance(u, JourneyUpdate) and u.kind == UpdateKind.ENDED)])
         elif isinstance(item, Snapshot):
             self._dispatch(self.tracker.flush())
             if not self._clock_known and item.clock_offset is not None:
@@ -234,6 +246,9 @@ class PbxPipeline:
             self.snapshots += 1
             if updates:
                 log.info("%s: resync rebuilt %d call(s) in progress", self.name, len(updates))
+            taken_up = {u.record.call_id for u in updates if isinstance(u, JourneyUpdate)
+                        and (u.kind == UpdateKind.MERGED or (u.detail or {}).get("revived"))}
+            self._release_held(taken_up)
             self._dispatch(updates)
         elif isinstance(item, LinkStopped):
             self._stop()
@@ -300,10 +315,24 @@ class PbxPipeline:
         self._jumps_logged = jumps
         self._jumps_logged_at = now
 
+    def _release_held(self, taken_up: set[str] | frozenset[str] = frozenset()) -> None:
+        """The held ends of the calls closed at the gap go to the sinks, but those of ``taken_up``."""
+        held, self._held = self._held, []
+        self._dispatch([u for u in held if u.record.call_id not in taken_up])
+
+    def release_expired(self) -> None:
+        """The held ends go to the sinks once :data:`GAP_HOLD` passed without a snapshot (the PBX is still
+        unreachable)."""
+        if self._held and time.monotonic() >= self._held_until:
+            log.info("%s: no resync within %g s: %d call(s) closed at the link loss are recorded as ended",
+                     self.name, GAP_HOLD, len(self._held))
+            self._release_held()
+
     def _stop(self) -> None:
         if self.stopped:
             return
         self.stopped = True
+        self._release_held()
         at = max(self.pbx_now(), self.last_ts)
         updates = self.tracker.close_all(at, "daemon_stopped")
         if updates:

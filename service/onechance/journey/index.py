@@ -152,7 +152,7 @@ class ChannelIndex:
         ch.leg = leg if side == Side.OPERATOR else None
         if follow_partner and ch.partner is not None:
             p = self.channels.get(ch.partner)
-            if p is not None and (p.side != side or p.group != group):
+            if p is not None and (p.side != side or p.group != group or p.leg is not ch.leg):
                 self.set_side(p, side, group, leg, follow_partner=False)
 
     def rename(self, ch: Channel, new: str) -> None:

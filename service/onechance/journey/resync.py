@@ -113,9 +113,11 @@ def _duration(text: str | None) -> float:
 
 
 def _groups(chans: dict[str, _Snap], gap: Gap | None = None) -> list[list[str]]:
-    """Channels of one call: same Linkedid, two halves of one Local channel, or channels the tracker had in one
-    call before the gap (a phone's attended transfer joins a consultation with its own Linkedid to the caller's
-    call: its channels keep their Linkedid)."""
+    """Channels of one call: same Linkedid, two halves of one Local channel, channels the tracker had in one
+    call before the gap, or the two channels of a two-party bridge.  A phone's attended transfer joins a
+    consultation with its own Linkedid to the caller's call, and a pickup the picking phone's call: their
+    channels keep their Linkedid, and when it happened during the gap the bridge is all that tells (the
+    tracker makes such calls one at the transfer or pickup, :meth:`JourneyTracker._merge_consultation`)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -137,6 +139,13 @@ def _groups(chans: dict[str, _Snap], gap: Gap | None = None) -> list[list[str]]:
         info = gap.channels.get(uid) if gap is not None else None
         if info is not None:
             union(uid, "C:" + info.call_id)
+    bridged: dict[str, list[str]] = {}
+    for uid, c in chans.items():
+        if c.bridge:
+            bridged.setdefault(c.bridge, []).append(uid)
+    for pair in bridged.values():
+        if len(pair) == 2 and local_partner_name(chans[pair[0]].name) != chans[pair[1]].name:
+            union(pair[0], pair[1])
     groups: dict[str, list[str]] = {}
     for uid in chans:
         groups.setdefault(find(uid), []).append(uid)
@@ -153,6 +162,7 @@ class _Resync:
         self.at = at
         self.locations: list[str] = []
         self.revived: set[str] = set()
+        self.folded: dict[str, str] = {}  # call id closed at the gap -> the call it is part of now
 
     # ---- step 1: what the PBX listed -------------------------------------------------------------------
     def learn_members(self, members: Iterable[AmiMessage]) -> None:
@@ -209,7 +219,9 @@ class _Resync:
             return
         journey = call.journey
         prev = {uid: info for uid in fresh if (info := self._gap_info(uid)) is not None
-                and info.call_id == journey.call_id}
+                and (info.call_id == journey.call_id
+                     # of a call folded into this one: what served it goes on serving (its caller does not)
+                     or (self.folded.get(info.call_id) == journey.call_id and info.side != Side.CALLER))}
         added = [self._register(call, chans[uid]) for uid in fresh]
         self._assign_sides(call, added, chans, waiting, prev)
         changed = bool(added)
@@ -227,12 +239,14 @@ class _Resync:
                   waiting: dict[str, _Waiting]) -> tuple[CallState, bool]:
         """The live call these channels belong to: already followed, taken up again from the gap, or new."""
         index = self.index
-        for uid in group:
-            ch = index.get(uid)
-            if ch is not None:
-                return ch.call, False
-        old = self._closed_at_gap(group)
-        if old is not None:
+        olds = self._closed_at_gap(group)
+        live = next((ch.call for uid in group if (ch := index.get(uid)) is not None), None)
+        if live is not None:
+            self._fold(live, olds)
+            return live, False
+        if olds:
+            old = self._survivor(olds, group)
+            olds.remove(old)
             old.ended_at = None
             old.closed_reason = None
             old.hangup_by = None
@@ -242,9 +256,11 @@ class _Resync:
             call = index.new_call(old, self._originator(old.call_id, group, chans, waiting))
             call.started_emitted = True
             self.tracker.track_waiting(old)
+            self._fold(call, olds)
             return call, True
         linked = [chans[u].linkedid for u in group]
-        call_id = max(set(linked), key=linked.count)
+        # the most channels' Linkedid; of a bridge that joined two calls, the older call's (the caller's)
+        call_id = chans[max(group, key=lambda u: (linked.count(chans[u].linkedid), chans[u].duration))].linkedid
         existing = index.calls.get(call_id)
         if existing is not None:
             return existing, False
@@ -254,16 +270,43 @@ class _Resync:
         call.started_emitted = True
         return call, False
 
-    def _closed_at_gap(self, group: list[str]) -> Journey | None:
+    def _closed_at_gap(self, group: list[str]) -> list[Journey]:
+        """The calls closed at the gap that these channels belonged to (not taken up again yet)."""
         if self.gap is None:
-            return None
+            return []
+        found: dict[str, Journey] = {}
         for uid in group:
             info = self.gap.channels.get(uid)
             if info is not None and info.call_id not in self.revived and info.call_id not in self.index.calls:
                 old = self.gap.journeys.get(info.call_id)
                 if old is not None:
-                    return old
-        return None
+                    found.setdefault(old.call_id, old)
+        return list(found.values())
+
+    def _survivor(self, olds: list[Journey], group: list[str]) -> Journey:
+        """Of several calls closed at the gap whose channels are now one call, the one that goes on: the one
+        whose caller is still there (the transferred or picked-up caller's), else the oldest."""
+        assert self.gap is not None
+        with_caller = {info.call_id for uid in group if (info := self.gap.channels.get(uid)) is not None
+                       and info.side == Side.CALLER}
+        return min(olds, key=lambda j: (j.call_id not in with_caller, j.started_at))
+
+    def _fold(self, call: CallState, others: list[Journey]) -> None:
+        """Calls closed at the gap that became part of ``call`` meanwhile (a transfer or a pickup the gap hid):
+        their visits and operators move over, and each is reported ``MERGED`` into it, never as a call of its
+        own."""
+        j = call.journey
+        for other in others:
+            self.revived.add(other.call_id)
+            j.visits.extend(other.visits)
+            j.visits.sort(key=lambda v: v.joined_at)
+            j.legs.extend(other.legs)
+            j.legs.sort(key=lambda leg: leg.caller_talk_start or leg.rang_at)
+            j.started_at = min(j.started_at, other.started_at)
+            self.tracker.unwatch(other.call_id, other.caller)
+            self.tracker.track_waiting(j)
+            self.folded[other.call_id] = j.call_id
+            self.tracker.report_gone(UpdateKind.MERGED, other, self.at, into=j.call_id)
 
     @staticmethod
     def _originator(call_id: str, group: list[str], chans: dict[str, _Snap], waiting: dict[str, _Waiting]) -> str:

@@ -430,6 +430,11 @@ class JourneyTracker:
         j.updated_at = max(j.updated_at, ts)
         self._pending.append((kind, call, ts, detail or None))
 
+    def report_gone(self, kind: UpdateKind, journey: Journey, ts: float, **detail: object) -> None:
+        """Report an update of a call that is not live (one closed at a link gap, merged at the resync)."""
+        journey.updated_at = max(journey.updated_at, ts)
+        self._pending.append(JourneyUpdate(kind, record_of(journey, self.policy), ts, detail or None))
+
     def track_queue_leg(self, leg: OperatorLeg) -> None:
         """An answered queue leg, to be found by ``AgentComplete`` (which may lack its channel blocks)."""
         if leg.kind == LegKind.QUEUE and leg.queue and leg.interface and leg.ended_at is None:
@@ -1076,12 +1081,21 @@ class JourneyTracker:
         """Another phone picked up a ringing call: that phone's person talks, not the member who was rung."""
         h = msg.headers
         target = self.index.get(h.get("TargetUniqueid"))
-        if target is None or target.leg is None:
+        if target is None or (target.leg is None and target.side not in (Side.OPERATOR, None)):
             return
-        leg = target.leg
         picker = clean(h.get("CallerIDNum")) or extension_of(h.get("Channel") or "")
         interface = (h.get("Channel") or "").rsplit("-", 1)[0] or None
         label = self.members.get(interface or "") or self._label_for_extension(picker) or picker
+        leg = target.leg
+        if leg is None:
+            # a phone ringing for the caller whose ring a link gap hid (the resync found the channel, not the
+            # AgentCalled or DialBegin that made its leg): the picking phone's leg starts here
+            visit = next((v for v in reversed(target.call.journey.caller_visits())
+                          if v.result is VisitResult.WAITING), None)
+            leg = OperatorLeg(operator=label, kind=LegKind.QUEUE if visit is not None else LegKind.DIAL,
+                              channel=target.uid, queue=visit.queue if visit is not None else None,
+                              interface=interface, group=CALLER_GROUP, rang_at=ts)
+            target.call.journey.legs.append(leg)
         leg.operator = label
         leg.interface = interface
         leg.picked_up = True
