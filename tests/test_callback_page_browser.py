@@ -23,12 +23,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from onechance.demo import DemoPbx
@@ -164,11 +163,27 @@ def open_url(d: WebDriver, url: str) -> None:
     wait_ready(d)
 
 
+def _gone(el: WebElement) -> Callable[[WebDriver], bool]:
+    """``EC.staleness_of``, also when chromedriver says so with "Node with given id does not belong to the
+    document" (a WebDriverException, not a StaleElementReferenceException) for an element of a page left."""
+    def check(_d: WebDriver) -> bool:
+        try:
+            el.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in (exc.msg or ""):
+                return True
+            raise
+        return False
+    return check
+
+
 def submit(d: WebDriver, form: WebElement) -> None:
     """Press the form's button and wait for the next page."""
     html = d.find_element(By.TAG_NAME, "html")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(d, 15, poll_frequency=0.05).until(EC.staleness_of(html), "the form did not lead to a new page")
+    WebDriverWait(d, 15, poll_frequency=0.05).until(_gone(html), "the form did not lead to a new page")
     wait_ready(d)
 
 
