@@ -39,7 +39,7 @@ from .ami.items import AmiEvent, AmiEvents, LinkDown, LinkItem, LinkState, LinkS
 from .ami.parser import AmiMessage, EventFilter
 from .errors import RateLimitedLog
 from .journey import JourneyTracker, JourneyUpdate, Update, UpdateKind
-from .journey.resync import Gap, apply_snapshot, close_for_gap
+from .journey.resync import Gap, TakeUp, apply_snapshot, close_for_gap
 from .members import QueueMembers
 from .queues import QueueCatalog
 from .sinks import Sink
@@ -215,6 +215,7 @@ class PbxPipeline:
             self._dispatch(self.tracker.flush())  # events held while a timestamp was judged came before
             at = max(item.at + self.offset, self.last_ts)
             updates, self.gap = close_for_gap(self.tracker, at, item.reason, self.gap)
+            self.tracker.index.closed = TakeUp(self.tracker, self.gap, at)  # until the snapshot
             self._collect_hangups = True
             self._hung_up.clear()
             self.resynced = False
@@ -237,6 +238,10 @@ class PbxPipeline:
                     self.catalog.label(self.name, q)
             if item.complete:
                 self.members.replace(item.members)
+            takeup = self.tracker.index.closed
+            self.tracker.index.closed = None
+            if isinstance(takeup, TakeUp):
+                takeup.settle({m.headers.get("Uniqueid") or "" for m in item.channels}, at)
             updates = apply_snapshot(self.tracker, channels=item.channels, entries=item.entries,
                                      members=item.members, at=at, gap=self.gap, hung_up=self._hung_up)
             self.gap = None
@@ -246,9 +251,7 @@ class PbxPipeline:
             self.snapshots += 1
             if updates:
                 log.info("%s: resync rebuilt %d call(s) in progress", self.name, len(updates))
-            taken_up = {u.record.call_id for u in updates if isinstance(u, JourneyUpdate)
-                        and (u.kind == UpdateKind.MERGED or (u.detail or {}).get("revived"))}
-            self._release_held(taken_up)
+            self._release_held(_taken_up(updates))
             self._dispatch(updates)
         elif isinstance(item, LinkStopped):
             self._stop()
@@ -266,6 +269,10 @@ class PbxPipeline:
                 self._side(event, msg)
             updates = feed(msg, arrival + self.offset)
             if updates:
+                if self._held:  # a call closed at the gap, seen again before the resync: not ended
+                    taken_up = _taken_up(updates)
+                    if taken_up:
+                        self._held = [u for u in self._held if u.record.call_id not in taken_up]
                 self._dispatch(updates)
         reference = clock.reference
         if reference is None and self.untimed >= 0:
@@ -332,6 +339,7 @@ class PbxPipeline:
         if self.stopped:
             return
         self.stopped = True
+        self.tracker.index.closed = None
         self._release_held()
         at = max(self.pbx_now(), self.last_ts)
         updates = self.tracker.close_all(at, "daemon_stopped")
@@ -348,3 +356,9 @@ class PbxPipeline:
                     name = type(sink).__name__
                     self.sink_errors[name] = self.sink_errors.get(name, 0) + 1
                     self.errors.failed(f"sink:{name}", f"{self.name}: sink {name} failed on an update", exc)
+
+
+def _taken_up(updates: Iterable[Update]) -> set[str]:
+    """The calls closed at a gap that ``updates`` take up again or merge into another call."""
+    return {u.record.call_id for u in updates if isinstance(u, JourneyUpdate)
+            and (u.kind == UpdateKind.MERGED or (u.detail or {}).get("revived"))}

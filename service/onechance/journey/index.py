@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Protocol
 
 from .model import Journey, OperatorLeg, Side
 
@@ -65,6 +66,15 @@ class CallState:
         return any(ch.side == Side.CALLER and ch.alive and not ch.hangup_requested for ch in self.channels.values())
 
 
+class ClosedAtGap(Protocol):
+    """What a link gap closed, for the events that arrive after the reconnection and before the resync
+    (:class:`~onechance.journey.resync.TakeUp`): a channel or call seen again is taken up at once."""
+
+    def channel(self, uid: str) -> Channel | None: ...
+
+    def call(self, call_id: str) -> CallState | None: ...
+
+
 class ChannelIndex:
     """Live calls by call id, their channels by Uniqueid and name, bridges, and the ids of ended calls."""
 
@@ -75,10 +85,16 @@ class ChannelIndex:
         self._bridges: dict[str, set[str]] = {}  # bridge id -> Uniqueids in it
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._remember = remember_ended
+        self.closed: ClosedAtGap | None = None  # between a link loss and the resync
 
     # ---- lookups -------------------------------------------------------------------------------------------
     def get(self, uid: str | None) -> Channel | None:
-        return self.channels.get(uid) if uid else None
+        if not uid:
+            return None
+        ch = self.channels.get(uid)
+        if ch is None and self.closed is not None:
+            return self.closed.channel(uid)
+        return ch
 
     def by_name(self, name: str) -> Channel | None:
         uid = self._by_name.get(name)

@@ -29,7 +29,7 @@ from .model import CALLER_GROUP, Journey, LegKind, OperatorLeg, QueueVisit, Side
 from .tracker import JourneyTracker, clean, extension_of
 from .updates import Update
 
-__all__ = ["Gap", "apply_snapshot", "close_for_gap"]
+__all__ = ["Gap", "TakeUp", "apply_snapshot", "close_for_gap"]
 
 _CHANNEL_SUFFIX = re.compile(r"^(.*)-[0-9a-fA-F]{8}(?:;[12])?$")
 
@@ -77,6 +77,89 @@ def close_for_gap(tracker: JourneyTracker, at: float, reason: str = "link_lost",
         gap.merge(new)
         return updates, gap
     return updates, new
+
+
+def _reopen(tracker: JourneyTracker, old: Journey, originator: str) -> CallState:
+    """A call closed at the gap is live again (the same journey, still ``uncertain``)."""
+    old.ended_at = None
+    old.closed_reason = None
+    old.hangup_by = None
+    old.uncertain = True
+    tracker.unwatch(old.call_id, old.caller)
+    call = tracker.index.new_call(old, originator)
+    call.started_emitted = True
+    tracker.track_waiting(old)
+    return call
+
+
+class TakeUp:
+    """Between the reconnection and the resync, an event about a call the gap closed shows that it goes on:
+    the call is taken up again at once (reported ``STARTED`` with ``revived``), with every channel the tracker
+    knew it had, so the events that follow (an answer, a transfer, the hang-up) are followed as without the
+    gap.  A waiting visit the gap made ``unknown`` stays so (its end was not seen); a talk the gap cut short goes
+    on.  Channels that hung up during the gap are not known yet: :meth:`settle`, at the resync, drops those the
+    PBX no longer lists (and ends the call, ``uncertain``, when none of it is left)."""
+
+    def __init__(self, tracker: JourneyTracker, gap: Gap, at: float) -> None:
+        self.tracker = tracker
+        self.gap = gap
+        self.at = at
+        self.unconfirmed: dict[str, list[str]] = {}  # call id -> channels taken up with it
+
+    def call(self, call_id: str) -> CallState | None:
+        index = self.tracker.index
+        live = index.calls.get(call_id)
+        if live is not None:
+            return live
+        old = self.gap.journeys.get(call_id)
+        if old is None or old.ended_at is None:
+            return None
+        index.closed = None  # (no lookup of the gap from inside the take-up)
+        try:
+            call = _reopen(self.tracker, old, call_id)
+            uids = [uid for uid, info in self.gap.channels.items() if info.call_id == call_id]
+            for uid in uids:
+                self._channel(call, uid, self.gap.channels[uid])
+            self.unconfirmed[call_id] = uids
+            self.tracker.report(UpdateKind.STARTED, call, self.at, resync=True, revived=True)
+        finally:
+            index.closed = self
+        return call
+
+    def _channel(self, call: CallState, uid: str, info: _ChanInfo) -> None:
+        index = self.tracker.index
+        ch = index.add_channel(call, uid, info.name)
+        index.set_side(ch, info.side, info.group, info.leg, follow_partner=False)
+        ch.app_queue = info.app_queue
+        leg = info.leg
+        if leg is not None and self.gap.talking.get(id(leg)) is leg and leg.ended_at is not None:
+            leg.ended_at = None  # the talk went on across the gap (its end is seen from here)
+            leg.ended_by = None
+            self.tracker.track_queue_leg(leg)
+
+    def channel(self, uid: str) -> Channel | None:
+        info = self.gap.channels.get(uid)
+        if info is None or info.call_id in self.unconfirmed:
+            return None  # not of a call closed at the gap, or of one taken up already (and gone since)
+        call = self.call(info.call_id)
+        return call.channels.get(uid) if call is not None else None
+
+    def settle(self, listed: Collection[str], at: float) -> None:
+        """At the resync: the channels taken up that the PBX no longer lists hung up during the gap."""
+        index = self.tracker.index
+        for call_id, uids in self.unconfirmed.items():
+            call = index.calls.get(call_id)
+            if call is None:
+                continue
+            for uid in uids:
+                ch = call.channels.get(uid)
+                if ch is None or not ch.alive or uid in listed:
+                    continue
+                ch.alive = False
+                if ch.leg is not None and ch.leg.started_at is not None and ch.leg.ended_at is None:
+                    ch.leg.ended_at = self.gap.at  # the last moment it was known to talk
+            if not any(ch.alive for ch in call.channels.values()):
+                self.tracker.close_call(call, at, "link_lost")
 
 
 @dataclass(slots=True)
@@ -240,24 +323,21 @@ class _Resync:
         """The live call these channels belong to: already followed, taken up again from the gap, or new."""
         index = self.index
         olds = self._closed_at_gap(group)
-        live = next((ch.call for uid in group if (ch := index.get(uid)) is not None), None)
-        if live is not None:
-            self._fold(live, olds)
-            return live, False
-        if olds:
-            old = self._survivor(olds, group)
-            olds.remove(old)
-            old.ended_at = None
-            old.closed_reason = None
-            old.hangup_by = None
-            old.uncertain = True
-            self.revived.add(old.call_id)
-            self.tracker.unwatch(old.call_id, old.caller)
-            call = index.new_call(old, self._originator(old.call_id, group, chans, waiting))
-            call.started_emitted = True
-            self.tracker.track_waiting(old)
+        lives = list({id(ch.call): ch.call for uid in group if (ch := index.get(uid)) is not None}.values())
+        if lives or olds:
+            survivor = self._survivor([c.journey for c in lives] + olds, group)
+            revived = survivor in olds
+            if revived:
+                olds.remove(survivor)
+                self.revived.add(survivor.call_id)
+                call = _reopen(self.tracker, survivor, self._originator(survivor.call_id, group, chans, waiting))
+            else:
+                call = next(c for c in lives if c.journey is survivor)
+            for other in lives:
+                if other is not call:
+                    self._fold_live(call, other)
             self._fold(call, olds)
-            return call, True
+            return call, revived
         linked = [chans[u].linkedid for u in group]
         # the most channels' Linkedid; of a bridge that joined two calls, the older call's (the caller's)
         call_id = chans[max(group, key=lambda u: (linked.count(chans[u].linkedid), chans[u].duration))].linkedid
@@ -283,13 +363,30 @@ class _Resync:
                     found.setdefault(old.call_id, old)
         return list(found.values())
 
-    def _survivor(self, olds: list[Journey], group: list[str]) -> Journey:
-        """Of several calls closed at the gap whose channels are now one call, the one that goes on: the one
-        whose caller is still there (the transferred or picked-up caller's), else the oldest."""
-        assert self.gap is not None
-        with_caller = {info.call_id for uid in group if (info := self.gap.channels.get(uid)) is not None
-                       and info.side == Side.CALLER}
-        return min(olds, key=lambda j: (j.call_id not in with_caller, j.started_at))
+    def _survivor(self, journeys: list[Journey], group: list[str]) -> Journey:
+        """Of several calls whose channels are now one call (live, or closed at the gap), the one that goes on:
+        the one whose caller is still there (the transferred or picked-up caller's), else the oldest."""
+        with_caller = set()
+        for uid in group:
+            ch = self.index.channels.get(uid)
+            info = self.gap.channels.get(uid) if self.gap is not None else None
+            if ch is not None and ch.side == Side.CALLER:
+                with_caller.add(ch.call.journey.call_id)
+            elif ch is None and info is not None and info.side == Side.CALLER:
+                with_caller.add(info.call_id)
+        return min(journeys, key=lambda j: (j.call_id not in with_caller, j.started_at))
+
+    def _fold_live(self, call: CallState, other: CallState) -> None:
+        """A live call that became part of ``call`` while unseen (a transfer the gap hid, both calls taken up
+        since): its channels move over, the caller side of it as a consultation's (the phone that handed the
+        caller over), and it is reported ``MERGED`` into ``call``."""
+        index = self.index
+        for ch in list(other.channels.values()):
+            index.move_channel(ch, call)
+            if ch.side in (Side.CALLER, None):
+                index.set_side(ch, Side.CONSULT, other.journey.call_id, follow_partner=False)
+        index.drop(other)
+        self._fold(call, [other.journey])
 
     def _fold(self, call: CallState, others: list[Journey]) -> None:
         """Calls closed at the gap that became part of ``call`` meanwhile (a transfer or a pickup the gap hid):

@@ -347,6 +347,10 @@ class JourneyTracker:
         self.index.clear_bridges()
         return self.take_updates()
 
+    def close_call(self, call: CallState, at: float, reason: str) -> None:
+        """Finish one call as ``uncertain`` (its end could not be seen; for the resync)."""
+        self._finish(call, at, reason=reason)
+
     def live(self) -> list[CallRecord]:
         """A record of every call in progress."""
         return [record_of(c.journey, self.policy) for c in self.index.calls.values()]
@@ -462,13 +466,14 @@ class JourneyTracker:
         if not uid or uid == "none":
             return None
         index = self.index
-        ch = index.channels.get(uid)
+        ch = index.get(uid)
         if ch is not None:
             return ch
         if not create or index.is_ended(uid):
             return None
         linkedid = h.get(prefix + "Linkedid") or uid
-        if index.is_ended(linkedid) and linkedid not in index.calls:
+        if index.is_ended(linkedid) and linkedid not in index.calls and (
+                index.closed is None or index.closed.call(linkedid) is None):
             return None
         call = index.call_for(None, linkedid)
         if call is None:
