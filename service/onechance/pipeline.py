@@ -240,10 +240,10 @@ class PbxPipeline:
                 self.members.replace(item.members)
             takeup = self.tracker.index.closed
             self.tracker.index.closed = None
-            if isinstance(takeup, TakeUp):
-                takeup.settle({m.headers.get("Uniqueid") or "" for m in item.channels}, at)
-            updates = apply_snapshot(self.tracker, channels=item.channels, entries=item.entries,
-                                     members=item.members, at=at, gap=self.gap, hung_up=self._hung_up)
+            settled = (takeup.settle({m.headers.get("Uniqueid") or "" for m in item.channels}, at)
+                       if isinstance(takeup, TakeUp) else [])
+            updates = settled + apply_snapshot(self.tracker, channels=item.channels, entries=item.entries,
+                                               members=item.members, at=at, gap=self.gap, hung_up=self._hung_up)
             self.gap = None
             self._hung_up.clear()
             self._collect_hangups = False

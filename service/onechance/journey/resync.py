@@ -54,7 +54,16 @@ class Gap:
     talking: dict[int, OperatorLeg] = field(default_factory=dict)  # id -> leg the gap cut short
 
     def merge(self, later: Gap) -> None:
-        self.journeys.update(later.journeys)
+        """Another link loss before a resync: what it knew of a call (taken up again meanwhile) replaces what
+        this one knew (channels that hung up since are no longer the call's, legs that ended no longer talk)."""
+        again = later.journeys
+        if again:
+            for uid in [u for u, info in self.channels.items() if info.call_id in again]:
+                del self.channels[uid]
+            for j in again.values():
+                for leg in j.legs:
+                    self.talking.pop(id(leg), None)
+        self.journeys.update(again)
         self.channels.update(later.channels)
         self.talking.update(later.talking)
 
@@ -77,6 +86,12 @@ def close_for_gap(tracker: JourneyTracker, at: float, reason: str = "link_lost",
         gap.merge(new)
         return updates, gap
     return updates, new
+
+
+def _closed_by_gap(j: Journey) -> bool:
+    """Still as a link loss closed it: not taken up since (live), nor taken up and then really ended (what is
+    left of it, e.g. consultation channels outliving the caller, never brings it back)."""
+    return j.ended_at is not None and j.closed_reason is not None
 
 
 def _reopen(tracker: JourneyTracker, old: Journey, originator: str) -> CallState:
@@ -112,7 +127,7 @@ class TakeUp:
         if live is not None:
             return live
         old = self.gap.journeys.get(call_id)
-        if old is None or old.ended_at is None:
+        if old is None or not _closed_by_gap(old):
             return None
         index.closed = None  # (no lookup of the gap from inside the take-up)
         try:
@@ -144,8 +159,9 @@ class TakeUp:
         call = self.call(info.call_id)
         return call.channels.get(uid) if call is not None else None
 
-    def settle(self, listed: Collection[str], at: float) -> None:
-        """At the resync: the channels taken up that the PBX no longer lists hung up during the gap."""
+    def settle(self, listed: Collection[str], at: float) -> list[Update]:
+        """At the resync: the channels taken up that the PBX no longer lists hung up during the gap; the
+        updates (a call ended when nothing of it is left)."""
         index = self.tracker.index
         for call_id, uids in self.unconfirmed.items():
             call = index.calls.get(call_id)
@@ -160,6 +176,7 @@ class TakeUp:
                     ch.leg.ended_at = self.gap.at  # the last moment it was known to talk
             if not any(ch.alive for ch in call.channels.values()):
                 self.tracker.close_call(call, at, "link_lost")
+        return self.tracker.take_updates()
 
 
 @dataclass(slots=True)
@@ -246,11 +263,13 @@ class _Resync:
         self.locations: list[str] = []
         self.revived: set[str] = set()
         self.folded: dict[str, str] = {}  # call id closed at the gap -> the call it is part of now
+        self.early: list[Update] = []  # updates the tracker gave while the members were learnt
 
     # ---- step 1: what the PBX listed -------------------------------------------------------------------
     def learn_members(self, members: Iterable[AmiMessage]) -> None:
         for m in members:
-            self.tracker.feed(m, self.at)  # learns member names (QueueMember: Name, Location)
+            # learns member names (QueueMember: Name, Location); what it reports is kept for the caller
+            self.early += self.tracker.feed(m, self.at)
             loc = m.headers.get("Location")
             if loc:
                 self.locations.append(loc)
@@ -273,8 +292,11 @@ class _Resync:
 
     def _followable(self, c: _Snap) -> bool:
         gap = self.gap
-        if gap is not None and (c.uid in gap.channels or c.linkedid in gap.journeys):
-            return True
+        if gap is not None:
+            info = gap.channels.get(c.uid)
+            old = gap.journeys.get(info.call_id if info is not None else c.linkedid)
+            if old is not None and _closed_by_gap(old):
+                return True
         index = self.index
         return not index.is_ended(c.uid) and (not index.is_ended(c.linkedid) or c.linkedid in index.calls)
 
@@ -359,7 +381,7 @@ class _Resync:
             info = self.gap.channels.get(uid)
             if info is not None and info.call_id not in self.revived and info.call_id not in self.index.calls:
                 old = self.gap.journeys.get(info.call_id)
-                if old is not None:
+                if old is not None and _closed_by_gap(old):
                     found.setdefault(old.call_id, old)
         return list(found.values())
 
@@ -554,4 +576,4 @@ def apply_snapshot(
     waiting = rs.waiting_callers(entries, chans)
     for group in _groups(chans, gap):
         rs.take_up(group, chans, waiting)
-    return tracker.take_updates()
+    return rs.early + tracker.take_updates()
