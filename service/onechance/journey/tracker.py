@@ -466,7 +466,9 @@ class JourneyTracker:
         if not uid or uid == "none":
             return None
         index = self.index
-        ch = index.get(uid)
+        ch = index.channels.get(uid)
+        if ch is None and index.closed is not None:  # a call a link gap closed, seen again before the resync
+            ch = index.closed.channel(uid)
         if ch is not None:
             return ch
         if not create or index.is_ended(uid):
