@@ -237,7 +237,7 @@ def _cut_everywhere(name: str, length: int, late: int = 0) -> list[tuple[int, se
     return bad
 
 
-@pytest.mark.parametrize("length, late", [(1, 0), (4, 0), (1, 3), (4, 8)])
+@pytest.mark.parametrize("length, late", [(1, 0), (4, 0), (1, 3), (4, 8), (10, 10)])
 def test_a_phone_s_consultation_transferred_during_a_gap_is_never_a_call_of_its_own(length, late):
     """A SIP phone's attended transfer: its consultation has its own Linkedid and becomes part of the caller's
     call at the transfer.  A link gap anywhere (the transfer hidden in it, or the consultation closed at the gap
@@ -341,3 +341,106 @@ def test_a_link_that_drops_again_before_the_resync_loses_no_call(name, first, se
     resync gave it was swallowed: 3 calls of 246 never stored.  Every call is told ended exactly once, at
     every position of every capture."""
     assert _flapping(name, first, second) == []
+
+
+class Synth:
+    """A hand-written stream through a pipeline: ``ev`` applies an event to the PBX's state and, when ``live``,
+    delivers it (an event the link did not deliver is one a gap hid)."""
+
+    def __init__(self) -> None:
+        self.tracker = JourneyTracker()
+        self.out = JourneyLog()
+        self.seen = _Seen()
+        self.pipeline = PbxPipeline(self.tracker, asyncio.Queue(), [self.out, self.seen], name="x")
+        self.state = PbxState()
+        self.t = 1795368760.0
+        self.pipeline.handle(snapshot_of(self.state))
+
+    def ev(self, event: str, *, live: bool = True, **h: str) -> None:
+        self.t += 1.0
+        msg = AmiMessage({"Event": event, "Timestamp": f"{self.t:.6f}", **h})
+        self.state.apply(msg)
+        if live:
+            self.pipeline.handle(AmiEvent(msg, self.t))
+
+    def caller_in_queue(self, uid: str = "1.0", name: str = "PJSIP/trunk-00000001") -> dict[str, str]:
+        block = {"Channel": name, "Uniqueid": uid, "Linkedid": uid}
+        self.ev("Newchannel", CallerIDNum="+3725550001", CallerIDName="x", ChannelState="4", Context="from-ext",
+                Exten="s", **block)
+        self.ev("Newexten", Application="Queue", AppData="support", **block)
+        self.ev("QueueCallerJoin", Queue="support", Position="1", Count="1", CallerIDNum="+3725550001", **block)
+        return block
+
+    def ended(self, call_id: str) -> int:
+        return self.seen.updates.count(("ended", call_id))
+
+
+def test_two_callers_alone_in_one_bridge_stay_two_calls_across_a_gap():
+    """Two callers in one conference room (or parking lot) share a two-party bridge: not a transfer."""
+    s = Synth()
+    blocks = []
+    for uid in ("100.1", "100.2"):
+        b = {"Channel": f"PJSIP/trunk-{uid}", "Uniqueid": uid, "Linkedid": uid}
+        s.ev("Newchannel", CallerIDNum="+3725550001", ChannelState="4", Context="from-ext", Exten="s", **b)
+        s.ev("BridgeEnter", BridgeUniqueid="conf-b1", **b)
+        blocks.append(b)
+    s.pipeline.handle(LinkDown(s.t, "link_lost"))
+    s.pipeline.handle(snapshot_of(s.state))
+    for b in blocks:
+        s.ev("BridgeLeave", BridgeUniqueid="conf-b1", **b)
+        s.ev("Hangup", Cause="16", **b)
+    assert ("merged", "100.2") not in s.seen.updates
+    assert s.ended("100.1") == 1 and s.ended("100.2") == 1
+
+
+def test_a_call_taken_up_through_a_held_event_is_told_ended_once():
+    """An event whose timestamp jumped is held by the clock guard and applied later (at the snapshot, or at a
+    tick): when it takes a call up, the end the gap gave that call is dropped as for any other event."""
+    s = Synth()
+    caller = s.caller_in_queue()
+    s.pipeline.handle(LinkDown(s.t, "link_lost"))
+    jumped = AmiMessage({"Event": "DTMFEnd", "Timestamp": f"{s.t + 1000:.6f}", "Digit": "1",
+                         "Direction": "Received", **caller})
+    s.pipeline.handle(AmiEvent(jumped, s.t))
+    s.pipeline.handle(snapshot_of(s.state))
+    s.ev("QueueCallerAbandon", Queue="support", **caller)
+    s.ev("Hangup", Cause="16", **caller)
+    s.pipeline.handle(LinkStopped())
+    assert s.ended("1.0") == 1
+
+
+def test_a_refused_channel_list_does_not_end_the_calls_taken_up():
+    s = Synth()
+    caller = s.caller_in_queue()
+    s.pipeline.handle(LinkDown(s.t, "link_lost"))
+    s.ev("Newchannel", Channel="Local/101@agents-00000002;1", Uniqueid="1.1", Linkedid="1.0", CallerIDNum="101")
+    snap = snapshot_of(s.state)
+    snap.channels, snap.complete, snap.channels_complete = [], False, False  # CoreShowChannels refused
+    s.pipeline.handle(snap)
+    assert "1.0" in s.tracker.calls  # what hung up is not known: the call goes on
+    s.ev("QueueCallerAbandon", Queue="support", **caller)
+    s.ev("Hangup", Cause="16", **caller)
+    s.pipeline.handle(LinkStopped())
+    (record,) = s.out.ordered(s.tracker)
+    assert record.closed_reason is None and s.ended("1.0") == 1
+
+
+def test_an_answer_the_gap_hid_is_found_when_the_call_was_taken_up_before_the_lists():
+    """The call is taken up by an event before the lists: its caller's bridge (cleared at the gap) comes back
+    from the lists, and the operator bridged with it gets its answered leg."""
+    s = Synth()
+    caller = s.caller_in_queue()
+    s.pipeline.handle(LinkDown(s.t, "link_lost"))
+    op = {"Channel": "PJSIP/101-00000002", "Uniqueid": "1.1", "Linkedid": "1.0"}
+    s.ev("Newchannel", live=False, CallerIDNum="101", **op)
+    s.ev("Newexten", live=False, Application="AppQueue", AppData="(Outgoing Line)", **op)
+    s.ev("QueueCallerLeave", live=False, Queue="support", **caller)
+    s.ev("BridgeEnter", live=False, BridgeUniqueid="b1", **op)
+    s.ev("BridgeEnter", live=False, BridgeUniqueid="b1", **caller)
+    s.ev("Newchannel", Channel="PJSIP/102-00000003", Uniqueid="1.2", Linkedid="1.0", CallerIDNum="102")
+    s.ev("Hangup", Channel="PJSIP/102-00000003", Uniqueid="1.2", Linkedid="1.0", Cause="16")
+    s.pipeline.handle(snapshot_of(s.state))
+    s.ev("Hangup", Cause="16", **op)
+    s.ev("Hangup", Cause="16", **caller)
+    (record,) = s.out.ordered(s.tracker)
+    assert str(record.outcome) == "answered" and record.operators == ["101"]

@@ -223,8 +223,7 @@ class PbxPipeline:
             if ended:
                 log.warning("%s: %d call(s) in progress closed as uncertain (%s)", self.name, len(ended),
                             item.reason)
-            if not self._held:
-                self._held_until = time.monotonic() + GAP_HOLD
+            self._held_until = time.monotonic() + GAP_HOLD  # from the latest loss
             self._held += ended
             self._dispatch([u for u in updates if not (isinstance(u, JourneyUpdate) and u.kind == UpdateKind.ENDED)])
         elif isinstance(item, Snapshot):
@@ -240,10 +239,13 @@ class PbxPipeline:
                 self.members.replace(item.members)
             takeup = self.tracker.index.closed
             self.tracker.index.closed = None
+            # (a refused channel list says nothing of what hung up: the calls taken up stay as they are)
             settled = (takeup.settle({m.headers.get("Uniqueid") or "" for m in item.channels}, at)
-                       if isinstance(takeup, TakeUp) else [])
+                       if isinstance(takeup, TakeUp) and item.channels_complete else [])
             updates = settled + apply_snapshot(self.tracker, channels=item.channels, entries=item.entries,
                                                members=item.members, at=at, gap=self.gap, hung_up=self._hung_up)
+            if isinstance(takeup, TakeUp):
+                updates += takeup.end_kept()
             self.gap = None
             self._hung_up.clear()
             self._collect_hangups = False
@@ -269,10 +271,6 @@ class PbxPipeline:
                 self._side(event, msg)
             updates = feed(msg, arrival + self.offset)
             if updates:
-                if self._held:  # a call closed at the gap, seen again before the resync: not ended
-                    taken_up = _taken_up(updates)
-                    if taken_up:
-                        self._held = [u for u in self._held if u.record.call_id not in taken_up]
                 self._dispatch(updates)
         reference = clock.reference
         if reference is None and self.untimed >= 0:
@@ -348,6 +346,10 @@ class PbxPipeline:
         self._dispatch(updates)
 
     def _dispatch(self, updates: list[Update]) -> None:
+        if self._held:  # a call closed at the gap, seen again before the resync (by any path): not ended
+            taken_up = _taken_up(updates)
+            if taken_up:
+                self._held = [u for u in self._held if u.record.call_id not in taken_up]
         for update in updates:
             for sink in self.sinks:
                 try:

@@ -76,6 +76,7 @@ class Snapshot:
     arrival: float = 0.0  # local time the QueueStatus list ended (where the snapshot sits in the stream)
     clock_offset: float | None = None  # PBX clock minus local clock, from a Ping answered just before
     complete: bool = True
+    channels_complete: bool = True  # False when CoreShowChannels was refused (what hung up is not known)
 
 
 @dataclass(slots=True)

@@ -144,6 +144,7 @@ class Session:
         # queued.
         def channels(responses: Responses) -> None:
             snap.channels = self._list_items("CoreShowChannels", responses, snap)
+            snap.channels_complete = snap.complete
 
         def queued(responses: Responses) -> None:
             # runs inside data_received, right where the list ends: queue the snapshot there

@@ -74,6 +74,8 @@ class ClosedAtGap(Protocol):
 
     def call(self, call_id: str) -> CallState | None: ...
 
+    def keeps(self, call: CallState, ts: float) -> bool: ...
+
 
 class ChannelIndex:
     """Live calls by call id, their channels by Uniqueid and name, bridges, and the ids of ended calls."""

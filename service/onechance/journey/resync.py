@@ -120,6 +120,7 @@ class TakeUp:
         self.gap = gap
         self.at = at
         self.unconfirmed: dict[str, list[str]] = {}  # call id -> channels taken up with it
+        self.ending: dict[str, float] = {}  # call id -> when its caller hung up, other channels still up
 
     def call(self, call_id: str) -> CallState | None:
         index = self.tracker.index
@@ -158,6 +159,26 @@ class TakeUp:
             return None  # not of a call closed at the gap, or of one taken up already (and gone since)
         call = self.call(info.call_id)
         return call.channels.get(uid) if call is not None else None
+
+    def keeps(self, call: CallState, ts: float) -> bool:
+        """A call taken up here whose caller hung up while some of its channels are still up is not over yet:
+        they may be a transfer the gap hid, which the resync folds into the caller's call.  Ended after the
+        resync (:meth:`end_kept`), as of ``ts``, if it is still on its own."""
+        call_id = call.journey.call_id
+        if call_id in self.unconfirmed and any(ch.alive for ch in call.channels.values()):
+            self.ending.setdefault(call_id, ts)
+            return True
+        return False
+
+    def end_kept(self) -> list[Update]:
+        """After the resync: the calls :meth:`keeps` kept that are still on their own end, their caller gone."""
+        index = self.tracker.index
+        for call_id, ts in self.ending.items():
+            call = index.calls.get(call_id)
+            if call is not None and not call.caller_present():
+                self.tracker.close_call(call, max(ts, call.journey.updated_at), None)
+        self.ending.clear()
+        return self.tracker.take_updates()
 
     def settle(self, listed: Collection[str], at: float) -> list[Update]:
         """At the resync: the channels taken up that the PBX no longer lists hung up during the gap; the
@@ -214,10 +235,10 @@ def _duration(text: str | None) -> float:
 
 def _groups(chans: dict[str, _Snap], gap: Gap | None = None) -> list[list[str]]:
     """Channels of one call: same Linkedid, two halves of one Local channel, channels the tracker had in one
-    call before the gap, or the two channels of a two-party bridge.  A phone's attended transfer joins a
-    consultation with its own Linkedid to the caller's call, and a pickup the picking phone's call: their
-    channels keep their Linkedid, and when it happened during the gap the bridge is all that tells (the
-    tracker makes such calls one at the transfer or pickup, :meth:`JourneyTracker._merge_consultation`)."""
+    call before the gap, or the two channels of a two-party bridge that handed a caller over
+    (:func:`_handed_over`).  A phone's attended transfer joins a consultation with its own Linkedid to the
+    caller's call: its channels keep their Linkedid, and when it happened during the gap the bridge is all
+    that tells (the tracker makes such calls one at the transfer, :meth:`JourneyTracker._merge_consultation`)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -244,12 +265,24 @@ def _groups(chans: dict[str, _Snap], gap: Gap | None = None) -> list[list[str]]:
         if c.bridge:
             bridged.setdefault(c.bridge, []).append(uid)
     for pair in bridged.values():
-        if len(pair) == 2 and local_partner_name(chans[pair[0]].name) != chans[pair[1]].name:
+        if len(pair) == 2 and _handed_over(pair[0], pair[1], gap):
             union(pair[0], pair[1])
     groups: dict[str, list[str]] = {}
     for uid in chans:
         groups.setdefault(find(uid), []).append(uid)
     return list(groups.values())
+
+
+def _handed_over(a: str, b: str, gap: Gap | None) -> bool:
+    """Two channels alone in a bridge that the gap knew in two different calls, not both as their call's
+    caller: the caller handed over to another call's operator (a transfer or a pickup the gap hid).  Two
+    callers (a conference room, a parking lot) are two calls still; channels the gap did not know are left to
+    their Linkedid."""
+    ia = gap.channels.get(a) if gap is not None else None
+    ib = gap.channels.get(b) if gap is not None else None
+    if ia is None or ib is None or ia.call_id == ib.call_id:
+        return False
+    return not (ia.side == Side.CALLER and ib.side == Side.CALLER)
 
 
 class _Resync:
@@ -320,7 +353,12 @@ class _Resync:
     def take_up(self, group: list[str], chans: dict[str, _Snap], waiting: dict[str, _Waiting]) -> None:
         call, revived = self._call_for(group, chans, waiting)
         fresh = [uid for uid in group if uid not in self.index.channels]
-        if not fresh and not any(uid in waiting for uid in group):
+        # channels taken up before the lists (TakeUp) lost their bridge at the gap: the lists give it back
+        rebridged = [ch for uid in group if uid not in fresh and (ch := self.index.channels[uid]).bridge is None
+                     and chans[uid].bridge]
+        for ch in rebridged:
+            self.index.enter_bridge(ch, chans[ch.uid].bridge)
+        if not fresh and not rebridged and not any(uid in waiting for uid in group):
             return
         journey = call.journey
         prev = {uid: info for uid in fresh if (info := self._gap_info(uid)) is not None
@@ -331,7 +369,7 @@ class _Resync:
         self._assign_sides(call, added, chans, waiting, prev)
         changed = bool(added)
         changed |= self._visits(call, group, waiting, set(fresh))
-        changed |= self._legs(call, added, chans)
+        changed |= self._legs(call, added + rebridged, chans)
         self._identify_caller(call, group, chans, waiting)
         if changed or revived:
             journey.uncertain = True

@@ -347,8 +347,8 @@ class JourneyTracker:
         self.index.clear_bridges()
         return self.take_updates()
 
-    def close_call(self, call: CallState, at: float, reason: str) -> None:
-        """Finish one call as ``uncertain`` (its end could not be seen; for the resync)."""
+    def close_call(self, call: CallState, at: float, reason: str | None) -> None:
+        """Finish one call (for the resync): ``uncertain`` with ``reason`` when its end could not be seen."""
         self._finish(call, at, reason=reason)
 
     def live(self) -> list[CallRecord]:
@@ -1175,6 +1175,9 @@ class JourneyTracker:
         else:
             over = not any(c.alive for c in call.channels.values())
         if over:
+            closed = self.index.closed
+            if closed is not None and closed.keeps(call, ts):
+                return  # taken up after a gap, with channels still up: the resync says what they are part of
             self._finish(call, ts)
 
     # ---- ending ----------------------------------------------------------------------------------------
