@@ -444,3 +444,16 @@ def test_an_answer_the_gap_hid_is_found_when_the_call_was_taken_up_before_the_li
     s.ev("Hangup", Cause="16", **caller)
     (record,) = s.out.ordered(s.tracker)
     assert str(record.outcome) == "answered" and record.operators == ["101"]
+
+
+def test_a_call_taken_up_that_the_lists_no_longer_show_ends_with_the_reason_of_the_loss():
+    """Asterisk restarted: a call taken up by an event after the reconnection, of which the (empty) lists show
+    nothing, ended when the PBX went down: ``pbx_restart``, not a generic ``link_lost``."""
+    s = Synth()
+    caller = s.caller_in_queue()
+    s.pipeline.handle(LinkDown(s.t, "pbx_restart"))
+    s.ev("DTMFEnd", Digit="1", Direction="Received", **caller)
+    assert "1.0" in s.tracker.calls  # taken up
+    s.pipeline.handle(snapshot_of(PbxState()))  # the PBX came back empty
+    (record,) = s.out.ordered(s.tracker)
+    assert record.closed_reason == "pbx_restart" and s.ended("1.0") == 1

@@ -215,7 +215,7 @@ class PbxPipeline:
             self._dispatch(self.tracker.flush())  # events held while a timestamp was judged came before
             at = max(item.at + self.offset, self.last_ts)
             updates, self.gap = close_for_gap(self.tracker, at, item.reason, self.gap)
-            self.tracker.index.closed = TakeUp(self.tracker, self.gap, at)  # until the snapshot
+            self.tracker.index.closed = TakeUp(self.tracker, self.gap, at, item.reason)  # until the snapshot
             self._collect_hangups = True
             self._hung_up.clear()
             self.resynced = False

@@ -115,10 +115,11 @@ class TakeUp:
     on.  Channels that hung up during the gap are not known yet: :meth:`settle`, at the resync, drops those the
     PBX no longer lists (and ends the call, ``uncertain``, when none of it is left)."""
 
-    def __init__(self, tracker: JourneyTracker, gap: Gap, at: float) -> None:
+    def __init__(self, tracker: JourneyTracker, gap: Gap, at: float, reason: str = "link_lost") -> None:
         self.tracker = tracker
         self.gap = gap
         self.at = at
+        self.reason = reason  # of the latest loss (``link_lost``, ``pbx_restart``): what a call not seen end says
         self.unconfirmed: dict[str, list[str]] = {}  # call id -> channels taken up with it
         self.ending: dict[str, float] = {}  # call id -> when its caller hung up, other channels still up
 
@@ -196,7 +197,7 @@ class TakeUp:
                 if ch.leg is not None and ch.leg.started_at is not None and ch.leg.ended_at is None:
                     ch.leg.ended_at = self.gap.at  # the last moment it was known to talk
             if not any(ch.alive for ch in call.channels.values()):
-                self.tracker.close_call(call, at, "link_lost")
+                self.tracker.close_call(call, at, self.reason)
         return self.tracker.take_updates()
 
 
