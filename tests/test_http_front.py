@@ -149,13 +149,18 @@ async def daemon(caplog: pytest.LogCaptureFixture) -> Any:
         await _handlers_done()
 
 
+def _handling_requests() -> list[asyncio.Task[Any]]:
+    """The requests aiohttp is handling now (in this event loop)."""
+    return [t for t in asyncio.all_tasks() if not t.done()
+            and t.get_coro().__qualname__ == "RequestHandler._handle_request"]  # type: ignore[union-attr]
+
+
 async def _handlers_done(timeout: float = 10.0) -> None:
     """Wait until every request aiohttp is handling has ended (those of connections a test cut too): one left
     pending when the test's event loop closes is destroyed later, logging an asyncio ERROR into whichever test
     runs then."""
     deadline = time.monotonic() + timeout
-    while any(t.get_coro().__qualname__ == "RequestHandler._handle_request"  # type: ignore[union-attr]
-              for t in asyncio.all_tasks() if not t.done()):
+    while _handling_requests():
         assert time.monotonic() < deadline, "aiohttp request handlers still running"
         await asyncio.sleep(0.02)
 
@@ -293,11 +298,6 @@ async def test_a_saturated_api_answers_503_and_health_metrics_stay_up(caplog):
                 assert resp.status == 200
         await _handlers_done()
     _no_error_logged(caplog)
-
-
-def _handling_requests() -> list[asyncio.Task[Any]]:
-    return [t for t in asyncio.all_tasks() if not t.done()
-            and t.get_coro().__qualname__ == "RequestHandler._handle_request"]  # type: ignore[union-attr]
 
 
 async def test_a_request_whose_client_left_is_ended_at_shutdown(caplog):

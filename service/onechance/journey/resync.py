@@ -453,18 +453,20 @@ class _Resync:
         """Calls closed at the gap that became part of ``call`` meanwhile (a transfer or a pickup the gap hid):
         their visits and operators move over, and each is reported ``MERGED`` into it, never as a call of its
         own."""
+        if not others:
+            return
         j = call.journey
         for other in others:
             self.revived.add(other.call_id)
             j.visits.extend(other.visits)
-            j.visits.sort(key=lambda v: v.joined_at)
             j.legs.extend(other.legs)
-            j.legs.sort(key=lambda leg: leg.caller_talk_start or leg.rang_at)
             j.started_at = min(j.started_at, other.started_at)
             self.tracker.unwatch(other.call_id, other.caller)
-            self.tracker.track_waiting(j)
             self.folded[other.call_id] = j.call_id
             self.tracker.report_gone(UpdateKind.MERGED, other, self.at, into=j.call_id)
+        j.visits.sort(key=lambda v: v.joined_at)
+        j.legs.sort(key=lambda leg: leg.caller_talk_start or leg.rang_at)
+        self.tracker.track_waiting(j)
 
     @staticmethod
     def _originator(call_id: str, group: list[str], chans: dict[str, _Snap], waiting: dict[str, _Waiting]) -> str:

@@ -466,8 +466,10 @@ class JourneyTracker:
         if not uid or uid == "none":
             return None
         index = self.index
+        # ChannelIndex.get, inlined on this per-event path: a channel of a call a link gap closed, seen again
+        # before the resync, is taken up by the gap
         ch = index.channels.get(uid)
-        if ch is None and index.closed is not None:  # a call a link gap closed, seen again before the resync
+        if ch is None and index.closed is not None:
             ch = index.closed.channel(uid)
         if ch is not None:
             return ch
